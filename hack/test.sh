@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs every check Slipway has, the same way on a laptop and in CI: builds the real control-plane binaries when
+# missing, then cargo fmt, clippy and the whole workspace's tests against them. Ends with the test summary.
+#
+# Build caches live outside the clone so a second run is fast: CARGO_TARGET_DIR defaults to
+# ${SLIPWAY_CACHE:-~/.cache/slipway}/target, the Kubernetes binaries to ${SLIPWAY_CACHE:-~/.cache/slipway}/k8s.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+cache="${SLIPWAY_CACHE:-$HOME/.cache/slipway}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
+# Two cores: keep the linker's memory in check while test binaries build side by side.
+export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+
+step() { printf '\n==> %s\n' "$*"; }
+started=$(date +%s)
+
+step "control-plane binaries (hack/build-k8s.sh)"
+hack/build-k8s.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+
+# One line for the whole run: cargo prints a summary per test binary.
+read -r passed failed ignored < <(awk '/^test result: / {
+    for (i = 1; i <= NF; i++) {
+      if ($(i+1) ~ /^passed;/) p += $i
+      if ($(i+1) ~ /^failed;/) f += $i
+      if ($(i+1) ~ /^ignored;/) g += $i
+    }
+  } END { print p+0, f+0, g+0 }' "$log")
+echo
+echo "hack/test.sh finished in $(( $(date +%s) - started ))s (cargo test exit code $status)"
+echo "$passed passed, $failed failed, $ignored skipped"
+exit "$status"
