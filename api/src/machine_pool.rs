@@ -1,0 +1,229 @@
+//! `MachinePool`: a group of identical worker machines of one cluster, scaled like a Deployment.
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::conditions::Condition;
+use crate::machine::MachineSettings;
+
+/// Desired state of the pool: the cluster it joins, how many machines, what they look like, how they are
+/// replaced.
+// The derive generates the `MachinePool` resource type around it, with `metadata` and `status`.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "slipway.dev",
+    version = "v1alpha1",
+    kind = "MachinePool",
+    namespaced,
+    status = "MachinePoolStatus",
+    derive = "PartialEq",
+    shortname = "swmp",
+    category = "slipway",
+    doc = "A group of identical worker machines of one Slipway Cluster, scaled like a Deployment.",
+    // `kubectl scale machinepool/NAME --replicas=N`, and autoscalers that speak the scale subresource.
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    // Lets the controller (and `kubectl get --field-selector spec.clusterName=NAME`) list one cluster's
+    // pools without a label convention.
+    selectable = ".spec.clusterName",
+    printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.clusterName"),
+    printcolumn(name = "Desired", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Updated", type_ = "integer", json_path = ".status.updatedReplicas", priority = 1),
+    printcolumn(name = "Version", type_ = "string", json_path = ".spec.version", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    // Machine names are derived from the pool's name and end up as node names and cloud tags.
+    validation = Rule::new(
+        "self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')"
+    )
+    .message(
+        "metadata.name: use at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MachinePoolSpec {
+    /// Name of the Cluster in this namespace that the machines join.
+    #[schemars(length(max = 63))]
+    #[x_kube(
+        validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')")
+            .message("spec.clusterName: must be the name of a Cluster in this namespace (lowercase letters, digits and '-')"),
+        validation = Rule::new("self == oldSelf")
+            .message("spec.clusterName: cannot change after creation; create a new MachinePool for the other cluster")
+    )]
+    pub cluster_name: String,
+
+    /// Number of machines wanted. Also settable through the scale subresource.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0))]
+    pub replicas: i32,
+
+    /// Kubernetes version of the nodes, e.g. `v1.37.2`. Absent: the cluster's `spec.kubernetes.version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^v[0-9]+[.][0-9]+[.][0-9]+$')")
+        .message("spec.version: must look like v1.37.2 (vMAJOR.MINOR.PATCH), or be left out to follow the cluster"))]
+    pub version: Option<String>,
+
+    /// What each machine looks like. Changing it replaces the machines, within `strategy`.
+    #[serde(default)]
+    pub template: MachineTemplate,
+
+    /// How fast outdated machines are replaced.
+    #[serde(default)]
+    pub strategy: RolloutStrategy,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+/// What each machine of a pool looks like.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineTemplate {
+    /// Provider machine settings.
+    #[serde(default)]
+    pub machine: MachineSettings,
+
+    /// Labels the Node of each machine registers with.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_labels: BTreeMap<String, String>,
+
+    /// Taints the Node of each machine registers with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["key".into(), "effect".into()]))]
+    pub taints: Vec<NodeTaint>,
+}
+
+/// A taint a Node registers with.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct NodeTaint {
+    /// Taint key, e.g. `dedicated` or `example.com/gpu`.
+    #[schemars(length(min = 1, max = 316))]
+    pub key: String,
+    /// Taint value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub value: Option<String>,
+    /// What the taint does to Pods that do not tolerate it.
+    pub effect: TaintEffect,
+}
+
+/// Effect of a Node taint.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum TaintEffect {
+    /// New Pods are not scheduled onto the Node.
+    NoSchedule,
+    /// The scheduler avoids the Node when it can.
+    PreferNoSchedule,
+    /// Running Pods are evicted too.
+    NoExecute,
+}
+
+/// How outdated machines are replaced. Whole machines only: percentages are not supported.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.maxSurge > 0 || self.maxUnavailable > 0").message(
+    "spec.strategy: maxSurge and maxUnavailable cannot both be 0, or a rollout could never start; set maxSurge to 1"
+))]
+pub struct RolloutStrategy {
+    /// How many machines may exist above `replicas` during a rollout.
+    #[serde(default = "default_max_surge")]
+    #[schemars(range(min = 0))]
+    pub max_surge: i32,
+    /// How many machines may be missing or not ready below `replicas` during a rollout.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub max_unavailable: i32,
+}
+
+impl Default for RolloutStrategy {
+    fn default() -> Self {
+        Self {
+            max_surge: default_max_surge(),
+            max_unavailable: 0,
+        }
+    }
+}
+
+fn default_max_surge() -> i32 {
+    1
+}
+
+/// What the controller observed about a pool.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MachinePoolStatus {
+    /// Machines that exist, in any phase. Read by the scale subresource.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Machines whose Node is Ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Machines made from the current template.
+    #[serde(default)]
+    pub updated_replicas: i32,
+    /// Label selector of the pool's Nodes in the workload cluster, as a string, for the scale subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// One entry per machine the provider reports for this pool.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub machines: Vec<MachineStatus>,
+    /// `Ready`, `ScalingUp`, `ScalingDown`, `RollingOut`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// One machine of a pool.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineStatus {
+    /// Machine name, deterministic so that creating it again finds the same machine.
+    pub name: String,
+    /// Provider's id of the machine, matching the Node's `spec.providerID`.
+    #[serde(
+        rename = "providerID",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub provider_id: Option<String>,
+    /// Lifecycle phase of the machine.
+    pub phase: MachinePhase,
+    /// The Node this machine registered as, once it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_ref: Option<NodeRef>,
+}
+
+/// Lifecycle phase of one machine.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum MachinePhase {
+    /// Asked for; the provider has not started it yet.
+    Pending,
+    /// The provider is creating it.
+    Provisioning,
+    /// Running; its Node may or may not be Ready yet.
+    Running,
+    /// Being deleted.
+    Deleting,
+    /// The provider gave up on it; it will be replaced.
+    Failed,
+}
+
+/// A Node in the workload cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct NodeRef {
+    /// Node name.
+    pub name: String,
+}

@@ -1,0 +1,245 @@
+//! `slipway manager`: the controllers, behind leader election, with metrics and health endpoints, JSON or text
+//! logs, and a graceful stop on SIGTERM (in-flight reconciles finish, the lease is released).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use kube::Client;
+use kube_lease_manager::LeaseManagerBuilder;
+use slipway_controller::{Metrics, ProviderRegistry, Settings};
+use slipway_provider_sim::SimProvider;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    metrics_addr: SocketAddr,
+    /// Reconciles in flight per controller.
+    #[arg(long, default_value_t = 16)]
+    concurrency: u16,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Take part in leader election; only the holder of the Lease reconciles.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kube-system")]
+    lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "slipway-manager")]
+    lease_name: String,
+    /// Seconds a leader's Lease stays valid without renewal; a standby takes over after it.
+    #[arg(long, default_value_t = 15)]
+    lease_duration: u64,
+    /// This instance's identity in the Lease and in Events (default: host name and process id).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Keep the sim provider's machines in this JSON file, so they outlive the process (for tests).
+    #[arg(long)]
+    sim_state_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run_async(args))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+    }
+}
+
+async fn run_async(args: Args) -> anyhow::Result<()> {
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
+    let client = Client::try_default()
+        .await
+        .context("connecting to the management cluster (KUBECONFIG or in-cluster config)")?;
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let server = serve(args.metrics_addr, metrics.clone(), ready.clone()).await?;
+
+    let sim = match &args.sim_state_file {
+        Some(path) => SimProvider::with_state_file(path)
+            .with_context(|| format!("reading the sim state file {}", path.display()))?,
+        None => SimProvider::new(),
+    };
+    let providers = ProviderRegistry::new().register(Arc::new(sim));
+    let settings = Settings {
+        concurrency: args.concurrency,
+        instance: identity.clone(),
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("stop requested; finishing in-flight reconciles");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    if !args.leader_elect {
+        ready.store(true, Ordering::Relaxed);
+        slipway_controller::run(client, providers, metrics, settings, stopped(stop_rx)).await;
+        server.abort();
+        return Ok(());
+    }
+
+    let lease = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+        .with_namespace(&args.lease_namespace)
+        .with_identity(&identity)
+        .with_duration(args.lease_duration)
+        .with_grace(args.lease_duration.div_ceil(3).max(1))
+        .build()
+        .await
+        .context("setting up leader election")?;
+    let (mut leader, lease_task) = lease.watch().await;
+    // A standby is ready too: it serves health and waits its turn.
+    ready.store(true, Ordering::Relaxed);
+    info!(%identity, lease = %args.lease_name, namespace = %args.lease_namespace, "waiting to become the leader");
+    let mut stop = stop_rx.clone();
+    loop {
+        if *leader.borrow_and_update() {
+            break;
+        }
+        tokio::select! {
+            changed = leader.changed() => { changed.context("leader election ended")?; }
+            _ = stop.wait_for(|s| *s) => {
+                drop(leader);
+                let _ = lease_task.await;
+                server.abort();
+                return Ok(());
+            }
+        }
+    }
+    info!(%identity, "became the leader; starting controllers");
+
+    let (lost_tx, mut lost_rx) = watch::channel(false);
+    let mut watch_leader = leader.clone();
+    let watcher = tokio::spawn(async move {
+        let _ = watch_leader.wait_for(|is_leader| !*is_leader).await;
+        let _ = lost_tx.send(true);
+    });
+    let mut stop_for_run = stop_rx.clone();
+    let shutdown = async move {
+        tokio::select! {
+            _ = stop_for_run.wait_for(|s| *s) => {}
+            _ = lost_rx.wait_for(|lost| *lost) => warn!("lost the leader lease; stopping controllers"),
+        }
+    };
+    slipway_controller::run(client, providers, metrics, settings, shutdown).await;
+    let lost = !*leader.borrow();
+    watcher.abort();
+    // Dropping the receiver makes the lease task release the Lease, so a standby takes over at once.
+    drop(leader);
+    match tokio::time::timeout(Duration::from_secs(5), lease_task).await {
+        Ok(Ok(Ok(_))) => info!("released the leader lease"),
+        other => warn!(
+            ?other,
+            "could not release the leader lease; it expires by itself"
+        ),
+    }
+    server.abort();
+    if lost {
+        anyhow::bail!("lost leadership");
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+#[derive(Clone)]
+struct ServerState {
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+}
+
+async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz_handler))
+        .with_state(ServerState { metrics, ready });
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("listening on {addr} for /metrics (choose another with --metrics-addr)")
+    })?;
+    info!(addr = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
+    Ok(tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            warn!(%error, "metrics server stopped");
+        }
+    }))
+}
+
+async fn metrics_handler(
+    State(state): State<ServerState>,
+) -> ([(&'static str, &'static str); 1], String) {
+    (
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+}
+
+async fn readyz_handler(State(state): State<ServerState>) -> (StatusCode, &'static str) {
+    if state.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "slipway".into())
+}

@@ -1,0 +1,394 @@
+//! A sim cluster's life against a real apiserver, with the manager's controllers running in-process.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::watcher;
+use serde_json::json;
+use slipway_api::conditions::{self, CLUSTER_CONDITION_TYPES};
+use slipway_api::{Cluster, ClusterPhase, MachinePool};
+use support::{apply, env, eventually, manager, sim_cluster, wait_ready};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn machines_of(
+    sim: &slipway_provider_sim::SimProvider,
+    namespace: &str,
+    name: &str,
+) -> Vec<String> {
+    sim.snapshot()
+        .clusters
+        .iter()
+        .filter(|(key, _)| key.starts_with(&format!("{namespace}/{name}/")))
+        .flat_map(|(_, c)| c.machines.keys().cloned())
+        .collect()
+}
+
+async fn pool_ready_replicas(
+    pools: &Api<MachinePool>,
+    name: &str,
+    want: i32,
+) -> Result<MachinePool, String> {
+    let pool = pools.get(name).await.map_err(|e| e.to_string())?;
+    let status = pool.status.clone().unwrap_or_default();
+    let ready = conditions::is_true(&status.conditions, "Ready");
+    if ready
+        && status.ready_replicas == want
+        && status.replicas == want
+        && pool.spec.replicas == want
+    {
+        Ok(pool)
+    } else {
+        Err(format!(
+            "spec {} status {}/{} ready={ready}",
+            pool.spec.replicas, status.ready_replicas, status.replicas
+        ))
+    }
+}
+
+#[tokio::test]
+async fn sim_cluster_becomes_ready_with_every_condition_true() {
+    let env = env().await;
+    let sim = manager(env);
+    let ns = env.create_namespace("ready").await;
+    let client = env.client().await;
+    apply(&client, &ns, &sim_cluster("alpha", 1, 3, "{}")).await;
+
+    let cluster = wait_ready(&client, &ns, "alpha", TIMEOUT).await;
+    let status = cluster.status.unwrap();
+    for type_ in CLUSTER_CONDITION_TYPES {
+        let condition = conditions::find(&status.conditions, type_)
+            .unwrap_or_else(|| panic!("{type_} missing"));
+        assert_eq!(condition.status, "True", "{type_}: {condition:?}");
+        assert!(
+            !condition.reason.is_empty() && condition.reason.chars().next().unwrap().is_uppercase()
+        );
+        assert_eq!(condition.observed_generation, cluster.metadata.generation);
+    }
+    assert_eq!(status.phase, Some(ClusterPhase::Provisioned));
+    assert_eq!(status.provider.as_deref(), Some("sim"));
+    assert_eq!(status.observed_generation, cluster.metadata.generation);
+    assert!(
+        cluster
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"slipway.dev/cluster".to_string())
+    );
+
+    let pool = Api::<MachinePool>::namespaced(client.clone(), &ns)
+        .get("alpha-workers")
+        .await
+        .unwrap();
+    let owner = &pool.metadata.owner_references.clone().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("Cluster", "alpha")
+    );
+    let pool_status = pool.status.unwrap();
+    assert_eq!(
+        (
+            pool_status.replicas,
+            pool_status.ready_replicas,
+            pool_status.updated_replicas
+        ),
+        (3, 3, 3)
+    );
+    assert_eq!(pool_status.machines.len(), 3);
+    assert!(pool_status.machines.iter().all(|m| {
+        m.provider_id
+            .as_deref()
+            .unwrap()
+            .starts_with(&format!("sim://{ns}/alpha/alpha-workers-"))
+    }));
+
+    let machines = machines_of(sim, &ns, "alpha");
+    assert_eq!(
+        machines.len(),
+        4,
+        "1 control plane + 3 workers: {machines:?}"
+    );
+    assert_eq!(
+        machines
+            .iter()
+            .filter(|m| m.starts_with("alpha-control-plane-"))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn scaling_a_pool_converges_through_spec_and_scale_subresource() {
+    let env = env().await;
+    let sim = manager(env);
+    let ns = env.create_namespace("scale").await;
+    let client = env.client().await;
+    apply(&client, &ns, &sim_cluster("beta", 1, 3, "{}")).await;
+    wait_ready(&client, &ns, "beta", TIMEOUT).await;
+    let pools: Api<MachinePool> = Api::namespaced(client.clone(), &ns);
+
+    pools
+        .patch(
+            "beta-workers",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "spec": { "replicas": 5 } })),
+        )
+        .await
+        .unwrap();
+    eventually("pool at 5", TIMEOUT, || {
+        pool_ready_replicas(&pools, "beta-workers", 5)
+    })
+    .await;
+    assert_eq!(machines_of(sim, &ns, "beta").len(), 6);
+
+    pools
+        .patch_scale(
+            "beta-workers",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "spec": { "replicas": 1 } })),
+        )
+        .await
+        .unwrap();
+    eventually("pool at 1", TIMEOUT, || {
+        pool_ready_replicas(&pools, "beta-workers", 1)
+    })
+    .await;
+    assert_eq!(machines_of(sim, &ns, "beta").len(), 2);
+    let scale = pools.get_scale("beta-workers").await.unwrap();
+    assert_eq!(scale.status.unwrap().replicas, 1);
+    wait_ready(&client, &ns, "beta", TIMEOUT).await;
+}
+
+#[tokio::test]
+async fn deleting_a_cluster_removes_pools_machines_and_finalizers() {
+    let env = env().await;
+    let sim = manager(env);
+    let ns = env.create_namespace("delete").await;
+    let client = env.client().await;
+    // A delete delay makes the ordered teardown observable.
+    apply(
+        &client,
+        &ns,
+        &sim_cluster("gamma", 1, 3, "{ deleteDelay: 300ms }"),
+    )
+    .await;
+    wait_ready(&client, &ns, "gamma", TIMEOUT).await;
+    assert_eq!(machines_of(sim, &ns, "gamma").len(), 4);
+
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), &ns);
+    let pools: Api<MachinePool> = Api::namespaced(client.clone(), &ns);
+    clusters
+        .delete("gamma", &DeleteParams::default())
+        .await
+        .unwrap();
+
+    // While workers are still going, the control plane stays: deletion is ordered.
+    let saw = std::sync::atomic::AtomicBool::new(false);
+    let (saw_ref, clusters_ref, ns_ref) = (&saw, &clusters, &ns);
+    eventually("cluster gone", TIMEOUT, move || async move {
+        let (clusters, ns) = (clusters_ref, ns_ref);
+        let machines = machines_of(sim, ns, "gamma");
+        let workers = machines
+            .iter()
+            .filter(|m| m.starts_with("gamma-workers-"))
+            .count();
+        let control_plane = machines
+            .iter()
+            .filter(|m| m.starts_with("gamma-control-plane-"))
+            .count();
+        if workers > 0 {
+            assert_eq!(control_plane, 1, "control plane deleted before the workers");
+        } else if control_plane > 0 {
+            saw_ref.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        match clusters.get_opt("gamma").await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(c) => Err(format!(
+                "still there: {}",
+                support::condition_summary(&c.status.map(|s| s.conditions).unwrap_or_default())
+            )),
+        }
+    })
+    .await;
+    assert!(
+        saw.load(std::sync::atomic::Ordering::Relaxed),
+        "never saw the control plane outlive its workers"
+    );
+    assert!(
+        pools.get_opt("gamma-workers").await.unwrap().is_none(),
+        "pool left behind"
+    );
+    assert!(
+        machines_of(sim, &ns, "gamma").is_empty(),
+        "machines left behind"
+    );
+}
+
+#[tokio::test]
+async fn a_paused_cluster_is_left_alone_until_unpaused() {
+    let env = env().await;
+    let sim = manager(env);
+    let ns = env.create_namespace("paused").await;
+    let client = env.client().await;
+    let yaml = sim_cluster("delta", 1, 2, "{}")
+        .replace("  controlPlane:", "  paused: true\n  controlPlane:");
+    apply(&client, &ns, &yaml).await;
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), &ns);
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cluster = clusters.get("delta").await.unwrap();
+    assert!(
+        cluster.status.is_none(),
+        "a paused cluster got a status: {:?}",
+        cluster.status
+    );
+    assert!(
+        cluster.metadata.finalizers.is_none(),
+        "a paused cluster got a finalizer"
+    );
+    assert!(
+        machines_of(sim, &ns, "delta").is_empty(),
+        "machines created for a paused cluster"
+    );
+
+    clusters
+        .patch(
+            "delta",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "spec": { "paused": false } })),
+        )
+        .await
+        .unwrap();
+    wait_ready(&client, &ns, "delta", TIMEOUT).await;
+    assert_eq!(machines_of(sim, &ns, "delta").len(), 3);
+
+    // The annotation pauses too: a scale-up waits until it is removed.
+    clusters
+        .patch(
+            "delta",
+            &PatchParams::default(),
+            &Patch::Merge(
+                &json!({ "metadata": { "annotations": { "slipway.dev/paused": "true" } } }),
+            ),
+        )
+        .await
+        .unwrap();
+    let pools: Api<MachinePool> = Api::namespaced(client.clone(), &ns);
+    pools
+        .patch(
+            "delta-workers",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "spec": { "replicas": 4 } })),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        machines_of(sim, &ns, "delta").len(),
+        3,
+        "scaled while paused"
+    );
+    clusters
+        .patch(
+            "delta",
+            &PatchParams::default(),
+            &Patch::Merge(
+                &json!({ "metadata": { "annotations": { "slipway.dev/paused": null } } }),
+            ),
+        )
+        .await
+        .unwrap();
+    eventually("pool at 4 after unpause", TIMEOUT, || {
+        pool_ready_replicas(&pools, "delta-workers", 4)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_expired_ttl_deletes_the_cluster() {
+    let env = env().await;
+    let sim = manager(env);
+    let ns = env.create_namespace("ttl").await;
+    let client = env.client().await;
+    let yaml =
+        sim_cluster("epsilon", 1, 1, "{}").replace("  controlPlane:", "  ttl: 8s\n  controlPlane:");
+    apply(&client, &ns, &yaml).await;
+    let cluster = wait_ready(&client, &ns, "epsilon", TIMEOUT).await;
+    let created = cluster.metadata.creation_timestamp.clone().unwrap().0;
+    let expires = cluster
+        .status
+        .unwrap()
+        .expires_at
+        .expect("status.expiresAt set")
+        .0;
+    assert_eq!(expires.duration_since(created).as_secs(), 8);
+
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), &ns);
+    eventually("cluster deleted at expiry", TIMEOUT, || async {
+        match clusters
+            .get_opt("epsilon")
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            None => Ok(()),
+            Some(_) => Err("still there".to_string()),
+        }
+    })
+    .await;
+    let gone_at = k8s_openapi::jiff::Timestamp::now();
+    assert!(gone_at >= expires, "deleted before it expired");
+    assert!(machines_of(sim, &ns, "epsilon").is_empty());
+}
+
+#[tokio::test]
+async fn a_ready_cluster_sees_no_writes_for_30_seconds() {
+    let env = env().await;
+    manager(env);
+    let ns = env.create_namespace("steady").await;
+    let client = env.client().await;
+    apply(&client, &ns, &sim_cluster("zeta", 1, 3, "{}")).await;
+    wait_ready(&client, &ns, "zeta", TIMEOUT).await;
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), &ns);
+    let pools: Api<MachinePool> = Api::namespaced(client.clone(), &ns);
+    // Let the pool's last status write land before the window opens.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let versions = |c: Option<String>, p: Option<String>| (c, p);
+    let before = versions(
+        clusters.get("zeta").await.unwrap().resource_version(),
+        pools.get("zeta-workers").await.unwrap().resource_version(),
+    );
+    let mut cluster_events = watcher::watcher(clusters.clone(), watcher::Config::default()).boxed();
+    let mut pool_events = watcher::watcher(pools.clone(), watcher::Config::default()).boxed();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let window = tokio::time::sleep(Duration::from_secs(30));
+    tokio::pin!(window);
+    loop {
+        tokio::select! {
+            _ = &mut window => break,
+            Some(Ok(watcher::Event::Apply(c))) = cluster_events.next() => {
+                *seen.entry(format!("cluster rv {}", c.resource_version().unwrap())).or_default() += 1;
+            }
+            Some(Ok(watcher::Event::Apply(p))) = pool_events.next() => {
+                *seen.entry(format!("pool rv {}", p.resource_version().unwrap())).or_default() += 1;
+            }
+        }
+    }
+    let after = versions(
+        clusters.get("zeta").await.unwrap().resource_version(),
+        pools.get("zeta-workers").await.unwrap().resource_version(),
+    );
+    assert_eq!(
+        before, after,
+        "the manager wrote during the steady window; watch saw {seen:?}"
+    );
+    assert!(
+        seen.len() <= 2,
+        "only the initial state may be listed: {seen:?}"
+    );
+}

@@ -1,0 +1,229 @@
+//! What the manager's integration tests share: a real apiserver with Slipway's CRDs, a manager, and waiting.
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::future::Future;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Client, ResourceExt};
+use slipway_api::{Cluster, MachinePool};
+use slipway_controller::{Metrics, ProviderRegistry, Settings};
+use slipway_provider_sim::SimProvider;
+use slipway_testenv::TestEnv;
+use tokio::sync::OnceCell;
+
+static CRDS: OnceCell<()> = OnceCell::const_new();
+
+/// The test binary's apiserver, with Slipway's CRDs installed and Established.
+pub async fn env() -> &'static TestEnv {
+    let env = TestEnv::shared().await;
+    CRDS.get_or_init(|| async { install_crds(env.client().await).await })
+        .await;
+    env
+}
+
+pub async fn install_crds(client: Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client);
+    for crd in slipway_api::crds() {
+        let name = crd.name_any();
+        api.patch(
+            &name,
+            &PatchParams::apply("slipway-test").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(api.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("CRD {name} not Established in 30s"))
+        .unwrap();
+    }
+}
+
+/// One in-process manager per test binary, with the sim provider, on a runtime of its own: each `#[tokio::test]`
+/// has its own runtime, which ends with the test, and the manager must outlive every test.
+pub fn manager(env: &'static TestEnv) -> &'static Arc<SimProvider> {
+    static MANAGER: OnceLock<Arc<SimProvider>> = OnceLock::new();
+    MANAGER.get_or_init(|| {
+        let sim = Arc::new(SimProvider::new());
+        let provider = sim.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let client = env.client().await;
+                let providers = ProviderRegistry::new().register(provider);
+                ready_tx.send(()).unwrap();
+                slipway_controller::run(
+                    client,
+                    providers,
+                    Arc::new(Metrics::new()),
+                    Settings::default(),
+                    std::future::pending(),
+                )
+                .await;
+            });
+        });
+        ready_rx.recv().unwrap();
+        sim
+    })
+}
+
+/// Server-side applies every document of `yaml` into `namespace`.
+pub async fn apply(client: &Client, namespace: &str, yaml: &str) {
+    for document in serde_saphyr::from_multiple::<serde_json::Value>(yaml).unwrap() {
+        let kind = document["kind"].as_str().unwrap().to_string();
+        let name = document["metadata"]["name"].as_str().unwrap().to_string();
+        let params = PatchParams::apply("slipway-test").force();
+        match kind.as_str() {
+            "Cluster" => {
+                Api::<Cluster>::namespaced(client.clone(), namespace)
+                    .patch(&name, &params, &Patch::Apply(&document))
+                    .await
+                    .unwrap();
+            }
+            "MachinePool" => {
+                Api::<MachinePool>::namespaced(client.clone(), namespace)
+                    .patch(&name, &params, &Patch::Apply(&document))
+                    .await
+                    .unwrap();
+            }
+            other => panic!("support::apply does not know kind {other}"),
+        }
+    }
+}
+
+/// A sim Cluster with a control plane of `control_plane` and a pool `<name>-workers` of `workers`.
+pub fn sim_cluster(name: &str, control_plane: u32, workers: u32, sim_settings: &str) -> String {
+    format!(
+        r#"apiVersion: slipway.dev/v1alpha1
+kind: Cluster
+metadata:
+  name: {name}
+spec:
+  kubernetes:
+    version: v1.37.2
+  controlPlane:
+    replicas: {control_plane}
+  infrastructure:
+    sim: {sim_settings}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: MachinePool
+metadata:
+  name: {name}-workers
+spec:
+  clusterName: {name}
+  replicas: {workers}
+"#
+    )
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what` and the last observation.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let started = Instant::now();
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(last) if started.elapsed() > timeout => {
+                panic!("{what}: not within {timeout:?}; last seen: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+pub fn condition_summary(conditions: &[slipway_api::Condition]) -> String {
+    conditions
+        .iter()
+        .map(|c| format!("{}={} ({}: {})", c.type_, c.status, c.reason, c.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Waits until the Cluster has `Ready=True`.
+pub async fn wait_ready(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> Cluster {
+    let api: Api<Cluster> = Api::namespaced(client.clone(), namespace);
+    eventually(&format!("Cluster {name} Ready"), timeout, || async {
+        let cluster = api.get(name).await.map_err(|e| e.to_string())?;
+        let conditions = cluster
+            .status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default();
+        if slipway_api::conditions::is_true(&conditions, "Ready") {
+            Ok(cluster)
+        } else {
+            Err(condition_summary(&conditions))
+        }
+    })
+    .await
+}
+
+/// A `slipway manager` process against `kubeconfig`, killed on drop.
+pub struct ManagerProcess {
+    pub child: Child,
+}
+
+impl ManagerProcess {
+    pub fn start(kubeconfig: &Path, log: &Path, extra: &[&str]) -> Self {
+        let log_file = std::fs::File::create(log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_slipway"))
+            .arg("manager")
+            .arg("--metrics-addr=127.0.0.1:0")
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .expect("start slipway manager");
+        Self { child }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a graceful exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(self.pid(), libc::SIGTERM);
+        }
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for ManagerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

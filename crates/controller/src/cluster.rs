@@ -1,0 +1,627 @@
+//! The Cluster reconciler: infrastructure, control plane, nodes, add-ons, Ready; and deletion in reverse.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, DeleteParams, ListParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use slipway_api::conditions::{
+    self, ADDONS_READY, CONTROL_PLANE_READY, INFRASTRUCTURE_READY, NODES_READY, READY,
+};
+use slipway_api::{ApiEndpoint, Cluster, ClusterPhase, ClusterStatus, MachinePool};
+use slipway_provider::{ClusterInfo, Deletion, InfrastructureProvider, MachineRole};
+use tracing::{info, warn};
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::machines::{self, GroupSpec, call};
+use crate::status::{apply_if_changed, condition, set_all};
+use crate::{CLUSTER_FINALIZER, PAUSED_ANNOTATION, finalizer};
+
+pub const CONTROLLER: &str = "cluster";
+
+/// How often a cluster that is not Ready yet is looked at again (machines come up without telling us).
+const POLL: Duration = Duration::from_secs(2);
+/// How long to wait before retrying a step that needs a person to act (unknown provider, bad settings).
+const SLOW_RETRY: Duration = Duration::from_secs(300);
+
+pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action> {
+    let api: Api<Cluster> =
+        Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
+    if is_paused(&cluster) {
+        return Ok(Action::await_change());
+    }
+    if cluster.metadata.deletion_timestamp.is_some() {
+        return finalize(&cluster, &api, &ctx).await;
+    }
+    if finalizer::ensure(&api, cluster.as_ref(), CLUSTER_FINALIZER, None).await? {
+        // The update wakes us again with the finalizer in place.
+        return Ok(Action::await_change());
+    }
+    let expires_at = expiry(&cluster);
+    if let Some(at) = expires_at
+        && at <= Timestamp::now()
+    {
+        info!(cluster = %cluster.name_any(), "TTL expired, deleting the cluster");
+        publish(
+            &ctx,
+            cluster.as_ref(),
+            EventType::Normal,
+            "Expired",
+            "Delete",
+            format!(
+                "TTL {} expired",
+                cluster.spec.ttl.clone().unwrap_or_default()
+            ),
+        )
+        .await;
+        api.delete(&cluster.name_any(), &DeleteParams::background())
+            .await?;
+        return Ok(Action::await_change());
+    }
+
+    let generation = cluster.metadata.generation;
+    let old = cluster.status.as_ref();
+    let mut status = old.cloned().unwrap_or_default();
+    status.observed_generation = generation;
+    status.expires_at = expires_at.map(Time);
+    let provider_name = cluster
+        .spec
+        .infrastructure
+        .provider_name()
+        .unwrap_or_default();
+    status.provider = Some(provider_name.to_string());
+
+    let provider = match ctx.providers.get(provider_name) {
+        Ok(provider) => provider.clone(),
+        Err(error) => {
+            let message = format!(
+                "{error}; this manager runs the providers {:?}",
+                ctx.providers.names()
+            );
+            set_all(
+                &mut status.conditions,
+                [
+                    condition(
+                        INFRASTRUCTURE_READY,
+                        false,
+                        "ProviderNotRegistered",
+                        &message,
+                        generation,
+                    ),
+                    condition(READY, false, "ProviderNotRegistered", &message, generation),
+                ],
+            );
+            status.phase = Some(ClusterPhase::Failed);
+            apply_if_changed(&api, &cluster.name_any(), old, &status).await?;
+            return Ok(Action::requeue(SLOW_RETRY));
+        }
+    };
+    let info = cluster_info(&cluster);
+
+    // 1. Infrastructure.
+    let infrastructure = match call(
+        &ctx,
+        provider.as_ref(),
+        "reconcile_cluster",
+        provider.reconcile_cluster(&info).await,
+    ) {
+        Ok(infrastructure) => infrastructure,
+        Err(source) => {
+            set_all(
+                &mut status.conditions,
+                [
+                    condition(
+                        INFRASTRUCTURE_READY,
+                        false,
+                        source.reason(),
+                        source.to_string(),
+                        generation,
+                    ),
+                    condition(
+                        READY,
+                        false,
+                        source.reason(),
+                        source.to_string(),
+                        generation,
+                    ),
+                ],
+            );
+            status.phase = Some(if source.is_retryable() {
+                ClusterPhase::Provisioning
+            } else {
+                ClusterPhase::Failed
+            });
+            apply_if_changed(&api, &cluster.name_any(), old, &status).await?;
+            return Err(Error::Provider {
+                provider: provider_name.to_string(),
+                source,
+            });
+        }
+    };
+    status.control_plane_endpoint =
+        infrastructure
+            .endpoint
+            .as_ref()
+            .map(|(host, port)| ApiEndpoint {
+                host: host.clone(),
+                port: i32::from(*port),
+            });
+    let reason = if infrastructure.ready {
+        "Provisioned"
+    } else {
+        "Provisioning"
+    };
+    conditions::set(
+        &mut status.conditions,
+        condition(
+            INFRASTRUCTURE_READY,
+            infrastructure.ready,
+            reason,
+            infrastructure.message.clone(),
+            generation,
+        ),
+    );
+
+    // 2. Control plane machines.
+    let control_plane_ready = if infrastructure.ready {
+        match reconcile_control_plane(&cluster, &ctx, provider.as_ref(), &info, &mut status).await {
+            Ok(ready) => ready,
+            Err(error) => {
+                if let Error::Provider { source, .. } = &error {
+                    set_all(
+                        &mut status.conditions,
+                        [
+                            condition(
+                                CONTROL_PLANE_READY,
+                                false,
+                                source.reason(),
+                                source.to_string(),
+                                generation,
+                            ),
+                            condition(
+                                READY,
+                                false,
+                                source.reason(),
+                                source.to_string(),
+                                generation,
+                            ),
+                        ],
+                    );
+                    apply_if_changed(&api, &cluster.name_any(), old, &status).await?;
+                }
+                return Err(error);
+            }
+        }
+    } else {
+        conditions::set(
+            &mut status.conditions,
+            condition(
+                CONTROL_PLANE_READY,
+                false,
+                "WaitingForInfrastructure",
+                "infrastructure is not ready yet",
+                generation,
+            ),
+        );
+        false
+    };
+
+    // 3. Worker nodes, as their pools report them.
+    let nodes_ready = reconcile_nodes_condition(&cluster, &ctx, &mut status).await?;
+
+    // 4. Add-ons.
+    let addons_ready = if infrastructure.endpoint.is_none() {
+        conditions::set(
+            &mut status.conditions,
+            condition(
+                ADDONS_READY,
+                true,
+                "NoWorkloadApi",
+                format!(
+                    "{provider_name} clusters have no workload API, so no add-ons are installed"
+                ),
+                generation,
+            ),
+        );
+        true
+    } else {
+        conditions::set(
+            &mut status.conditions,
+            condition(
+                ADDONS_READY,
+                false,
+                "AddonEngineUnavailable",
+                "this manager cannot install add-ons yet",
+                generation,
+            ),
+        );
+        false
+    };
+
+    // 5. Ready.
+    let ready = infrastructure.ready && control_plane_ready && nodes_ready && addons_ready;
+    let waiting_for: Vec<&str> = [
+        (infrastructure.ready, INFRASTRUCTURE_READY),
+        (control_plane_ready, CONTROL_PLANE_READY),
+        (nodes_ready, NODES_READY),
+        (addons_ready, ADDONS_READY),
+    ]
+    .into_iter()
+    .filter_map(|(ok, name)| (!ok).then_some(name))
+    .collect();
+    let message = if ready {
+        "the cluster is ready".to_string()
+    } else {
+        format!("waiting for {}", waiting_for.join(", "))
+    };
+    let was_ready = old.is_some_and(|s| conditions::is_true(&s.conditions, READY));
+    conditions::set(
+        &mut status.conditions,
+        condition(
+            READY,
+            ready,
+            if ready { "Ready" } else { "Provisioning" },
+            message,
+            generation,
+        ),
+    );
+    status.phase = Some(if ready {
+        ClusterPhase::Provisioned
+    } else {
+        ClusterPhase::Provisioning
+    });
+
+    apply_if_changed(&api, &cluster.name_any(), old, &status).await?;
+    if ready && !was_ready {
+        info!(cluster = %cluster.name_any(), "cluster is ready");
+        publish(
+            &ctx,
+            cluster.as_ref(),
+            EventType::Normal,
+            "Ready",
+            "Provision",
+            "every condition is True".into(),
+        )
+        .await;
+    }
+
+    let mut next = if ready { None } else { Some(POLL) };
+    if let Some(at) = expires_at {
+        let until = Duration::try_from(at.duration_since(Timestamp::now())).unwrap_or_default();
+        next = Some(next.map_or(until, |n| n.min(until)));
+    }
+    Ok(next.map_or_else(Action::await_change, Action::requeue))
+}
+
+async fn reconcile_control_plane(
+    cluster: &Cluster,
+    ctx: &Context,
+    provider: &dyn InfrastructureProvider,
+    info: &ClusterInfo,
+    status: &mut ClusterStatus,
+) -> Result<bool> {
+    let replicas = usize::try_from(cluster.spec.control_plane.replicas).unwrap_or(0);
+    let spec = GroupSpec {
+        role: MachineRole::ControlPlane,
+        prefix: format!("{}-control-plane", cluster.name_any()),
+        replicas,
+        settings: cluster.spec.control_plane.machine.clone(),
+        kubernetes_version: cluster.spec.kubernetes.version.clone(),
+        // One at a time, and never below quorum: a new member joins before an old one leaves.
+        max_surge: 1,
+        max_unavailable: 0,
+    };
+    let group = machines::converge(ctx, provider, info, &spec, None).await?;
+    report_machine_changes(
+        ctx,
+        cluster,
+        "control-plane",
+        &group.created,
+        &group.deleted,
+    )
+    .await;
+    let ready = group.converged(replicas);
+    let (reason, message) = if ready {
+        (
+            "Ready",
+            format!("{replicas} of {replicas} control-plane machines ready"),
+        )
+    } else if group.updated < replicas && group.machines.len() >= replicas {
+        (
+            "RollingOut",
+            format!(
+                "{} of {replicas} control-plane machines up to date",
+                group.updated
+            ),
+        )
+    } else {
+        (
+            "WaitingForMachines",
+            format!("{} of {replicas} control-plane machines ready", group.ready),
+        )
+    };
+    conditions::set(
+        &mut status.conditions,
+        condition(
+            CONTROL_PLANE_READY,
+            ready,
+            reason,
+            message,
+            cluster.metadata.generation,
+        ),
+    );
+    Ok(ready)
+}
+
+async fn reconcile_nodes_condition(
+    cluster: &Cluster,
+    ctx: &Context,
+    status: &mut ClusterStatus,
+) -> Result<bool> {
+    let mut pools = pools_of(ctx, cluster);
+    // The cache this reconcile reads may lag the watch event that woke it: ask the apiserver before waiting.
+    if pools.iter().any(|pool| !pool_is_ready(pool)) {
+        let api: Api<MachinePool> =
+            Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
+        let selector = format!("spec.clusterName={}", cluster.name_any());
+        pools = api
+            .list(&ListParams::default().fields(&selector))
+            .await?
+            .items
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+    }
+    let generation = cluster.metadata.generation;
+    if pools.is_empty() {
+        conditions::set(
+            &mut status.conditions,
+            condition(
+                NODES_READY,
+                true,
+                "NoMachinePools",
+                "the cluster has no MachinePools",
+                generation,
+            ),
+        );
+        return Ok(true);
+    }
+    let not_ready: Vec<String> = pools
+        .iter()
+        .filter(|pool| !pool_is_ready(pool))
+        .map(|pool| {
+            let s = pool.status.clone().unwrap_or_default();
+            format!(
+                "{} ({}/{})",
+                pool.name_any(),
+                s.ready_replicas,
+                pool.spec.replicas
+            )
+        })
+        .collect();
+    let ready = not_ready.is_empty();
+    let message = if ready {
+        format!("{} MachinePools ready", pools.len())
+    } else {
+        format!("MachinePools not ready: {}", not_ready.join(", "))
+    };
+    conditions::set(
+        &mut status.conditions,
+        condition(
+            NODES_READY,
+            ready,
+            if ready { "Ready" } else { "WaitingForNodes" },
+            message,
+            generation,
+        ),
+    );
+    Ok(ready)
+}
+
+fn pool_is_ready(pool: &MachinePool) -> bool {
+    pool.status.as_ref().is_some_and(|s| {
+        s.observed_generation == pool.metadata.generation
+            && conditions::is_true(&s.conditions, READY)
+    })
+}
+
+/// The cluster's pools, from the MachinePool controller's cache.
+fn pools_of(ctx: &Context, cluster: &Cluster) -> Vec<Arc<MachinePool>> {
+    let namespace = cluster.namespace();
+    let name = cluster.name_any();
+    ctx.pools
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace() == namespace && p.spec.cluster_name == name)
+        .collect()
+}
+
+/// Deletion in reverse order: MachinePools, control plane, infrastructure; then the finalizer.
+async fn finalize(cluster: &Cluster, api: &Api<Cluster>, ctx: &Context) -> Result<Action> {
+    if !cluster.finalizers().iter().any(|f| f == CLUSTER_FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let generation = cluster.metadata.generation;
+    let old = cluster.status.as_ref();
+    let mut status = old.cloned().unwrap_or_default();
+    status.phase = Some(ClusterPhase::Deleting);
+    let waiting = |status: &mut ClusterStatus, message: String| {
+        conditions::set(
+            &mut status.conditions,
+            condition(READY, false, "Deleting", message, generation),
+        );
+    };
+
+    // 1. MachinePools: their own finalizers delete their machines.
+    let namespace = cluster.namespace().unwrap_or_default();
+    let pools: Api<MachinePool> = Api::namespaced(ctx.client.clone(), &namespace);
+    let selector = format!("spec.clusterName={}", cluster.name_any());
+    let remaining = pools
+        .list(&ListParams::default().fields(&selector))
+        .await?
+        .items;
+    if !remaining.is_empty() {
+        for pool in remaining
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+        {
+            match pools
+                .delete(&pool.name_any(), &DeleteParams::background())
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let names: Vec<String> = remaining.iter().map(|p| p.name_any()).collect();
+        waiting(
+            &mut status,
+            format!("deleting MachinePools: {}", names.join(", ")),
+        );
+        apply_if_changed(api, &cluster.name_any(), old, &status).await?;
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+
+    let provider_name = cluster
+        .spec
+        .infrastructure
+        .provider_name()
+        .unwrap_or_default();
+    let provider = ctx
+        .providers
+        .get(provider_name)
+        .inspect_err(|e| warn!(error = %e, "cannot clean up"))?
+        .clone();
+    let info = cluster_info(cluster);
+
+    // 2. Control plane machines.
+    let remaining =
+        machines::delete_all(ctx, provider.as_ref(), &info, &MachineRole::ControlPlane).await?;
+    if !remaining.is_empty() {
+        waiting(
+            &mut status,
+            format!("deleting control-plane machines: {}", remaining.join(", ")),
+        );
+        apply_if_changed(api, &cluster.name_any(), old, &status).await?;
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+
+    // 3. Infrastructure.
+    let deletion = call(
+        ctx,
+        provider.as_ref(),
+        "delete_cluster",
+        provider.delete_cluster(&info).await,
+    )
+    .map_err(|source| Error::Provider {
+        provider: provider_name.to_string(),
+        source,
+    })?;
+    if let Deletion::InProgress(what) = deletion {
+        waiting(&mut status, format!("deleting infrastructure: {what}"));
+        apply_if_changed(api, &cluster.name_any(), old, &status).await?;
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
+
+    // 4. Nothing of the cluster is left: let the object go.
+    finalizer::remove(api, cluster, CLUSTER_FINALIZER).await?;
+    info!(cluster = %cluster.name_any(), "cluster deleted");
+    Ok(Action::await_change())
+}
+
+/// `spec.paused`, or the `slipway.dev/paused` annotation set to anything but "false".
+pub fn is_paused(cluster: &Cluster) -> bool {
+    cluster.spec.paused
+        || cluster
+            .annotations()
+            .get(PAUSED_ANNOTATION)
+            .is_some_and(|v| v != "false")
+}
+
+/// When the cluster's TTL runs out: creation time plus `spec.ttl`.
+pub fn expiry(cluster: &Cluster) -> Option<Timestamp> {
+    let ttl: SignedDuration = cluster.spec.ttl.as_deref()?.parse().ok()?;
+    let created = cluster.metadata.creation_timestamp.as_ref()?.0;
+    created.checked_add(ttl).ok()
+}
+
+pub fn cluster_info(cluster: &Cluster) -> ClusterInfo {
+    ClusterInfo {
+        namespace: cluster.namespace().unwrap_or_default(),
+        name: cluster.name_any(),
+        uid: cluster.uid().unwrap_or_default(),
+        kubernetes_version: cluster.spec.kubernetes.version.clone(),
+        infrastructure: cluster.spec.infrastructure.clone(),
+    }
+}
+
+pub(crate) async fn report_machine_changes<K>(
+    ctx: &Context,
+    obj: &K,
+    group: &str,
+    created: &[String],
+    deleted: &[String],
+) where
+    K: Resource<DynamicType = ()>,
+{
+    if !created.is_empty() {
+        let note = format!(
+            "created {} {group} machines: {}",
+            created.len(),
+            created.join(", ")
+        );
+        publish(
+            ctx,
+            obj,
+            EventType::Normal,
+            "MachinesCreated",
+            "Scale",
+            note,
+        )
+        .await;
+    }
+    if !deleted.is_empty() {
+        let note = format!(
+            "deleting {} {group} machines: {}",
+            deleted.len(),
+            deleted.join(", ")
+        );
+        publish(
+            ctx,
+            obj,
+            EventType::Normal,
+            "MachinesDeleted",
+            "Scale",
+            note,
+        )
+        .await;
+    }
+}
+
+pub(crate) async fn publish<K>(
+    ctx: &Context,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) where
+    K: Resource<DynamicType = ()>,
+{
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        warn!(%error, "could not publish an event");
+    }
+}

@@ -1,0 +1,30 @@
+use slipway_provider::ProviderError;
+
+/// Why a reconcile failed. Each variant is countable by [`Error::metric_label`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+
+    #[error("provider {provider}: {source}")]
+    Provider {
+        provider: String,
+        #[source]
+        source: ProviderError,
+    },
+
+    #[error("no provider named {0:?} is registered in this manager")]
+    UnknownProvider(String),
+}
+
+impl Error {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube",
+            Self::Provider { source, .. } => source.metric_label(),
+            Self::UnknownProvider(_) => "unknown_provider",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

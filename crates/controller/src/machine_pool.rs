@@ -1,0 +1,318 @@
+//! The MachinePool reconciler: the pool's machines follow `spec.replicas` and its template, within the rollout
+//! strategy, once the cluster's control plane is ready.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use slipway_api::conditions::{
+    self, CONTROL_PLANE_READY, READY, ROLLING_OUT, SCALING_DOWN, SCALING_UP,
+};
+use slipway_api::{Cluster, MachinePool, MachinePoolStatus, MachineStatus};
+use slipway_provider::MachineRole;
+use tracing::info;
+
+use crate::cluster::{cluster_info, is_paused, report_machine_changes};
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::machines::{self, GroupSpec};
+use crate::status::{apply_if_changed, condition, set_all};
+use crate::{MACHINE_POOL_FINALIZER, PAUSED_ANNOTATION, POOL_LABEL, finalizer};
+
+pub const CONTROLLER: &str = "machinepool";
+
+const POLL: Duration = Duration::from_secs(2);
+
+pub async fn reconcile(pool: Arc<MachinePool>, ctx: Arc<Context>) -> Result<Action> {
+    let namespace = pool.namespace().unwrap_or_default();
+    let api: Api<MachinePool> = Api::namespaced(ctx.client.clone(), &namespace);
+    let cluster = ctx.clusters.state().into_iter().find(|c| {
+        c.namespace().as_deref() == Some(&namespace) && c.name_any() == pool.spec.cluster_name
+    });
+    let generation = pool.metadata.generation;
+    let old = pool.status.as_ref();
+    let mut status = old.cloned().unwrap_or_default();
+    status.observed_generation = generation;
+    status.selector = Some(format!("{POOL_LABEL}={}", pool.name_any()));
+
+    if pool.metadata.deletion_timestamp.is_some() {
+        return finalize(&pool, &api, &ctx, cluster.as_deref(), status).await;
+    }
+    let Some(cluster) = cluster else {
+        let message = format!(
+            "Cluster {:?} does not exist in namespace {namespace}",
+            pool.spec.cluster_name
+        );
+        conditions::set(
+            &mut status.conditions,
+            condition(READY, false, "ClusterNotFound", message, generation),
+        );
+        apply_if_changed(&api, &pool.name_any(), old, &status).await?;
+        // The Cluster watch wakes us when it appears.
+        return Ok(Action::await_change());
+    };
+    if is_paused(&cluster)
+        || pool
+            .annotations()
+            .get(PAUSED_ANNOTATION)
+            .is_some_and(|v| v != "false")
+    {
+        return Ok(Action::await_change());
+    }
+    if finalizer::ensure(
+        &api,
+        pool.as_ref(),
+        MACHINE_POOL_FINALIZER,
+        Some(owner_reference(&cluster)),
+    )
+    .await?
+    {
+        return Ok(Action::await_change());
+    }
+    if cluster.metadata.deletion_timestamp.is_some() {
+        // The cluster deletes its pools; nothing to grow meanwhile.
+        return Ok(Action::await_change());
+    }
+    let control_plane_ready = |c: &Cluster| {
+        c.status
+            .as_ref()
+            .is_some_and(|s| conditions::is_true(&s.conditions, CONTROL_PLANE_READY))
+    };
+    // The cache this reconcile reads may lag the watch event that woke it: ask the apiserver before waiting.
+    let cluster = if control_plane_ready(&cluster) {
+        cluster
+    } else {
+        Arc::new(
+            Api::<Cluster>::namespaced(ctx.client.clone(), &namespace)
+                .get(&pool.spec.cluster_name)
+                .await?,
+        )
+    };
+    if !control_plane_ready(&cluster) {
+        set_all(
+            &mut status.conditions,
+            [
+                condition(
+                    READY,
+                    false,
+                    "WaitingForControlPlane",
+                    "the cluster's control plane is not ready yet",
+                    generation,
+                ),
+                condition(SCALING_UP, false, "WaitingForControlPlane", "", generation),
+            ],
+        );
+        apply_if_changed(&api, &pool.name_any(), old, &status).await?;
+        return Ok(Action::await_change());
+    }
+
+    let provider_name = cluster
+        .spec
+        .infrastructure
+        .provider_name()
+        .unwrap_or_default();
+    let provider = ctx.providers.get(provider_name)?.clone();
+    let info = cluster_info(&cluster);
+    let replicas = usize::try_from(pool.spec.replicas).unwrap_or(0);
+    let spec = GroupSpec {
+        role: MachineRole::Worker {
+            pool: pool.name_any(),
+        },
+        prefix: pool.name_any(),
+        replicas,
+        settings: pool.spec.template.machine.clone(),
+        kubernetes_version: pool
+            .spec
+            .version
+            .clone()
+            .unwrap_or_else(|| cluster.spec.kubernetes.version.clone()),
+        max_surge: usize::try_from(pool.spec.strategy.max_surge).unwrap_or(0),
+        max_unavailable: usize::try_from(pool.spec.strategy.max_unavailable).unwrap_or(0),
+    };
+    let group = match machines::converge(&ctx, provider.as_ref(), &info, &spec, None).await {
+        Ok(group) => group,
+        Err(error) => {
+            if let Error::Provider { source, .. } = &error {
+                conditions::set(
+                    &mut status.conditions,
+                    condition(
+                        READY,
+                        false,
+                        source.reason(),
+                        source.to_string(),
+                        generation,
+                    ),
+                );
+                if source.is_retryable() {
+                    conditions::set(
+                        &mut status.conditions,
+                        condition(
+                            SCALING_UP,
+                            true,
+                            source.reason(),
+                            source.to_string(),
+                            generation,
+                        ),
+                    );
+                }
+                apply_if_changed(&api, &pool.name_any(), old, &status).await?;
+            }
+            return Err(error);
+        }
+    };
+    report_machine_changes(
+        &ctx,
+        pool.as_ref(),
+        "worker",
+        &group.created,
+        &group.deleted,
+    )
+    .await;
+
+    status.replicas = group.machines.len() as i32;
+    status.ready_replicas = group.ready as i32;
+    status.updated_replicas = group.updated as i32;
+    status.machines = group
+        .machines
+        .iter()
+        .map(|m| MachineStatus {
+            name: m.name.clone(),
+            provider_id: Some(m.provider_id.clone()),
+            phase: m.phase,
+            node_ref: None,
+        })
+        .collect();
+
+    let current = group
+        .machines
+        .iter()
+        .filter(|m| m.template_hash == group.hash)
+        .count();
+    let outdated = group.machines.len() - current;
+    let ready = group.converged(replicas);
+    let scaling_up = current < replicas || (group.ready < replicas && outdated == 0);
+    let scaling_down = group.machines.len() > replicas && outdated == 0;
+    let rolling_out = outdated > 0;
+    let summary = format!(
+        "{} of {replicas} machines ready, {} up to date",
+        group.ready, group.updated
+    );
+    set_all(
+        &mut status.conditions,
+        [
+            condition(
+                READY,
+                ready,
+                if ready { "Ready" } else { "WaitingForMachines" },
+                summary.clone(),
+                generation,
+            ),
+            condition(
+                SCALING_UP,
+                scaling_up,
+                if scaling_up {
+                    "ScalingUp"
+                } else {
+                    "AtReplicas"
+                },
+                if scaling_up {
+                    summary.clone()
+                } else {
+                    String::new()
+                },
+                generation,
+            ),
+            condition(
+                SCALING_DOWN,
+                scaling_down,
+                if scaling_down {
+                    "ScalingDown"
+                } else {
+                    "AtReplicas"
+                },
+                if scaling_down {
+                    summary.clone()
+                } else {
+                    String::new()
+                },
+                generation,
+            ),
+            condition(
+                ROLLING_OUT,
+                rolling_out,
+                if rolling_out {
+                    "RollingOut"
+                } else {
+                    "UpToDate"
+                },
+                if rolling_out {
+                    format!("{outdated} machines to replace")
+                } else {
+                    String::new()
+                },
+                generation,
+            ),
+        ],
+    );
+    apply_if_changed(&api, &pool.name_any(), old, &status).await?;
+    Ok(if ready {
+        Action::await_change()
+    } else {
+        Action::requeue(POLL)
+    })
+}
+
+/// Deletes every machine of the pool, then lets the object go.
+async fn finalize(
+    pool: &MachinePool,
+    api: &Api<MachinePool>,
+    ctx: &Context,
+    cluster: Option<&Cluster>,
+    mut status: MachinePoolStatus,
+) -> Result<Action> {
+    if !pool
+        .finalizers()
+        .iter()
+        .any(|f| f == MACHINE_POOL_FINALIZER)
+    {
+        return Ok(Action::await_change());
+    }
+    // Without its cluster there is nothing left to delete machines from.
+    if let Some(cluster) = cluster {
+        let provider_name = cluster
+            .spec
+            .infrastructure
+            .provider_name()
+            .unwrap_or_default();
+        let provider = ctx.providers.get(provider_name)?.clone();
+        let info = cluster_info(cluster);
+        let role = MachineRole::Worker {
+            pool: pool.name_any(),
+        };
+        let remaining = machines::delete_all(ctx, provider.as_ref(), &info, &role).await?;
+        if !remaining.is_empty() {
+            let message = format!("deleting machines: {}", remaining.join(", "));
+            conditions::set(
+                &mut status.conditions,
+                condition(READY, false, "Deleting", message, pool.metadata.generation),
+            );
+            apply_if_changed(api, &pool.name_any(), pool.status.as_ref(), &status).await?;
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
+    }
+    finalizer::remove(api, pool, MACHINE_POOL_FINALIZER).await?;
+    info!(pool = %pool.name_any(), "machine pool deleted");
+    Ok(Action::await_change())
+}
+
+fn owner_reference(cluster: &Cluster) -> OwnerReference {
+    let mut owner = cluster
+        .controller_owner_ref(&())
+        .expect("a stored Cluster has a name and uid");
+    // The pool is the cluster's part, but deleting it must go through the cluster's ordered teardown.
+    owner.block_owner_deletion = Some(true);
+    owner
+}

@@ -1,0 +1,408 @@
+//! Converging one group of machines (a cluster's control plane, or a pool) on what its spec asks for: create the
+//! missing, delete the surplus, replace outdated machines within `maxSurge` / `maxUnavailable`.
+//!
+//! The provider's listing is the truth. Names are deterministic (`<prefix>-<template hash>-<index>`, the lowest free
+//! index first), so a reconcile interrupted after a create and run again finds that machine instead of making a
+//! second one.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use slipway_api::{MachinePhase, MachineSettings};
+use slipway_provider::{
+    ClusterInfo, Deletion, InfrastructureProvider, Machine, MachineRequest, MachineRole,
+};
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+
+/// What a group should look like.
+#[derive(Debug, Clone)]
+pub struct GroupSpec {
+    pub role: MachineRole,
+    /// Machine names start with this.
+    pub prefix: String,
+    pub replicas: usize,
+    pub settings: MachineSettings,
+    pub kubernetes_version: String,
+    pub max_surge: usize,
+    pub max_unavailable: usize,
+}
+
+/// A short hash of everything that makes a machine of this group what it is; machines with another hash are
+/// outdated and get replaced.
+pub fn template_hash(role: &MachineRole, version: &str, settings: &MachineSettings) -> String {
+    #[derive(Serialize)]
+    struct Template<'a> {
+        role: &'a str,
+        version: &'a str,
+        settings: &'a MachineSettings,
+    }
+    let role = match role {
+        MachineRole::ControlPlane => "control-plane",
+        MachineRole::Worker { .. } => "worker",
+    };
+    let json = serde_json::to_vec(&Template {
+        role,
+        version,
+        settings,
+    })
+    .expect("machine settings serialize");
+    hex::encode(&Sha256::digest(json)[..4])[..7].to_string()
+}
+
+/// Creates and deletions that move a group one step towards its spec.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub create: Vec<String>,
+    pub delete: Vec<String>,
+}
+
+/// Decides the next step, the way a Deployment rolls: never more than `replicas + max_surge` machines, and while
+/// replacing outdated machines never fewer than `replicas - max_unavailable` ready ones. Scaling down is what the
+/// user asked for and is not held back.
+pub fn plan(machines: &[Machine], spec: &GroupSpec, hash: &str) -> Plan {
+    let live: Vec<&Machine> = machines
+        .iter()
+        .filter(|m| m.phase != MachinePhase::Deleting)
+        .collect();
+    let (current, outdated): (Vec<&Machine>, Vec<&Machine>) =
+        live.iter().partition(|m| m.template_hash == hash);
+    let desired = spec.replicas;
+    let mut delete: Vec<&Machine> = Vec::new();
+
+    // Outdated machines that are not ready serve nobody: replace them first.
+    delete.extend(outdated.iter().filter(|m| !m.ready));
+    // Scale-down: the least useful current machines beyond `replicas`.
+    delete.extend(least_useful_first(&current).take(current.len().saturating_sub(desired)));
+    // Ready outdated machines, as far as the availability budget allows.
+    let ready_left =
+        live.iter().filter(|m| m.ready).count() - delete.iter().filter(|m| m.ready).count();
+    let budget = ready_left.saturating_sub(desired.saturating_sub(spec.max_unavailable));
+    delete.extend(outdated.iter().filter(|m| m.ready).take(budget));
+
+    let used: BTreeSet<&str> = machines.iter().map(|m| m.name.as_str()).collect();
+    let missing = desired.saturating_sub(current.len());
+    let room = (desired + spec.max_surge).saturating_sub(live.len() - delete.len());
+    Plan {
+        create: free_names(&spec.prefix, hash, &used)
+            .take(missing.min(room))
+            .collect(),
+        delete: delete.into_iter().map(|m| m.name.clone()).collect(),
+    }
+}
+
+fn least_useful_first<'a>(machines: &[&'a Machine]) -> impl Iterator<Item = &'a Machine> {
+    let mut sorted = machines.to_vec();
+    sorted.sort_by(|a, b| {
+        a.ready
+            .cmp(&b.ready)
+            .then(b.created_at.cmp(&a.created_at))
+            .then(b.name.cmp(&a.name))
+    });
+    sorted.into_iter()
+}
+
+fn free_names<'a>(
+    prefix: &'a str,
+    hash: &'a str,
+    used: &'a BTreeSet<&str>,
+) -> impl Iterator<Item = String> + 'a {
+    (0..)
+        .map(move |i| format!("{prefix}-{hash}-{i}"))
+        .filter(|name| !used.contains(name.as_str()))
+}
+
+/// Where a group stands after one step.
+#[derive(Debug, Clone, Default)]
+pub struct GroupState {
+    pub machines: Vec<Machine>,
+    pub created: Vec<String>,
+    pub deleted: Vec<String>,
+    pub ready: usize,
+    pub updated: usize,
+    pub hash: String,
+}
+
+impl GroupState {
+    /// Every machine current, ready and none too many.
+    pub fn converged(&self, replicas: usize) -> bool {
+        self.machines.len() == replicas && self.ready == replicas && self.updated == replicas
+    }
+}
+
+/// Lists the group, carries out one [`plan`], and returns the group as it now is.
+pub async fn converge(
+    ctx: &Context,
+    provider: &dyn InfrastructureProvider,
+    cluster: &ClusterInfo,
+    spec: &GroupSpec,
+    user_data: Option<String>,
+) -> Result<GroupState> {
+    let hash = template_hash(&spec.role, &spec.kubernetes_version, &spec.settings);
+    let provider_error = |source| Error::Provider {
+        provider: provider.name().to_string(),
+        source,
+    };
+    let mut machines = call(
+        ctx,
+        provider,
+        "list_machines",
+        provider.list_machines(cluster, &spec.role).await,
+    )
+    .map_err(provider_error)?;
+    let step = plan(&machines, spec, &hash);
+
+    let mut state = GroupState {
+        hash: hash.clone(),
+        ..Default::default()
+    };
+    for name in &step.delete {
+        let outcome = provider.delete_machine(cluster, &spec.role, name).await;
+        match call(ctx, provider, "delete_machine", outcome).map_err(provider_error)? {
+            Deletion::Done => machines.retain(|m| &m.name != name),
+            Deletion::InProgress(_) => {
+                if let Some(m) = machines.iter_mut().find(|m| &m.name == name) {
+                    m.phase = MachinePhase::Deleting;
+                    m.ready = false;
+                }
+            }
+        }
+        state.deleted.push(name.clone());
+    }
+    for name in &step.create {
+        let request = MachineRequest {
+            name: name.clone(),
+            role: spec.role.clone(),
+            settings: spec.settings.clone(),
+            kubernetes_version: spec.kubernetes_version.clone(),
+            template_hash: hash.clone(),
+            user_data: user_data.clone(),
+        };
+        let outcome = provider.create_machine(cluster, &request).await;
+        let machine = call(ctx, provider, "create_machine", outcome).map_err(provider_error)?;
+        machines.push(machine);
+        state.created.push(name.clone());
+    }
+    machines.sort_by(|a, b| a.name.cmp(&b.name));
+    state.ready = machines
+        .iter()
+        .filter(|m| m.ready && m.phase != MachinePhase::Deleting)
+        .count();
+    state.updated = machines
+        .iter()
+        .filter(|m| m.template_hash == hash && m.phase != MachinePhase::Deleting)
+        .count();
+    state.machines = machines;
+    Ok(state)
+}
+
+/// Deletes every machine of a group; true once none is left.
+pub async fn delete_all(
+    ctx: &Context,
+    provider: &dyn InfrastructureProvider,
+    cluster: &ClusterInfo,
+    role: &MachineRole,
+) -> Result<Vec<String>> {
+    let provider_error = |source| Error::Provider {
+        provider: provider.name().to_string(),
+        source,
+    };
+    let machines = call(
+        ctx,
+        provider,
+        "list_machines",
+        provider.list_machines(cluster, role).await,
+    )
+    .map_err(provider_error)?;
+    let mut remaining = Vec::new();
+    for machine in machines {
+        let outcome = provider.delete_machine(cluster, role, &machine.name).await;
+        if let Deletion::InProgress(_) =
+            call(ctx, provider, "delete_machine", outcome).map_err(provider_error)?
+        {
+            remaining.push(machine.name);
+        }
+    }
+    Ok(remaining)
+}
+
+/// Counts a provider call's outcome in the metrics and passes it on.
+pub fn call<T>(
+    ctx: &Context,
+    provider: &dyn InfrastructureProvider,
+    operation: &'static str,
+    outcome: slipway_provider::Result<T>,
+) -> slipway_provider::Result<T> {
+    let label = match &outcome {
+        Ok(_) => "ok",
+        Err(e) => e.metric_label(),
+    };
+    ctx.metrics.provider_call(provider.name(), operation, label);
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    const NEW: &str = "new";
+    const OLD: &str = "old";
+
+    fn machine(name: &str, hash: &str, ready: bool, age: i64) -> Machine {
+        Machine {
+            name: name.into(),
+            provider_id: format!("sim://{name}"),
+            phase: if ready {
+                MachinePhase::Running
+            } else {
+                MachinePhase::Provisioning
+            },
+            ready,
+            template_hash: hash.into(),
+            created_at: Timestamp::from_second(1_000_000 - age).unwrap(),
+        }
+    }
+
+    fn spec(replicas: usize, max_surge: usize, max_unavailable: usize) -> GroupSpec {
+        GroupSpec {
+            role: MachineRole::Worker { pool: "w".into() },
+            prefix: "w".into(),
+            replicas,
+            settings: MachineSettings::default(),
+            kubernetes_version: "v1.37.2".into(),
+            max_surge,
+            max_unavailable,
+        }
+    }
+
+    #[test]
+    fn an_empty_group_gets_every_replica_at_once_with_deterministic_names() {
+        let plan = plan(&[], &spec(3, 1, 0), NEW);
+        assert_eq!(plan.create, ["w-new-0", "w-new-1", "w-new-2"]);
+        assert!(plan.delete.is_empty());
+    }
+
+    #[test]
+    fn a_converged_group_needs_nothing() {
+        let machines: Vec<_> = (0..3)
+            .map(|i| machine(&format!("w-new-{i}"), NEW, true, i))
+            .collect();
+        assert_eq!(plan(&machines, &spec(3, 1, 0), NEW), Plan::default());
+    }
+
+    #[test]
+    fn scaling_up_fills_the_lowest_free_indices() {
+        let machines = vec![
+            machine("w-new-0", NEW, true, 1),
+            machine("w-new-2", NEW, true, 1),
+        ];
+        let plan = plan(&machines, &spec(4, 1, 0), NEW);
+        assert_eq!(plan.create, ["w-new-1", "w-new-3"]);
+    }
+
+    #[test]
+    fn scaling_down_removes_not_ready_then_newest_machines() {
+        let machines = vec![
+            machine("w-new-0", NEW, true, 30),
+            machine("w-new-1", NEW, true, 10),
+            machine("w-new-2", NEW, false, 20),
+            machine("w-new-3", NEW, true, 20),
+        ];
+        let plan = plan(&machines, &spec(2, 1, 0), NEW);
+        assert_eq!(plan.delete, ["w-new-2", "w-new-1"]);
+        assert!(plan.create.is_empty());
+    }
+
+    #[test]
+    fn rolling_with_surge_one_creates_one_before_removing_any() {
+        let machines: Vec<_> = (0..3)
+            .map(|i| machine(&format!("w-old-{i}"), OLD, true, 10))
+            .collect();
+        let first = plan(&machines, &spec(3, 1, 0), NEW);
+        assert_eq!(first.create, ["w-new-0"]);
+        assert!(
+            first.delete.is_empty(),
+            "maxUnavailable 0: nothing goes before its replacement is ready"
+        );
+
+        // The replacement exists but is not ready yet: wait.
+        let mut machines = machines;
+        machines.push(machine("w-new-0", NEW, false, 0));
+        assert_eq!(plan(&machines, &spec(3, 1, 0), NEW), Plan::default());
+
+        // Ready: one old machine goes, one more new one comes.
+        machines.last_mut().unwrap().ready = true;
+        let next = plan(&machines, &spec(3, 1, 0), NEW);
+        assert_eq!(next.delete.len(), 1);
+        assert!(next.delete[0].starts_with("w-old-"));
+        assert_eq!(next.create, ["w-new-1"]);
+    }
+
+    #[test]
+    fn rolling_with_unavailable_one_and_no_surge_removes_first() {
+        let machines: Vec<_> = (0..3)
+            .map(|i| machine(&format!("w-old-{i}"), OLD, true, 10))
+            .collect();
+        let first = plan(&machines, &spec(3, 0, 1), NEW);
+        assert_eq!(first.delete.len(), 1);
+        assert_eq!(first.create, ["w-new-0"]);
+    }
+
+    #[test]
+    fn a_rollout_never_exceeds_surge_or_unavailability_limits() {
+        // Simulate a rollout where every created machine becomes ready one step later.
+        for (surge, unavailable) in [(1, 0), (0, 1), (2, 1), (1, 2)] {
+            let group = spec(5, surge, unavailable);
+            let mut machines: Vec<Machine> = (0..5)
+                .map(|i| machine(&format!("w-old-{i}"), OLD, true, 10))
+                .collect();
+            for _step in 0..40 {
+                let plan = plan(&machines, &group, NEW);
+                machines.retain(|m| !plan.delete.contains(&m.name));
+                let ready = machines.iter().filter(|m| m.ready).count();
+                assert!(
+                    ready >= 5 - unavailable,
+                    "too few ready ({ready}) with {surge}/{unavailable}"
+                );
+                machines.extend(plan.create.iter().map(|n| machine(n, NEW, false, 0)));
+                assert!(
+                    machines.len() <= 5 + surge,
+                    "too many machines with {surge}/{unavailable}"
+                );
+                // Time passes: what was created becomes ready.
+                for m in machines.iter_mut() {
+                    m.ready = true;
+                }
+            }
+            assert!(
+                machines.iter().all(|m| m.template_hash == NEW && m.ready),
+                "rollout finished"
+            );
+            assert_eq!(machines.len(), 5);
+        }
+    }
+
+    #[test]
+    fn the_template_hash_changes_with_version_and_settings_only() {
+        let role = MachineRole::Worker { pool: "a".into() };
+        let other_pool = MachineRole::Worker { pool: "b".into() };
+        let base = template_hash(&role, "v1.37.2", &MachineSettings::default());
+        assert_eq!(
+            base,
+            template_hash(&other_pool, "v1.37.2", &MachineSettings::default())
+        );
+        assert_ne!(
+            base,
+            template_hash(&role, "v1.37.3", &MachineSettings::default())
+        );
+        let bigger = MachineSettings {
+            instance_type: Some("m5.large".into()),
+            ..Default::default()
+        };
+        assert_ne!(base, template_hash(&role, "v1.37.2", &bigger));
+        assert_eq!(base.len(), 7);
+    }
+}

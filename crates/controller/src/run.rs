@@ -1,0 +1,169 @@
+//! Runs the Cluster and MachinePool controllers until shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use kube::runtime::controller::{Action, Config as ControllerConfig};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, ResourceExt};
+use slipway_api::{Cluster, MachinePool};
+use tracing::{Instrument, info_span, warn};
+
+use crate::context::{Context, ProviderRegistry};
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::{backoff, cluster, machine_pool};
+
+/// How the controllers run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Reconciles in flight per controller.
+    pub concurrency: u16,
+    /// Name of this manager instance in Events.
+    pub instance: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            instance: "slipway-manager".into(),
+        }
+    }
+}
+
+/// Runs both controllers until `shutdown` completes; in-flight reconciles finish first.
+pub async fn run(
+    client: Client,
+    providers: ProviderRegistry,
+    metrics: Arc<Metrics>,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let clusters: Api<Cluster> = Api::all(client.clone());
+    let pools: Api<MachinePool> = Api::all(client.clone());
+    let config = ControllerConfig::default().concurrency(settings.concurrency);
+
+    let cluster_controller =
+        Controller::new(clusters.clone(), watcher::Config::default()).with_config(config.clone());
+    let pool_controller =
+        Controller::new(pools.clone(), watcher::Config::default()).with_config(config);
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "slipway".into(),
+            instance: Some(settings.instance.clone()),
+        },
+    );
+    let ctx = Arc::new(Context::new(
+        client,
+        providers,
+        metrics,
+        recorder,
+        cluster_controller.store(),
+        pool_controller.store(),
+    ));
+
+    // Both controllers stop on the same signal.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let pool_store = ctx.pools.clone();
+    let clusters_run = cluster_controller
+        // A pool's change (its readiness) changes its cluster's NodesReady.
+        .watches(pools, watcher::Config::default(), |pool: MachinePool| {
+            Some(
+                ObjectRef::new(&pool.spec.cluster_name)
+                    .within(&pool.namespace().unwrap_or_default()),
+            )
+        })
+        .graceful_shutdown_on(stopped(stop_rx.clone()))
+        .run(reconcile_cluster, error_policy_cluster, ctx.clone())
+        .for_each(|_| async {});
+    let pools_run = pool_controller
+        // A cluster's change (control plane ready, paused, deleted) changes what its pools may do.
+        .watches(
+            clusters,
+            watcher::Config::default(),
+            move |cluster: Cluster| {
+                let namespace = cluster.namespace();
+                let name = cluster.name_any();
+                pool_store
+                    .state()
+                    .into_iter()
+                    .filter(|p| p.namespace() == namespace && p.spec.cluster_name == name)
+                    .map(|p| ObjectRef::from_obj(p.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(stopped(stop_rx))
+        .run(reconcile_pool, error_policy_pool, ctx)
+        .for_each(|_| async {});
+    tokio::join!(clusters_run, pools_run);
+}
+
+fn key(kind: &str, obj: &impl ResourceExt) -> String {
+    format!(
+        "{kind}/{}/{}",
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
+async fn reconcile_cluster(obj: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = info_span!("reconcile", controller = cluster::CONTROLLER, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
+    let started = Instant::now();
+    let result = cluster::reconcile(obj.clone(), ctx.clone())
+        .instrument(span)
+        .await;
+    ctx.metrics
+        .reconciled(cluster::CONTROLLER, started.elapsed());
+    if result.is_ok() {
+        backoff::reset(&ctx, &key(cluster::CONTROLLER, obj.as_ref()));
+    }
+    result
+}
+
+async fn reconcile_pool(obj: Arc<MachinePool>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = info_span!("reconcile", controller = machine_pool::CONTROLLER, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
+    let started = Instant::now();
+    let result = machine_pool::reconcile(obj.clone(), ctx.clone())
+        .instrument(span)
+        .await;
+    ctx.metrics
+        .reconciled(machine_pool::CONTROLLER, started.elapsed());
+    if result.is_ok() {
+        backoff::reset(&ctx, &key(machine_pool::CONTROLLER, obj.as_ref()));
+    }
+    result
+}
+
+fn error_policy_cluster(obj: Arc<Cluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    error_policy(cluster::CONTROLLER, obj.as_ref(), error, &ctx)
+}
+
+fn error_policy_pool(obj: Arc<MachinePool>, error: &Error, ctx: Arc<Context>) -> Action {
+    error_policy(machine_pool::CONTROLLER, obj.as_ref(), error, &ctx)
+}
+
+fn error_policy(
+    controller: &'static str,
+    obj: &impl ResourceExt,
+    error: &Error,
+    ctx: &Context,
+) -> Action {
+    ctx.metrics.failed(controller, error.metric_label());
+    let delay = backoff::next_delay(ctx, &key(controller, obj));
+    warn!(controller, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(), %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}

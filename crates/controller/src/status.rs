@@ -1,0 +1,70 @@
+//! Writing status only when it changed, and building conditions.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::Resource;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::NamespaceResourceScope;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use slipway_api::conditions::{self, Condition, STATUS_FALSE, STATUS_TRUE};
+
+use crate::error::Result;
+
+/// Server-side applies `status` when it differs from `old`; says whether it wrote. Applying (rather than merging)
+/// also removes fields Slipway set before and no longer sets, such as `expiresAt` after the TTL is dropped.
+pub async fn apply_if_changed<K, S>(
+    api: &Api<K>,
+    name: &str,
+    old: Option<&S>,
+    new: &S,
+) -> Result<bool>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
+    if old == Some(new) {
+        return Ok(false);
+    }
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": new,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(slipway_api::FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(true)
+}
+
+/// A condition as of now; [`conditions::set`] keeps the old transition time when the status did not change.
+pub fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: type_.to_string(),
+        status: if ok { STATUS_TRUE } else { STATUS_FALSE }.to_string(),
+        reason: reason.to_string(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time: Time(Timestamp::now()),
+    }
+}
+
+/// Sets each condition into `list`, in order.
+pub fn set_all(list: &mut Vec<Condition>, new: impl IntoIterator<Item = Condition>) {
+    for c in new {
+        conditions::set(list, c);
+    }
+}
