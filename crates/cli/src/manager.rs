@@ -27,6 +27,9 @@ pub struct Args {
     /// Reconciles in flight per controller.
     #[arg(long, default_value_t = 16)]
     concurrency: u16,
+    /// Requests per second the manager may send to the management cluster's API (0: no limit).
+    #[arg(long, default_value_t = 100)]
+    qps: u64,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -86,9 +89,8 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         .identity
         .clone()
         .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
-    let client = Client::try_default()
-        .await
-        .context("connecting to the management cluster (KUBECONFIG or in-cluster config)")?;
+    let client = client(args.qps).await?;
+    ensure_crds(&client).await?;
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
     let server = serve(args.metrics_addr, metrics.clone(), ready.clone()).await?;
@@ -116,7 +118,14 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
 
     if !args.leader_elect {
         ready.store(true, Ordering::Relaxed);
-        slipway_controller::run(client, providers, metrics, settings, stopped(stop_rx)).await;
+        let controllers = slipway_controller::run(
+            client,
+            providers,
+            metrics,
+            settings,
+            stopped(stop_rx.clone()),
+        );
+        finish_within_grace(controllers, stop_rx).await;
         server.abort();
         return Ok(());
     }
@@ -163,7 +172,8 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             _ = lost_rx.wait_for(|lost| *lost) => warn!("lost the leader lease; stopping controllers"),
         }
     };
-    slipway_controller::run(client, providers, metrics, settings, shutdown).await;
+    let controllers = slipway_controller::run(client, providers, metrics, settings, shutdown);
+    finish_within_grace(controllers, stop_rx).await;
     let lost = !*leader.borrow();
     watcher.abort();
     // Dropping the receiver makes the lease task release the Lease, so a standby takes over at once.
@@ -178,6 +188,79 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     server.abort();
     if lost {
         anyhow::bail!("lost leadership");
+    }
+    Ok(())
+}
+
+/// A client for the management cluster (KUBECONFIG or in-cluster config) that sends at most `qps` requests per
+/// second, so a large fleet cannot flood the apiserver.
+async fn client(qps: u64) -> anyhow::Result<Client> {
+    let config = kube::Config::infer()
+        .await
+        .context("finding the management cluster (KUBECONFIG or in-cluster config)")?;
+    let builder = kube::client::ClientBuilder::try_from(config)
+        .context("building a client for the management cluster")?;
+    Ok(if qps == 0 {
+        builder.build()
+    } else {
+        builder
+            .with_layer(&tower::limit::RateLimitLayer::new(
+                qps,
+                Duration::from_secs(1),
+            ))
+            .build()
+    })
+}
+
+/// How long in-flight reconciles may take after a stop was requested.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Runs the controllers to completion, but gives up `SHUTDOWN_GRACE` after a stop request: a reconcile stuck on a
+/// slow provider must not keep a terminating pod alive forever.
+async fn finish_within_grace(
+    controllers: impl std::future::Future<Output = ()>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let deadline = async move {
+        let _ = stop.wait_for(|s| *s).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        _ = controllers => info!("controllers stopped"),
+        _ = deadline => warn!(grace = ?SHUTDOWN_GRACE, "in-flight reconciles did not finish in time; exiting anyway"),
+    }
+}
+
+/// Fails early, with the fix, when the management cluster lacks Slipway's CRDs: without them the controllers
+/// would wait for caches that never fill.
+async fn ensure_crds(client: &Client) -> anyhow::Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::ResourceExt;
+    let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    let mut missing = Vec::new();
+    for crd in slipway_api::crds() {
+        let name = crd.name_any();
+        let established = api
+            .get_opt(&name)
+            .await
+            .with_context(|| format!("reading CRD {name}"))?
+            .is_some_and(|c| {
+                c.status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            });
+        if !established {
+            missing.push(name);
+        }
+    }
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "the management cluster lacks Slipway's CRDs ({}): install them with \
+             `slipway crds --stdout | kubectl apply --server-side -f -`",
+            missing.join(", ")
+        );
     }
     Ok(())
 }

@@ -38,10 +38,8 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
     if cluster.metadata.deletion_timestamp.is_some() {
         return finalize(&cluster, &api, &ctx).await;
     }
-    if finalizer::ensure(&api, cluster.as_ref(), CLUSTER_FINALIZER, None).await? {
-        // The update wakes us again with the finalizer in place.
-        return Ok(Action::await_change());
-    }
+    // Carry on in the same reconcile: the status writes below do not depend on the metadata just patched.
+    finalizer::ensure(&api, cluster.as_ref(), CLUSTER_FINALIZER, None).await?;
     let expires_at = expiry(&cluster);
     if let Some(at) = expires_at
         && at <= Timestamp::now()

@@ -62,16 +62,14 @@ pub async fn reconcile(pool: Arc<MachinePool>, ctx: Arc<Context>) -> Result<Acti
     {
         return Ok(Action::await_change());
     }
-    if finalizer::ensure(
+    // Carry on in the same reconcile: the status writes below do not depend on the metadata just patched.
+    finalizer::ensure(
         &api,
         pool.as_ref(),
         MACHINE_POOL_FINALIZER,
         Some(owner_reference(&cluster)),
     )
-    .await?
-    {
-        return Ok(Action::await_change());
-    }
+    .await?;
     if cluster.metadata.deletion_timestamp.is_some() {
         // The cluster deletes its pools; nothing to grow meanwhile.
         return Ok(Action::await_change());

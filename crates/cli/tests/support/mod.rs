@@ -184,14 +184,18 @@ pub async fn wait_ready(
 /// A `slipway manager` process against `kubeconfig`, killed on drop.
 pub struct ManagerProcess {
     pub child: Child,
+    log: std::path::PathBuf,
 }
 
 impl ManagerProcess {
     pub fn start(kubeconfig: &Path, log: &Path, extra: &[&str]) -> Self {
         let log_file = std::fs::File::create(log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_slipway"))
-            .arg("manager")
-            .arg("--metrics-addr=127.0.0.1:0")
+        let mut command = Command::new(env!("CARGO_BIN_EXE_slipway"));
+        command.arg("manager");
+        if !extra.iter().any(|a| a.starts_with("--metrics-addr")) {
+            command.arg("--metrics-addr=127.0.0.1:0");
+        }
+        let child = command
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
@@ -200,7 +204,10 @@ impl ManagerProcess {
             .stderr(log_file)
             .spawn()
             .expect("start slipway manager");
-        Self { child }
+        Self {
+            child,
+            log: log.to_path_buf(),
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -225,5 +232,14 @@ impl ManagerProcess {
 impl Drop for ManagerProcess {
     fn drop(&mut self) {
         self.kill();
+        // A failing test shows what the manager said: its log is gone with the temporary directory afterwards.
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- last lines of {} ---", self.log.display());
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
     }
 }

@@ -1,0 +1,15 @@
+//! Whole-journey tests and benchmark drivers: Slipway exercised the way a user runs it, against a real
+//! kube-apiserver (slipway-testenv) and a `slipway manager` process, end to end.
+//!
+//! The library holds what those drivers measure with and that can be proved without a cluster: parsing the
+//! Prometheus text the apiserver and the manager serve, counting apiserver requests, reading a process's memory
+//! and CPU from `/proc`, and percentiles. The drivers are binaries (`bench-scale`, run by `hack/bench-scale.sh`).
+//!
+//! What it is not: part of `cargo test`'s integration suite. A benchmark takes minutes and judges numbers, not
+//! behaviour, so nothing here starts an apiserver from a `#[test]`; the unit tests cover the pure helpers only.
+
+pub mod apiserver_requests;
+pub mod manager_metrics;
+pub mod percentile;
+pub mod process_usage;
+pub mod prometheus_text;
