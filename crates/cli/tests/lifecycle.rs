@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::watcher;
 use serde_json::json;
 use slipway_api::conditions::{self, CLUSTER_CONDITION_TYPES};
@@ -60,7 +61,9 @@ async fn sim_cluster_becomes_ready_with_every_condition_true() {
     apply(&client, &ns, &sim_cluster("alpha", 1, 3, "{}")).await;
 
     let cluster = wait_ready(&client, &ns, "alpha", TIMEOUT).await;
-    let status = cluster.status.unwrap();
+    let cluster_uid = cluster.metadata.uid.clone().unwrap();
+    let status = cluster.status.clone().unwrap();
+    let kubeconfig_ref = status.kubeconfig_secret_ref.clone().map(|r| r.name);
     for type_ in CLUSTER_CONDITION_TYPES {
         let condition = conditions::find(&status.conditions, type_)
             .unwrap_or_else(|| panic!("{type_} missing"));
@@ -119,6 +122,33 @@ async fn sim_cluster_becomes_ready_with_every_condition_true() {
             .filter(|m| m.starts_with("alpha-control-plane-"))
             .count(),
         1
+    );
+
+    // Cluster API's Secrets: the PKI and the admin kubeconfig, labelled and owned by the Cluster.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    for suffix in ["ca", "etcd", "proxy", "sa", "kubeconfig"] {
+        let secret = secrets
+            .get(&format!("alpha-{suffix}"))
+            .await
+            .unwrap_or_else(|e| panic!("alpha-{suffix}: {e}"));
+        assert_eq!(secret.type_.as_deref(), Some("cluster.x-k8s.io/secret"));
+        assert_eq!(secret.labels()["cluster.x-k8s.io/cluster-name"], "alpha");
+        assert_eq!(secret.owner_references()[0].uid, cluster_uid);
+    }
+    assert_eq!(kubeconfig_ref.as_deref(), Some("alpha-kubeconfig"));
+    let kubeconfig = secrets
+        .get("alpha-kubeconfig")
+        .await
+        .unwrap()
+        .data
+        .unwrap()
+        .remove("value")
+        .unwrap();
+    let kubeconfig: serde_json::Value =
+        serde_saphyr::from_str(std::str::from_utf8(&kubeconfig.0).unwrap()).unwrap();
+    assert_eq!(
+        kubeconfig["clusters"][0]["cluster"]["server"],
+        format!("https://alpha.{ns}.sim.invalid:6443")
     );
 }
 
@@ -227,6 +257,13 @@ async fn deleting_a_cluster_removes_pools_machines_and_finalizers() {
         machines_of(sim, &ns, "gamma").is_empty(),
         "machines left behind"
     );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let left = secrets
+        .list(&ListParams::default().labels("cluster.x-k8s.io/cluster-name=gamma"))
+        .await
+        .unwrap();
+    let left: Vec<String> = left.items.iter().map(|s| s.name_any()).collect();
+    assert!(left.is_empty(), "Secrets left behind: {left:?}");
 }
 
 #[tokio::test]
@@ -390,5 +427,83 @@ async fn a_ready_cluster_sees_no_writes_for_30_seconds() {
     assert!(
         seen.len() <= 2,
         "only the initial state may be listed: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn user_provided_ca_is_used_as_it_is_and_kept_after_deletion() {
+    let env = env().await;
+    manager(env);
+    let ns = env.create_namespace("byo-ca").await;
+    let client = env.client().await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    // The platform team brings its own cluster CA, without an owner: Slipway must use it and never replace it.
+    let own = slipway_bootstrap::CertificateAuthority::generate("corporate-ca").unwrap();
+    let mut secret = slipway_bootstrap::secrets::pki_secrets(
+        "eta",
+        &slipway_bootstrap::ClusterPki::generate("eta").unwrap(),
+        None,
+    )
+    .remove(0);
+    secret.data = Some(
+        [("tls.crt", &own.cert_pem), ("tls.key", &own.key_pem)]
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    k8s_openapi::ByteString(v.as_bytes().to_vec()),
+                )
+            })
+            .collect(),
+    );
+    secrets.create(&Default::default(), &secret).await.unwrap();
+
+    apply(&client, &ns, &sim_cluster("eta", 1, 1, "{}")).await;
+    wait_ready(&client, &ns, "eta", TIMEOUT).await;
+    let ca = secrets.get("eta-ca").await.unwrap();
+    let cert = String::from_utf8(ca.data.unwrap()["tls.crt"].0.clone()).unwrap();
+    assert_eq!(cert, own.cert_pem, "the user's CA was replaced");
+    let kubeconfig = secrets
+        .get("eta-kubeconfig")
+        .await
+        .unwrap()
+        .data
+        .unwrap()
+        .remove("value")
+        .unwrap();
+    let kubeconfig: serde_json::Value =
+        serde_saphyr::from_str(std::str::from_utf8(&kubeconfig.0).unwrap()).unwrap();
+    let ca_data = kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"]
+        .as_str()
+        .unwrap();
+    use base64::Engine as _;
+    let ca_in_kubeconfig = base64::engine::general_purpose::STANDARD
+        .decode(ca_data)
+        .unwrap();
+    assert_eq!(
+        ca_in_kubeconfig,
+        own.cert_pem.as_bytes(),
+        "the kubeconfig trusts another CA"
+    );
+
+    Api::<Cluster>::namespaced(client.clone(), &ns)
+        .delete("eta", &DeleteParams::default())
+        .await
+        .unwrap();
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), &ns);
+    eventually("cluster gone", TIMEOUT, || async {
+        match clusters.get_opt("eta").await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(_) => Err("still there".to_string()),
+        }
+    })
+    .await;
+    assert!(
+        secrets.get_opt("eta-ca").await.unwrap().is_some(),
+        "the user's CA Secret was deleted"
+    );
+    assert!(
+        secrets.get_opt("eta-etcd").await.unwrap().is_none(),
+        "Slipway's own Secrets stay behind"
     );
 }

@@ -12,10 +12,12 @@ use kube::{Resource, ResourceExt};
 use slipway_api::conditions::{
     self, ADDONS_READY, CONTROL_PLANE_READY, INFRASTRUCTURE_READY, NODES_READY, READY,
 };
-use slipway_api::{ApiEndpoint, Cluster, ClusterPhase, ClusterStatus, MachinePool};
+use slipway_api::{ApiEndpoint, Cluster, ClusterPhase, ClusterStatus, MachinePool, SecretRef};
+use slipway_bootstrap::secrets::Purpose;
 use slipway_provider::{ClusterInfo, Deletion, InfrastructureProvider, MachineRole};
 use tracing::{info, warn};
 
+use crate::cluster_secrets;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::machines::{self, GroupSpec, call};
@@ -165,7 +167,12 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
         ),
     );
 
-    // 2. Control plane machines.
+    // 2. The cluster's CAs and service-account key, before any machine needs them.
+    if infrastructure.ready {
+        cluster_secrets::ensure_pki(&ctx, &cluster).await?;
+    }
+
+    // 3. Control plane machines.
     let control_plane_ready = if infrastructure.ready {
         match reconcile_control_plane(&cluster, &ctx, provider.as_ref(), &info, &mut status).await {
             Ok(ready) => ready,
@@ -209,11 +216,20 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
         false
     };
 
-    // 3. Worker nodes, as their pools report them.
+    // 4. The admin kubeconfig, once there is a control plane to talk to.
+    if control_plane_ready && let Some((host, port)) = &infrastructure.endpoint {
+        cluster_secrets::ensure_kubeconfig(&ctx, &cluster, &format!("https://{host}:{port}"))
+            .await?;
+        status.kubeconfig_secret_ref = Some(SecretRef {
+            name: Purpose::Kubeconfig.secret_name(&cluster.name_any()),
+        });
+    }
+
+    // 5. Worker nodes, as their pools report them.
     let nodes_ready = reconcile_nodes_condition(&cluster, &ctx, &mut status).await?;
 
-    // 4. Add-ons.
-    let addons_ready = if infrastructure.endpoint.is_none() {
+    // 6. Add-ons.
+    let addons_ready = if !infrastructure.workload_api {
         conditions::set(
             &mut status.conditions,
             condition(
@@ -241,7 +257,7 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
         false
     };
 
-    // 5. Ready.
+    // 7. Ready.
     let ready = infrastructure.ready && control_plane_ready && nodes_ready && addons_ready;
     let waiting_for: Vec<&str> = [
         (infrastructure.ready, INFRASTRUCTURE_READY),
@@ -527,7 +543,10 @@ async fn finalize(cluster: &Cluster, api: &Api<Cluster>, ctx: &Context) -> Resul
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
 
-    // 4. Nothing of the cluster is left: let the object go.
+    // 4. Its Secrets (the apiserver's garbage collector would too, but only where a controller-manager runs).
+    cluster_secrets::delete_owned(ctx, cluster).await?;
+
+    // 5. Nothing of the cluster is left: let the object go.
     finalizer::remove(api, cluster, CLUSTER_FINALIZER).await?;
     info!(cluster = %cluster.name_any(), "cluster deleted");
     Ok(Action::await_change())

@@ -1,7 +1,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 use slipway_api::{Cluster, MachinePool};
@@ -47,6 +49,8 @@ pub struct Context {
     pub clusters: Store<Cluster>,
     /// The MachinePool controller's cache, read by the cluster reconciler.
     pub pools: Store<MachinePool>,
+    /// Names and annotations of the clusters' Secrets (no data), to know what exists without reading it.
+    pub secrets: Store<PartialObjectMeta<Secret>>,
     /// Consecutive failures per object, for the error backoff.
     pub(crate) failures: Mutex<HashMap<String, u32>>,
 }
@@ -59,6 +63,7 @@ impl Context {
         recorder: Recorder,
         clusters: Store<Cluster>,
         pools: Store<MachinePool>,
+        secrets: Store<PartialObjectMeta<Secret>>,
     ) -> Self {
         Self {
             client,
@@ -67,6 +72,7 @@ impl Context {
             recorder,
             clusters,
             pools,
+            secrets,
             failures: Mutex::default(),
         }
     }

@@ -15,6 +15,9 @@ pub enum Error {
 
     #[error("no provider named {0:?} is registered in this manager")]
     UnknownProvider(String),
+
+    #[error("bootstrap: {0}")]
+    Bootstrap(#[from] slipway_bootstrap::Error),
 }
 
 impl Error {
@@ -23,6 +26,7 @@ impl Error {
             Self::Kube(_) => "kube",
             Self::Provider { source, .. } => source.metric_label(),
             Self::UnknownProvider(_) => "unknown_provider",
+            Self::Bootstrap(e) => e.metric_label(),
         }
     }
 }

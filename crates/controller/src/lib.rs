@@ -10,6 +10,7 @@
 
 mod backoff;
 pub mod cluster;
+mod cluster_secrets;
 mod context;
 mod error;
 mod finalizer;

@@ -5,10 +5,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::{self, reflector};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use slipway_api::{Cluster, MachinePool};
 use tracing::{Instrument, info_span, warn};
@@ -59,6 +62,19 @@ pub async fn run(
             instance: Some(settings.instance.clone()),
         },
     );
+    // Secrets are watched for their metadata only: existence and annotations are all reconciles need to know.
+    let (secrets, secrets_writer) = reflector::store();
+    let secrets_api: Api<PartialObjectMeta<Secret>> = Api::all(client.clone());
+    let secrets_config =
+        watcher::Config::default().labels(slipway_bootstrap::secrets::CLUSTER_NAME_LABEL);
+    let secrets_watch = reflector(secrets_writer, watcher(secrets_api, secrets_config))
+        .default_backoff()
+        .for_each(|event| async move {
+            if let Err(error) = event {
+                warn!(%error, "watching cluster Secrets");
+            }
+        });
+    let secrets_task = tokio::spawn(secrets_watch);
     let ctx = Arc::new(Context::new(
         client,
         providers,
@@ -66,6 +82,7 @@ pub async fn run(
         recorder,
         cluster_controller.store(),
         pool_controller.store(),
+        secrets.clone(),
     ));
 
     // Both controllers stop on the same signal.
@@ -109,7 +126,10 @@ pub async fn run(
         .graceful_shutdown_on(stopped(stop_rx))
         .run(reconcile_pool, error_policy_pool, ctx)
         .for_each(|_| async {});
+    // Reconciles must not decide a Secret is missing before the cache has listed them once.
+    let _ = secrets.wait_until_ready().await;
     tokio::join!(clusters_run, pools_run);
+    secrets_task.abort();
 }
 
 fn key(kind: &str, obj: &impl ResourceExt) -> String {

@@ -44,6 +44,9 @@ pub struct InfrastructureStatus {
     pub message: String,
     /// Where the cluster's API will answer, once known: (host, port).
     pub endpoint: Option<(String, u16)>,
+    /// Whether a real Kubernetes API answers at the endpoint. The sim provider has none: its endpoint is a name
+    /// in kubeconfigs, and no add-ons are installed on its clusters.
+    pub workload_api: bool,
 }
 
 /// Whether a deletion has finished.

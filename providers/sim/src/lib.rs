@@ -196,8 +196,12 @@ impl InfrastructureProvider for SimProvider {
         Ok(InfrastructureStatus {
             ready: true,
             message: "sim infrastructure needs no setup".into(),
-            // No workload API: the controller installs no add-ons on sim clusters.
-            endpoint: None,
+            // A name for kubeconfigs that resolves nowhere (.invalid is reserved for that): there is no workload API.
+            endpoint: Some((
+                format!("{}.{}.sim.invalid", cluster.name, cluster.namespace),
+                6443,
+            )),
+            workload_api: false,
         })
     }
 

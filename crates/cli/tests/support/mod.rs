@@ -243,3 +243,34 @@ impl Drop for ManagerProcess {
         }
     }
 }
+
+/// Runs the `slipway` binary with `args`, talking to the apiserver of `kubeconfig`; with `None` there is no
+/// kubeconfig at all (KUBECONFIG unset, HOME empty). Colour is off, as on any pipe.
+pub fn slipway_cli(kubeconfig: Option<&Path>, args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_slipway"));
+    command.args(args).env("NO_COLOR", "1").stdin(Stdio::null());
+    match kubeconfig {
+        Some(path) => {
+            command.env("KUBECONFIG", path);
+        }
+        None => {
+            let home = std::env::temp_dir().join(format!("slipway-no-home-{}", std::process::id()));
+            command
+                .env_remove("KUBECONFIG")
+                .env_remove("KUBERNETES_SERVICE_HOST")
+                .env("HOME", home);
+        }
+    }
+    command.output().expect("run the slipway binary")
+}
+
+/// stdout of a `slipway` run that must have succeeded; panics with its stderr otherwise.
+pub fn stdout_of(output: &std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "slipway failed with {}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}

@@ -1,0 +1,186 @@
+//! The Secrets a cluster's bootstrap material lives in, named and shaped as Cluster API does.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+use crate::error::{Error, Result};
+use crate::kubeconfig::AdminKubeconfig;
+use crate::pki::{CertificateAuthority, ClusterPki, ServiceAccountKey};
+
+/// The type Cluster API gives its cluster Secrets.
+pub const SECRET_TYPE: &str = "cluster.x-k8s.io/secret";
+/// The label Cluster API puts on a cluster's Secrets.
+pub const CLUSTER_NAME_LABEL: &str = "cluster.x-k8s.io/cluster-name";
+/// When the kubeconfig's client certificate was issued and expires (RFC 3339), so renewal needs no parsing.
+pub const ISSUED_AT_ANNOTATION: &str = "slipway.dev/client-certificate-issued-at";
+pub const EXPIRES_AT_ANNOTATION: &str = "slipway.dev/client-certificate-expires-at";
+
+/// Which Secret of a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Ca,
+    Etcd,
+    FrontProxy,
+    ServiceAccount,
+    Kubeconfig,
+}
+
+impl Purpose {
+    pub const PKI: [Purpose; 4] = [
+        Purpose::Ca,
+        Purpose::Etcd,
+        Purpose::FrontProxy,
+        Purpose::ServiceAccount,
+    ];
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::Ca => "ca",
+            Self::Etcd => "etcd",
+            Self::FrontProxy => "proxy",
+            Self::ServiceAccount => "sa",
+            Self::Kubeconfig => "kubeconfig",
+        }
+    }
+
+    /// `<cluster>-ca`, `<cluster>-etcd`, `<cluster>-proxy`, `<cluster>-sa`, `<cluster>-kubeconfig`.
+    pub fn secret_name(self, cluster: &str) -> String {
+        format!("{cluster}-{}", self.suffix())
+    }
+}
+
+fn secret(
+    cluster: &str,
+    purpose: Purpose,
+    data: BTreeMap<String, ByteString>,
+    owner: Option<OwnerReference>,
+) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(purpose.secret_name(cluster)),
+            labels: Some(BTreeMap::from([(
+                CLUSTER_NAME_LABEL.to_string(),
+                cluster.to_string(),
+            )])),
+            owner_references: owner.map(|o| vec![o]),
+            ..Default::default()
+        },
+        type_: Some(SECRET_TYPE.into()),
+        data: Some(data),
+        ..Default::default()
+    }
+}
+
+fn pair(cert: &str, key: &str) -> BTreeMap<String, ByteString> {
+    BTreeMap::from([
+        ("tls.crt".to_string(), ByteString(cert.as_bytes().to_vec())),
+        ("tls.key".to_string(), ByteString(key.as_bytes().to_vec())),
+    ])
+}
+
+/// The four PKI Secrets of a cluster.
+pub fn pki_secrets(cluster: &str, pki: &ClusterPki, owner: Option<OwnerReference>) -> Vec<Secret> {
+    let sa = &pki.service_account;
+    vec![
+        secret(
+            cluster,
+            Purpose::Ca,
+            pair(&pki.ca.cert_pem, &pki.ca.key_pem),
+            owner.clone(),
+        ),
+        secret(
+            cluster,
+            Purpose::Etcd,
+            pair(&pki.etcd.cert_pem, &pki.etcd.key_pem),
+            owner.clone(),
+        ),
+        secret(
+            cluster,
+            Purpose::FrontProxy,
+            pair(&pki.front_proxy.cert_pem, &pki.front_proxy.key_pem),
+            owner.clone(),
+        ),
+        // Cluster API keeps the service-account key pair in tls.crt (public) and tls.key (private) too.
+        secret(
+            cluster,
+            Purpose::ServiceAccount,
+            pair(&sa.public_pem, &sa.private_pem),
+            owner,
+        ),
+    ]
+}
+
+fn field(secret: &Secret, key: &str) -> Result<String> {
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .ok_or_else(|| Error::InvalidSecret {
+            secret: name.clone(),
+            what: format!("has no key {key:?}"),
+        })?;
+    String::from_utf8(bytes.0.clone()).map_err(|_| Error::InvalidSecret {
+        secret: name,
+        what: format!("key {key:?} is not PEM text"),
+    })
+}
+
+/// The key pair in a CA Secret, whether Slipway or the user made it.
+pub fn ca_from_secret(secret: &Secret) -> Result<CertificateAuthority> {
+    Ok(CertificateAuthority {
+        cert_pem: field(secret, "tls.crt")?,
+        key_pem: field(secret, "tls.key")?,
+    })
+}
+
+/// The cluster's PKI from its four Secrets, in the order of [`Purpose::PKI`].
+pub fn pki_from_secrets(secrets: &[Secret; 4]) -> Result<ClusterPki> {
+    Ok(ClusterPki {
+        ca: ca_from_secret(&secrets[0])?,
+        etcd: ca_from_secret(&secrets[1])?,
+        front_proxy: ca_from_secret(&secrets[2])?,
+        service_account: ServiceAccountKey {
+            public_pem: field(&secrets[3], "tls.crt")?,
+            private_pem: field(&secrets[3], "tls.key")?,
+        },
+    })
+}
+
+/// `<cluster>-kubeconfig` with the kubeconfig under `value`, as Cluster API stores it.
+pub fn kubeconfig_secret(
+    cluster: &str,
+    kubeconfig: &AdminKubeconfig,
+    owner: Option<OwnerReference>,
+) -> Secret {
+    let data = BTreeMap::from([(
+        "value".to_string(),
+        ByteString(kubeconfig.yaml.as_bytes().to_vec()),
+    )]);
+    let mut secret = secret(cluster, Purpose::Kubeconfig, data, owner);
+    secret.metadata.annotations = Some(BTreeMap::from([
+        (
+            ISSUED_AT_ANNOTATION.to_string(),
+            kubeconfig.issued_at.to_string(),
+        ),
+        (
+            EXPIRES_AT_ANNOTATION.to_string(),
+            kubeconfig.expires_at.to_string(),
+        ),
+    ]));
+    secret
+}
+
+/// The validity recorded on a kubeconfig Secret, if it carries Slipway's annotations.
+pub fn kubeconfig_validity(
+    annotations: Option<&BTreeMap<String, String>>,
+) -> Option<(Timestamp, Timestamp)> {
+    let annotations = annotations?;
+    let issued = annotations.get(ISSUED_AT_ANNOTATION)?.parse().ok()?;
+    let expires = annotations.get(EXPIRES_AT_ANNOTATION)?.parse().ok()?;
+    Some((issued, expires))
+}

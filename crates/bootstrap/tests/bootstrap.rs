@@ -1,0 +1,380 @@
+//! What the bootstrap material contains, read back the way its consumers read it.
+
+use base64::Engine as _;
+use jiff::{SignedDuration, Timestamp};
+use serde_json::Value;
+use slipway_bootstrap::cloud_init::{self, ClusterNetwork, NodeSettings};
+use slipway_bootstrap::kubeconfig::{admin_kubeconfig, needs_renewal};
+use slipway_bootstrap::pki::{Leaf, Usage};
+use slipway_bootstrap::secrets::{self, Purpose};
+use slipway_bootstrap::{BootstrapToken, CertificateAuthority, ClusterPki};
+use x509_parser::prelude::*;
+
+fn parse_pem(pem: &str) -> Vec<u8> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).expect("PEM");
+    pem.contents
+}
+
+/// Asserts `cert_pem` is signed by `ca_pem`'s key and issued by its subject.
+fn assert_chains_to(cert_pem: &str, ca_pem: &str) {
+    let cert_der = parse_pem(cert_pem);
+    let ca_der = parse_pem(ca_pem);
+    let (_, cert) = X509Certificate::from_der(&cert_der).unwrap();
+    let (_, ca) = X509Certificate::from_der(&ca_der).unwrap();
+    assert_eq!(cert.issuer(), ca.subject());
+    cert.verify_signature(Some(ca.public_key()))
+        .expect("signed by the CA");
+}
+
+fn network() -> ClusterNetwork {
+    ClusterNetwork {
+        cluster_name: "prod".into(),
+        kubernetes_version: "v1.37.2".into(),
+        endpoint: "203.0.113.10:6443".into(),
+        pod_cidr: "10.244.0.0/16".into(),
+        service_cidr: "10.96.0.0/12".into(),
+        dns_domain: "cluster.local".into(),
+    }
+}
+
+fn cloud_config(user_data: &str) -> Value {
+    let body = user_data
+        .strip_prefix("#cloud-config\n")
+        .expect("starts with #cloud-config");
+    serde_saphyr::from_str(body).expect("valid YAML")
+}
+
+fn written_file<'a>(config: &'a Value, path: &str) -> &'a Value {
+    config["write_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == path)
+        .unwrap_or_else(|| panic!("{path} not written"))
+}
+
+#[test]
+fn cluster_pki_has_three_distinct_self_signed_cas() {
+    let pki = ClusterPki::generate("prod").unwrap();
+    for ca in [&pki.ca, &pki.etcd, &pki.front_proxy] {
+        assert_chains_to(&ca.cert_pem, &ca.cert_pem);
+        let der = parse_pem(&ca.cert_pem);
+        let (_, cert) = X509Certificate::from_der(&der).unwrap();
+        assert!(cert.is_ca());
+        let years = (cert.validity().not_after.timestamp()
+            - cert.validity().not_before.timestamp())
+            / (365 * 86400);
+        assert_eq!(years, 10);
+    }
+    assert_ne!(pki.ca.cert_pem, pki.etcd.cert_pem);
+    assert_ne!(pki.ca.cert_pem, pki.front_proxy.cert_pem);
+    assert!(
+        pki.service_account
+            .public_pem
+            .starts_with("-----BEGIN PUBLIC KEY-----")
+    );
+    assert!(
+        !format!("{pki:?}").contains("PRIVATE"),
+        "Debug must not print keys"
+    );
+}
+
+#[test]
+fn serving_certificate_chains_to_the_ca_and_names_the_endpoint() {
+    let ca = CertificateAuthority::generate("prod-ca").unwrap();
+    let now = Timestamp::now();
+    let (cert, _key) = ca
+        .sign(Leaf {
+            common_name: "kube-apiserver",
+            organization: None,
+            hosts: &["127.0.0.1", "api.prod.example.com", "localhost"],
+            usages: &[Usage::ServerAuth],
+            not_before: now,
+            not_after: now + SignedDuration::from_hours(24),
+        })
+        .unwrap();
+    assert_chains_to(&cert, &ca.cert_pem);
+    let der = parse_pem(&cert);
+    let (_, cert) = X509Certificate::from_der(&der).unwrap();
+    let sans: Vec<String> = cert
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .map(|n| match n {
+            GeneralName::DNSName(d) => d.to_string(),
+            GeneralName::IPAddress(ip) => format!("{ip:?}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert!(
+        sans.contains(&"api.prod.example.com".to_string()),
+        "{sans:?}"
+    );
+    assert!(sans.contains(&"[127, 0, 0, 1]".to_string()), "{sans:?}");
+}
+
+#[test]
+fn admin_kubeconfig_points_at_the_endpoint_and_its_client_cert_chains_to_the_cluster_ca() {
+    let ca = CertificateAuthority::generate("prod-ca").unwrap();
+    let now = Timestamp::now();
+    let kubeconfig = admin_kubeconfig("prod", "https://203.0.113.10:6443", &ca, now).unwrap();
+    let parsed: Value = serde_saphyr::from_str(&kubeconfig.yaml).unwrap();
+    assert_eq!(
+        parsed["clusters"][0]["cluster"]["server"],
+        "https://203.0.113.10:6443"
+    );
+    let decode = |v: &Value| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        decode(&parsed["clusters"][0]["cluster"]["certificate-authority-data"]),
+        ca.cert_pem
+    );
+    let client_cert = decode(&parsed["users"][0]["user"]["client-certificate-data"]);
+    assert_chains_to(&client_cert, &ca.cert_pem);
+    let der = parse_pem(&client_cert);
+    let (_, cert) = X509Certificate::from_der(&der).unwrap();
+    let org: Vec<&str> = cert
+        .subject()
+        .iter_organization()
+        .map(|o| o.as_str().unwrap())
+        .collect();
+    assert_eq!(org, ["system:masters"]);
+    let days = (cert.validity().not_after.timestamp() - now.as_second()) / 86400;
+    assert_eq!(days, 365);
+    assert_eq!(parsed["current-context"], parsed["contexts"][0]["name"]);
+}
+
+#[test]
+fn client_certificates_are_renewed_at_half_life() {
+    let issued = Timestamp::from_second(1_700_000_000).unwrap();
+    let expires = issued + SignedDuration::from_hours(365 * 24);
+    assert!(!needs_renewal(
+        issued,
+        expires,
+        issued + SignedDuration::from_hours(182 * 24)
+    ));
+    assert!(needs_renewal(
+        issued,
+        expires,
+        issued + SignedDuration::from_hours(183 * 24)
+    ));
+}
+
+#[test]
+fn bootstrap_tokens_have_the_kubernetes_format_and_expire_in_15_minutes() {
+    let now = Timestamp::now();
+    let token = BootstrapToken::generate(now);
+    let text = token.token();
+    let (id, secret) = text.split_once('.').unwrap();
+    assert_eq!((id.len(), secret.len()), (6, 16));
+    assert!(
+        text.chars()
+            .all(|c| c == '.' || c.is_ascii_lowercase() || c.is_ascii_digit()),
+        "{text}"
+    );
+    assert_eq!(
+        token.expires_at.duration_since(now),
+        SignedDuration::from_mins(15)
+    );
+    assert!(!token.needs_refresh(now));
+    assert!(token.needs_refresh(now + SignedDuration::from_mins(11)));
+    assert_ne!(
+        BootstrapToken::generate(now).token(),
+        text,
+        "tokens are random"
+    );
+
+    let secret_object = token.secret();
+    assert_eq!(
+        secret_object.metadata.name.as_deref(),
+        Some(format!("bootstrap-token-{id}").as_str())
+    );
+    assert_eq!(
+        secret_object.metadata.namespace.as_deref(),
+        Some("kube-system")
+    );
+    assert_eq!(
+        secret_object.type_.as_deref(),
+        Some("bootstrap.kubernetes.io/token")
+    );
+    let data = secret_object.data.unwrap();
+    assert_eq!(
+        data["expiration"].0,
+        token.expires_at.to_string().into_bytes()
+    );
+    assert!(
+        !format!("{token:?}").contains(secret),
+        "Debug must not print the token secret"
+    );
+}
+
+#[test]
+fn pki_secrets_use_cluster_api_names_types_and_labels_and_read_back() {
+    let pki = ClusterPki::generate("prod").unwrap();
+    let secrets = secrets::pki_secrets("prod", &pki, None);
+    let names: Vec<_> = secrets
+        .iter()
+        .map(|s| s.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(names, ["prod-ca", "prod-etcd", "prod-proxy", "prod-sa"]);
+    for s in &secrets {
+        assert_eq!(s.type_.as_deref(), Some("cluster.x-k8s.io/secret"));
+        assert_eq!(
+            s.metadata.labels.as_ref().unwrap()["cluster.x-k8s.io/cluster-name"],
+            "prod"
+        );
+    }
+    let read = secrets::pki_from_secrets(&secrets.try_into().unwrap()).unwrap();
+    assert_eq!(read, pki);
+    assert_eq!(Purpose::Kubeconfig.secret_name("prod"), "prod-kubeconfig");
+}
+
+#[test]
+fn a_ca_secret_without_its_key_is_an_error_naming_the_secret() {
+    let pki = ClusterPki::generate("prod").unwrap();
+    let mut secret = secrets::pki_secrets("prod", &pki, None).remove(0);
+    secret.data.as_mut().unwrap().remove("tls.key");
+    let error = secrets::ca_from_secret(&secret).unwrap_err().to_string();
+    assert!(
+        error.contains("prod-ca") && error.contains("tls.key"),
+        "{error}"
+    );
+}
+
+#[test]
+fn kubeadm_init_carries_the_cluster_pki_token_and_network() {
+    let pki = ClusterPki::generate("prod").unwrap();
+    let token = BootstrapToken::generate(Timestamp::now());
+    let node = NodeSettings {
+        labels: vec![("slipway.dev/pool".into(), "control-plane".into())],
+        provider_id: Some("aws:///us-east-1a/i-0123".into()),
+    };
+    let config = cloud_config(&cloud_init::kubeadm_init(&network(), &pki, &token, &node).unwrap());
+    assert_eq!(
+        written_file(&config, "/etc/kubernetes/pki/ca.crt")["content"],
+        pki.ca.cert_pem
+    );
+    let key = written_file(&config, "/etc/kubernetes/pki/ca.key");
+    assert_eq!(key["content"], pki.ca.key_pem);
+    assert_eq!(key["permissions"], "0600");
+    assert_eq!(
+        written_file(&config, "/etc/kubernetes/pki/etcd/ca.crt")["content"],
+        pki.etcd.cert_pem
+    );
+    assert_eq!(
+        written_file(&config, "/etc/kubernetes/pki/front-proxy-ca.crt")["content"],
+        pki.front_proxy.cert_pem
+    );
+    assert_eq!(
+        written_file(&config, "/etc/kubernetes/pki/sa.key")["content"],
+        pki.service_account.private_pem
+    );
+
+    let kubeadm = written_file(&config, "/run/kubeadm/kubeadm.yaml")["content"]
+        .as_str()
+        .unwrap();
+    let documents: Vec<Value> = serde_saphyr::from_multiple(kubeadm).unwrap();
+    let init = documents
+        .iter()
+        .find(|d| d["kind"] == "InitConfiguration")
+        .unwrap();
+    assert_eq!(init["bootstrapTokens"][0]["token"], token.token());
+    assert_eq!(init["bootstrapTokens"][0]["ttl"], "900s");
+    let cluster = documents
+        .iter()
+        .find(|d| d["kind"] == "ClusterConfiguration")
+        .unwrap();
+    assert_eq!(cluster["controlPlaneEndpoint"], "203.0.113.10:6443");
+    assert_eq!(cluster["kubernetesVersion"], "v1.37.2");
+    assert_eq!(cluster["networking"]["podSubnet"], "10.244.0.0/16");
+    assert_eq!(config["runcmd"][0][0], "kubeadm");
+    assert_eq!(config["runcmd"][0][1], "init");
+}
+
+#[test]
+fn kubeadm_join_verifies_the_ca_by_its_public_key_hash_and_carries_no_keys() {
+    let pki = ClusterPki::generate("prod").unwrap();
+    let token = BootstrapToken::generate(Timestamp::now());
+    let hash = pki.ca.public_key_hash().unwrap();
+    assert!(
+        hash.starts_with("sha256:") && hash.len() == 7 + 64,
+        "{hash}"
+    );
+    let user_data =
+        cloud_init::kubeadm_join(&network(), &hash, &token, &NodeSettings::default()).unwrap();
+    assert!(
+        !user_data.contains("PRIVATE KEY"),
+        "a worker gets no private keys"
+    );
+    let config = cloud_config(&user_data);
+    let join: Value = serde_saphyr::from_str(
+        written_file(&config, "/run/kubeadm/kubeadm-join.yaml")["content"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(join["discovery"]["bootstrapToken"]["token"], token.token());
+    assert_eq!(join["discovery"]["bootstrapToken"]["caCertHashes"][0], hash);
+    assert_eq!(
+        join["discovery"]["bootstrapToken"]["apiServerEndpoint"],
+        "203.0.113.10:6443"
+    );
+    assert_eq!(config["runcmd"][0][1], "join");
+}
+
+#[test]
+fn k3s_server_uses_the_cluster_cas_and_the_agent_joins_with_the_token() {
+    let pki = ClusterPki::generate("prod").unwrap();
+    let token = BootstrapToken::generate(Timestamp::now());
+    let server = cloud_config(
+        &cloud_init::k3s_server(&network(), &pki, &token, &NodeSettings::default()).unwrap(),
+    );
+    assert_eq!(
+        written_file(&server, "/var/lib/rancher/k3s/server/tls/server-ca.crt")["content"],
+        pki.ca.cert_pem
+    );
+    assert_eq!(
+        written_file(&server, "/var/lib/rancher/k3s/server/tls/etcd/peer-ca.key")["content"],
+        pki.etcd.key_pem
+    );
+    let config: Value = serde_saphyr::from_str(
+        written_file(&server, "/etc/rancher/k3s/config.yaml")["content"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["token"], token.token());
+    assert_eq!(config["tls-san"][0], "203.0.113.10");
+    assert!(
+        server["runcmd"][0][2]
+            .as_str()
+            .unwrap()
+            .contains("v1.37.2+k3s1")
+    );
+
+    let agent =
+        cloud_config(&cloud_init::k3s_agent(&network(), &token, &NodeSettings::default()).unwrap());
+    let config: Value = serde_saphyr::from_str(
+        written_file(&agent, "/etc/rancher/k3s/config.yaml")["content"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["server"], "https://203.0.113.10:6443");
+    assert_eq!(config["token"], token.token());
+    assert!(
+        agent["runcmd"][0][2]
+            .as_str()
+            .unwrap()
+            .contains("INSTALL_K3S_EXEC='agent'")
+    );
+}

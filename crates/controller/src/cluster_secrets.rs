@@ -1,0 +1,110 @@
+//! A cluster's PKI and kubeconfig Secrets: made once, never regenerated, user-provided ones used as they are; the
+//! kubeconfig's client certificate renewed at half-life.
+//!
+//! Which Secrets exist is read from a metadata-only cache (names, labels, annotations), so a reconcile that finds
+//! everything in place reads no Secret data and writes nothing.
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use slipway_api::Cluster;
+use slipway_bootstrap::secrets::{self, CLUSTER_NAME_LABEL, Purpose};
+use slipway_bootstrap::{ClusterPki, kubeconfig};
+use tracing::info;
+
+use crate::context::Context;
+use crate::error::Result;
+
+fn cached(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Option<std::sync::Arc<kube::core::PartialObjectMeta<Secret>>> {
+    ctx.secrets.get(&ObjectRef::new(name).within(namespace))
+}
+
+/// Creates whichever of `<cluster>-ca`, `-etcd`, `-proxy`, `-sa` is missing. Existing ones are never touched.
+pub async fn ensure_pki(ctx: &Context, cluster: &Cluster) -> Result<()> {
+    let namespace = cluster.namespace().unwrap_or_default();
+    let name = cluster.name_any();
+    if Purpose::PKI
+        .iter()
+        .all(|p| cached(ctx, &namespace, &p.secret_name(&name)).is_some())
+    {
+        return Ok(());
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let owner = cluster.controller_owner_ref(&());
+    let generated = ClusterPki::generate(&name)?;
+    for secret in secrets::pki_secrets(&name, &generated, owner) {
+        let secret_name = secret.metadata.name.clone().unwrap_or_default();
+        // The cache may lag: only the apiserver can say a Secret is missing, and `create` never overwrites one.
+        match api.create(&PostParams::default(), &secret).await {
+            Ok(_) => info!(secret = %secret_name, "created cluster PKI Secret"),
+            Err(kube::Error::Api(status)) if status.is_already_exists() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Writes `<cluster>-kubeconfig` for `server` when it is missing or its certificate is past half-life. Says
+/// whether it wrote.
+pub async fn ensure_kubeconfig(ctx: &Context, cluster: &Cluster, server: &str) -> Result<bool> {
+    let namespace = cluster.namespace().unwrap_or_default();
+    let name = cluster.name_any();
+    let secret_name = Purpose::Kubeconfig.secret_name(&name);
+    let now = Timestamp::now();
+    let current = cached(ctx, &namespace, &secret_name)
+        .and_then(|meta| secrets::kubeconfig_validity(meta.metadata.annotations.as_ref()));
+    if current.is_some_and(|(issued, expires)| !kubeconfig::needs_renewal(issued, expires, now)) {
+        return Ok(false);
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let ca = secrets::ca_from_secret(&api.get(&Purpose::Ca.secret_name(&name)).await?)?;
+    let kubeconfig = kubeconfig::admin_kubeconfig(&name, server, &ca, now)?;
+    let secret = secrets::kubeconfig_secret(&name, &kubeconfig, cluster.controller_owner_ref(&()));
+    let mut object = serde_json::to_value(&secret).expect("a Secret serializes");
+    object["apiVersion"] = "v1".into();
+    object["kind"] = "Secret".into();
+    api.patch(
+        &secret_name,
+        &PatchParams::apply(slipway_api::FIELD_MANAGER).force(),
+        &Patch::Apply(&object),
+    )
+    .await?;
+    info!(secret = %secret_name, renewed = current.is_some(), "wrote the admin kubeconfig");
+    Ok(true)
+}
+
+/// Deletes the Secrets this cluster owns; user-provided ones carry no owner reference and stay.
+pub async fn delete_owned(ctx: &Context, cluster: &Cluster) -> Result<()> {
+    let api: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
+    let selector = format!("{CLUSTER_NAME_LABEL}={}", cluster.name_any());
+    let uid = cluster.uid();
+    let owned: Vec<Secret> = api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .into_iter()
+        .filter(|s| {
+            s.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == uid.as_ref())
+        })
+        .collect();
+    for secret in &owned {
+        match api
+            .delete(&secret.name_any(), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
