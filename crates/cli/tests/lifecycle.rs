@@ -507,3 +507,56 @@ async fn user_provided_ca_is_used_as_it_is_and_kept_after_deletion() {
         "Slipway's own Secrets stay behind"
     );
 }
+
+#[tokio::test]
+async fn a_failing_provider_shows_in_conditions_and_is_retried_with_backoff() {
+    let env = env().await;
+    let sim = manager(env);
+    let ns = env.create_namespace("failing").await;
+    let client = env.client().await;
+    apply(
+        &client,
+        &ns,
+        &sim_cluster("theta", 1, 1, "{ failurePercent: 100 }"),
+    )
+    .await;
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), &ns);
+    let cluster = eventually("the failure in conditions", TIMEOUT, || async {
+        let cluster = clusters.get("theta").await.map_err(|e| e.to_string())?;
+        let conditions = cluster
+            .status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default();
+        match conditions::find(&conditions, "ControlPlaneReady") {
+            Some(c) if c.reason == "InjectedFault" => Ok(cluster),
+            _ => Err(support::condition_summary(&conditions)),
+        }
+    })
+    .await;
+    let conditions = cluster.status.unwrap().conditions;
+    let ready = conditions::find(&conditions, "Ready").unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "InjectedFault")
+    );
+    assert!(
+        ready.message.contains("injected failure of create_machine"),
+        "{}",
+        ready.message
+    );
+
+    // Backoff of 1, 2, 4, 8 s: a handful of attempts in 12 s, not a hot loop.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let attempts: u32 = sim
+        .snapshot()
+        .injected_failures
+        .iter()
+        .filter(|(k, _)| k.starts_with(&format!("{ns}/theta/")))
+        .map(|(_, n)| *n)
+        .sum();
+    assert!(
+        (2..=8).contains(&attempts),
+        "{attempts} attempts in about 12 s"
+    );
+}

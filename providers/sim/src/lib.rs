@@ -39,6 +39,8 @@ pub struct State {
     pub create_calls: u64,
     pub delete_calls: u64,
     pub list_calls: u64,
+    /// Calls that failed on purpose, by cluster key: lets a test see how often a failing cluster is retried.
+    pub injected_failures: BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -112,14 +114,24 @@ impl SimProvider {
             })
     }
 
-    /// Fails a mutating call when a fault is injected or drawn.
-    fn maybe_fail(&self, settings: &SimSettings, operation: &str) -> Result<()> {
+    /// Fails a mutating call when a fault is injected or drawn, and counts it against `cluster`.
+    fn maybe_fail(
+        &self,
+        state: &mut State,
+        cluster: &ClusterInfo,
+        settings: &SimSettings,
+        operation: &str,
+    ) -> Result<()> {
         let injected = self
             .failures_to_inject
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
         let percent = settings.failure_percent.unwrap_or(0).clamp(0, 100) as u32;
         if injected || (percent > 0 && rand::rng().random_range(0..100) < percent) {
+            *state
+                .injected_failures
+                .entry(cluster_key(cluster))
+                .or_default() += 1;
             return Err(ProviderError::transient(
                 "InjectedFault",
                 format!("sim: injected failure of {operation}"),
@@ -264,7 +276,7 @@ impl InfrastructureProvider for SimProvider {
         {
             return Ok(to_machine(cluster, &request.name, existing, now));
         }
-        self.maybe_fail(settings, "create_machine")?;
+        self.maybe_fail(&mut state, cluster, settings, "create_machine")?;
         state.create_calls += 1;
         let machine = SimMachine {
             group: request.role.group().to_string(),
@@ -310,7 +322,7 @@ impl InfrastructureProvider for SimProvider {
                 "machine {name} is shutting down"
             )));
         }
-        self.maybe_fail(settings, "delete_machine")?;
+        self.maybe_fail(&mut state, cluster, settings, "delete_machine")?;
         state.delete_calls += 1;
         let sim = state
             .clusters

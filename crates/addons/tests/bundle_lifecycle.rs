@@ -1,0 +1,559 @@
+//! The add-on engine's behaviour against a real apiserver: sources, per-object failures, CRDs with their custom
+//! resources in one bundle, drift repair, inventory and prune, readiness reasons and waiting for the API.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::discovery::ApiResource;
+use kube::{Api, Client};
+use slipway_addons::{
+    ApplyOptions, Error, Inventory, ObjectRef, apply, inventory, parse, prune, readiness, render,
+    source, wait_for_api, wait_ready,
+};
+use slipway_api::{AddonSource, ConfigMapKeyRef, UrlSource};
+use slipway_testenv::TestEnv;
+
+const FLANNEL: &str = "flannel/v0.28.9/kube-flannel.yml";
+/// From PROVENANCE.md: the upstream blob's digest.
+const FLANNEL_SHA256: &str = "e875824be2f552b45711dbda91af81b17eb961d00025d914d9fef18fad8f09c0";
+
+fn fixture(relative: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures/addons")
+        .join(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+async fn setup(prefix: &str) -> (Client, String) {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let env = TestEnv::shared_workload().await;
+    let namespace = env.create_namespace(prefix).await;
+    (env.client().await, namespace)
+}
+
+fn options(namespace: &str) -> ApplyOptions {
+    ApplyOptions {
+        default_namespace: namespace.to_string(),
+        ..ApplyOptions::default()
+    }
+}
+
+fn config_map(name: &str, value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: \"{value}\"\n"
+    )
+}
+
+fn deployment(name: &str) -> String {
+    format!(
+        "\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      containers:
+      - name: main
+        image: registry.example/{name}:1
+"
+    )
+}
+
+fn bundle(documents: &[String]) -> Vec<DynamicObject> {
+    parse(&documents.join("---\n")).unwrap()
+}
+
+fn names(objects: &[ObjectRef]) -> Vec<String> {
+    let mut names: Vec<String> = objects
+        .iter()
+        .map(|o| format!("{}/{}", o.kind, o.name))
+        .collect();
+    names.sort();
+    names
+}
+
+/// A loopback HTTP server with one file; returns its URL.
+async fn serve(path: &'static str, body: String) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let router = axum::Router::new().route(path, axum::routing::get(move || async move { body }));
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    format!("http://{address}{path}")
+}
+
+#[tokio::test]
+async fn url_source_is_fetched_when_its_sha256_matches_and_refused_naming_both_hashes_when_not() {
+    let (client, namespace) = setup("url-source").await;
+    let url = serve("/kube-flannel.yml", fixture(FLANNEL)).await;
+    let http = reqwest::Client::new();
+
+    let right = AddonSource {
+        url: Some(UrlSource {
+            url: url.clone(),
+            sha256: FLANNEL_SHA256.to_string(),
+        }),
+        ..AddonSource::default()
+    };
+    let text = source::resolve(&right, &client, &namespace, &http)
+        .await
+        .unwrap();
+    assert_eq!(text, fixture(FLANNEL));
+    assert_eq!(parse(&text).unwrap().len(), 6);
+
+    let wrong_sha256 = "0".repeat(64);
+    let err = source::fetch_url(&http, &url, &wrong_sha256)
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert_eq!(err.metric_label(), "digest_mismatch");
+    assert!(
+        message.contains(&format!("expected {wrong_sha256}")),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("got {FLANNEL_SHA256}")),
+        "{message}"
+    );
+
+    let missing = url.replace("kube-flannel.yml", "nothing-here.yml");
+    let err = source::fetch_url(&http, &missing, FLANNEL_SHA256)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
+}
+
+#[tokio::test]
+async fn config_map_source_reads_its_key_from_the_management_cluster() {
+    let (client, namespace) = setup("cm-source").await;
+    let manifests = config_map("from-config-map", "1");
+    let holder = ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some("bundle-text".to_string()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "manifests.yaml".to_string(),
+            manifests.clone(),
+        )])),
+        ..Default::default()
+    };
+    Api::<ConfigMap>::namespaced(client.clone(), &namespace)
+        .create(&PostParams::default(), &holder)
+        .await
+        .unwrap();
+    let by_ref = |key: &str| AddonSource {
+        config_map_ref: Some(ConfigMapKeyRef {
+            name: "bundle-text".to_string(),
+            key: key.to_string(),
+        }),
+        ..AddonSource::default()
+    };
+    let http = reqwest::Client::new();
+    let text = source::resolve(&by_ref("manifests.yaml"), &client, &namespace, &http)
+        .await
+        .unwrap();
+    assert_eq!(text, manifests);
+
+    let err = source::resolve(&by_ref("other.yaml"), &client, &namespace, &http)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ConfigMapKeyMissing { .. }), "{err}");
+    let err = source::from_config_map(&client, &namespace, "absent", "k")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ConfigMapNotFound { .. }), "{err}");
+
+    let inline = AddonSource {
+        inline: Some("x".to_string()),
+        config_map_ref: by_ref("manifests.yaml").config_map_ref,
+        url: None,
+    };
+    let err = source::resolve(&inline, &client, &namespace, &http)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("exactly one"), "{err}");
+}
+
+#[tokio::test]
+async fn refused_objects_are_reported_by_name_and_the_rest_still_apply() {
+    let (client, namespace) = setup("partial").await;
+    let bad_selector = deployment("mismatched").replace(
+        "matchLabels: {app: mismatched}",
+        "matchLabels: {app: other}",
+    );
+    let not_served = "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\n".to_string();
+    let objects = bundle(&[
+        config_map("first", "1"),
+        bad_selector,
+        not_served,
+        config_map("last", "2"),
+    ]);
+
+    let report = apply(&client, &objects, &options(&namespace))
+        .await
+        .unwrap();
+    assert_eq!(
+        report.objects.len(),
+        4,
+        "every object is the bundle's, refused or not"
+    );
+    assert_eq!(report.failures.len(), 2, "{:?}", report.failures);
+    let deployment_failure = report
+        .failures
+        .iter()
+        .find(|f| f.object.kind == "Deployment")
+        .unwrap();
+    assert_eq!(
+        deployment_failure.object.namespace.as_deref(),
+        Some(namespace.as_str())
+    );
+    assert!(
+        deployment_failure.message.contains("selector"),
+        "{}",
+        deployment_failure.message
+    );
+    let widget_failure = report
+        .failures
+        .iter()
+        .find(|f| f.object.kind == "Widget")
+        .unwrap();
+    assert!(
+        widget_failure
+            .message
+            .contains("does not serve kind Widget"),
+        "{}",
+        widget_failure.message
+    );
+
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), &namespace);
+    assert!(config_maps.get_opt("first").await.unwrap().is_some());
+    assert!(config_maps.get_opt("last").await.unwrap().is_some());
+
+    let err = report.into_result().unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.starts_with("2 object(s) failed to apply"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("Deployment/{namespace}/mismatched: ")),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_namespace_stops_the_apply_before_anything_depends_on_it() {
+    let (client, namespace) = setup("bad-ns").await;
+    let objects = bundle(&[
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: Not_A_Valid_Name\n".to_string(),
+        config_map("after", "1"),
+    ]);
+    let err = apply(&client, &objects, &options(&namespace))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::ApplyFailed(f) if f.len() == 1),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("Namespace/Not_A_Valid_Name"),
+        "{err}"
+    );
+    let after = Api::<ConfigMap>::namespaced(client, &namespace)
+        .get_opt("after")
+        .await
+        .unwrap();
+    assert!(
+        after.is_none(),
+        "nothing after the refused namespace was applied"
+    );
+}
+
+#[tokio::test]
+async fn a_crd_and_its_custom_resources_apply_in_one_bundle_and_prune_keeps_a_crd_still_in_use() {
+    let (client, namespace) = setup("crd-bundle").await;
+    // The custom resource comes first in the text: ordering, not the author, puts the CRD before it.
+    let endpoint = |name: &str| {
+        format!(
+            "apiVersion: externaldns.k8s.io/v1alpha1\nkind: DNSEndpoint\nmetadata:\n  name: {name}\nspec:\n  endpoints:\n  - dnsName: ${{clusterName}}.example.org\n    recordType: A\n    targets: [10.0.0.1]\n"
+        )
+    };
+    let text = [
+        endpoint("from-bundle"),
+        fixture("external-dns/v0.22.0/dnsendpoints.externaldns.k8s.io.yaml"),
+    ]
+    .join("---\n");
+    let values = BTreeMap::from([("clusterName".to_string(), "prod-eu".to_string())]);
+    let objects = parse(&render(&text, &values).unwrap()).unwrap();
+    let applied = apply(&client, &objects, &options(&namespace))
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    assert_eq!(applied[0].kind, "CustomResourceDefinition");
+    assert!(
+        readiness(&client, &applied).await.unwrap().is_empty(),
+        "CRD Established"
+    );
+
+    let resource = ApiResource {
+        group: "externaldns.k8s.io".into(),
+        version: "v1alpha1".into(),
+        api_version: "externaldns.k8s.io/v1alpha1".into(),
+        kind: "DNSEndpoint".into(),
+        plural: "dnsendpoints".into(),
+    };
+    let endpoints: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource);
+    let live = endpoints.get("from-bundle").await.unwrap();
+    assert_eq!(
+        live.data["spec"]["endpoints"][0]["dnsName"],
+        "prod-eu.example.org"
+    );
+
+    // Someone else's custom resource of the same kind: pruning the whole bundle must not take it with the CRD.
+    let theirs = parse(&endpoint("theirs").replace("${clusterName}", "theirs"))
+        .unwrap()
+        .remove(0);
+    endpoints
+        .create(&PostParams::default(), &theirs)
+        .await
+        .unwrap();
+
+    let report = prune(&client, &Inventory::new(applied), &[]).await.unwrap();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!(names(&report.deleted), ["DNSEndpoint/from-bundle"]);
+    assert_eq!(report.kept.len(), 1);
+    assert_eq!(report.kept[0].0.kind, "CustomResourceDefinition");
+    assert!(
+        report.kept[0].1.contains("custom resource"),
+        "{}",
+        report.kept[0].1
+    );
+    assert!(endpoints.get_opt("theirs").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn reapplying_repairs_a_deleted_deployment_and_a_hand_changed_config_map() {
+    let (client, namespace) = setup("drift").await;
+    let objects = bundle(&[config_map("settings", "original"), deployment("web")]);
+    let applied = apply(&client, &objects, &options(&namespace))
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    wait_ready(&client, &applied, Duration::from_secs(120))
+        .await
+        .unwrap();
+
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &namespace);
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), &namespace);
+    deployments
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    // A hand edit by another field manager, as `kubectl edit` would make.
+    let edit = serde_json::json!({"data": {"value": "hand-changed", "extra": "added by hand"}});
+    config_maps
+        .patch("settings", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .unwrap();
+    let not_ready = readiness(&client, &applied).await.unwrap();
+    assert!(
+        not_ready
+            .iter()
+            .any(|n| n.object.name == "web" && n.reason == "not found"),
+        "{not_ready:?}"
+    );
+
+    apply(&client, &objects, &options(&namespace))
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    wait_ready(&client, &applied, Duration::from_secs(120))
+        .await
+        .unwrap();
+    let settings = config_maps.get("settings").await.unwrap().data.unwrap();
+    assert_eq!(settings["value"], "original", "our field is ours again");
+    // SSA owns only what the bundle sets: a field someone else added stays. That is the contract, not a leak.
+    assert_eq!(settings["extra"], "added by hand");
+}
+
+#[tokio::test]
+async fn prune_deletes_exactly_the_dropped_objects_and_the_inventory_round_trips_through_a_config_map()
+ {
+    let (client, namespace) = setup("prune").await;
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), &namespace);
+    let bystander = parse(&config_map("bystander", "not ours"))
+        .unwrap()
+        .remove(0)
+        .try_parse::<ConfigMap>()
+        .unwrap();
+    config_maps
+        .create(&PostParams::default(), &bystander)
+        .await
+        .unwrap();
+
+    let first = bundle(&[
+        config_map("kept", "1"),
+        config_map("dropped", "1"),
+        config_map("recreated", "1"),
+        deployment("dropped-deployment"),
+    ]);
+    let applied = apply(&client, &first, &options(&namespace))
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    inventory::store(
+        &client,
+        &namespace,
+        "inventory-prune",
+        &Inventory::new(applied),
+    )
+    .await
+    .unwrap();
+
+    // "recreated" is deleted and made again by someone else: its name is in the inventory, but it is not ours.
+    config_maps
+        .delete("recreated", &DeleteParams::default())
+        .await
+        .unwrap();
+    let theirs = parse(&config_map("recreated", "theirs"))
+        .unwrap()
+        .remove(0)
+        .try_parse::<ConfigMap>()
+        .unwrap();
+    config_maps
+        .create(&PostParams::default(), &theirs)
+        .await
+        .unwrap();
+
+    let second = bundle(&[config_map("kept", "2"), config_map("added", "1")]);
+    let new_objects = apply(&client, &second, &options(&namespace))
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    let old = inventory::load(&client, &namespace, "inventory-prune")
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(old.objects.len(), 4);
+
+    let report = prune(&client, &old, &new_objects).await.unwrap();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!(
+        names(&report.deleted),
+        ["ConfigMap/dropped", "Deployment/dropped-deployment"]
+    );
+    assert_eq!(
+        names(&report.kept.iter().map(|k| k.0.clone()).collect::<Vec<_>>()),
+        ["ConfigMap/recreated"]
+    );
+
+    for (name, exists) in [
+        ("kept", true),
+        ("added", true),
+        ("bystander", true),
+        ("recreated", true),
+        ("dropped", false),
+    ] {
+        assert_eq!(
+            config_maps.get_opt(name).await.unwrap().is_some(),
+            exists,
+            "{name}"
+        );
+    }
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &namespace);
+    assert!(
+        deployments
+            .get_opt("dropped-deployment")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // A second prune against the same sets has nothing left to do.
+    let again = prune(&client, &old, &new_objects).await.unwrap();
+    assert!(again.deleted.is_empty());
+    assert!(
+        inventory::load(&client, &namespace, "no-such-inventory")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn wait_ready_names_what_is_not_ready_and_why() {
+    let (client, namespace) = setup("not-ready").await;
+    let unschedulable = deployment("nowhere").replace(
+        "      containers:",
+        "      nodeSelector: {no-such-label: \"true\"}\n      containers:",
+    );
+    let applied = apply(&client, &bundle(&[unschedulable]), &options(&namespace))
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    let err = wait_ready(&client, &applied, Duration::from_secs(3))
+        .await
+        .unwrap_err();
+    match &err {
+        Error::NotReady { objects, .. } => {
+            assert_eq!(objects.len(), 1);
+            assert_eq!(objects[0].object.name, "nowhere");
+        }
+        other => panic!("expected NotReady, got {other:?}"),
+    }
+    assert!(
+        err.to_string()
+            .contains(&format!("Deployment/{namespace}/nowhere: ")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn wait_for_api_returns_once_the_apiserver_answers_and_gives_up_on_a_dead_one() {
+    let (client, _namespace) = setup("api").await;
+    wait_for_api(&client, Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    // Nothing listens on a port we bound and released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = kube::Config::new(format!("https://127.0.0.1:{port}").parse().unwrap());
+    let dead = Client::try_from(config).unwrap();
+    let started = std::time::Instant::now();
+    let err = wait_for_api(&dead, Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "bounded by the timeout"
+    );
+    assert!(
+        matches!(err, Error::ApiUnreachable { seconds: 2, .. }),
+        "{err:?}"
+    );
+    assert!(
+        !err.to_string().ends_with(": "),
+        "names the last error: {err}"
+    );
+}
