@@ -15,6 +15,7 @@ use axum::routing::get;
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 use slipway_controller::{Metrics, ProviderRegistry, Settings};
+use slipway_provider_local::LocalProvider;
 use slipway_provider_sim::SimProvider;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -51,6 +52,35 @@ pub struct Args {
     /// Keep the sim provider's machines in this JSON file, so they outlive the process (for tests).
     #[arg(long)]
     sim_state_file: Option<PathBuf>,
+    /// Where the local provider keeps its clusters (default: ${SLIPWAY_CACHE:-~/.cache/slipway}/clusters).
+    #[arg(long, env = "SLIPWAY_LOCAL_STATE_DIR")]
+    local_state_dir: Option<PathBuf>,
+    /// Where the local provider finds etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok
+    /// (default: what hack/build-k8s.sh builds).
+    #[arg(long, env = "SLIPWAY_K8S_BIN")]
+    local_bin_dir: Option<PathBuf>,
+}
+
+/// The Kubernetes version `hack/build-k8s.sh` builds, so the default binary directory matches it.
+const VERSIONS: &str = include_str!("../../../hack/versions.env");
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("SLIPWAY_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
+                .join(".cache")
+                .join("slipway")
+        })
+}
+
+fn default_bin_dir() -> PathBuf {
+    let version = VERSIONS
+        .lines()
+        .find_map(|l| l.strip_prefix("KUBERNETES_VERSION="))
+        .unwrap_or("unknown")
+        .trim();
+    cache_dir().join("k8s").join(version).join("bin")
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -100,7 +130,15 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("reading the sim state file {}", path.display()))?,
         None => SimProvider::new(),
     };
-    let providers = ProviderRegistry::new().register(Arc::new(sim));
+    let local = LocalProvider::new(
+        args.local_state_dir
+            .clone()
+            .unwrap_or_else(|| cache_dir().join("clusters")),
+        args.local_bin_dir.clone().unwrap_or_else(default_bin_dir),
+    );
+    let providers = ProviderRegistry::new()
+        .register(Arc::new(sim))
+        .register(Arc::new(local));
     let settings = Settings {
         concurrency: args.concurrency,
         instance: identity.clone(),

@@ -6,13 +6,16 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, ListParams};
+use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use slipway_api::conditions::{
     self, ADDONS_READY, CONTROL_PLANE_READY, INFRASTRUCTURE_READY, NODES_READY, READY,
 };
-use slipway_api::{ApiEndpoint, Cluster, ClusterPhase, ClusterStatus, MachinePool, SecretRef};
+use slipway_api::{
+    AddonBundle, ApiEndpoint, Cluster, ClusterPhase, ClusterStatus, MachinePool, SecretRef,
+};
 use slipway_bootstrap::secrets::Purpose;
 use slipway_provider::{ClusterInfo, Deletion, InfrastructureProvider, MachineRole};
 use tracing::{info, warn};
@@ -20,7 +23,7 @@ use tracing::{info, warn};
 use crate::cluster_secrets;
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::machines::{self, GroupSpec, call};
+use crate::machines::{self, Boot, GroupSpec, call};
 use crate::status::{apply_if_changed, condition, set_all};
 use crate::{CLUSTER_FINALIZER, PAUSED_ANNOTATION, finalizer};
 
@@ -174,7 +177,16 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
 
     // 3. Control plane machines.
     let control_plane_ready = if infrastructure.ready {
-        match reconcile_control_plane(&cluster, &ctx, provider.as_ref(), &info, &mut status).await {
+        match reconcile_control_plane(
+            &cluster,
+            &ctx,
+            provider.as_ref(),
+            &info,
+            &infrastructure.endpoint,
+            &mut status,
+        )
+        .await
+        {
             Ok(ready) => ready,
             Err(error) => {
                 if let Error::Provider { source, .. } = &error {
@@ -229,33 +241,9 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
     let nodes_ready = reconcile_nodes_condition(&cluster, &ctx, &mut status).await?;
 
     // 6. Add-ons.
-    let addons_ready = if !infrastructure.workload_api {
-        conditions::set(
-            &mut status.conditions,
-            condition(
-                ADDONS_READY,
-                true,
-                "NoWorkloadApi",
-                format!(
-                    "{provider_name} clusters have no workload API, so no add-ons are installed"
-                ),
-                generation,
-            ),
-        );
-        true
-    } else {
-        conditions::set(
-            &mut status.conditions,
-            condition(
-                ADDONS_READY,
-                false,
-                "AddonEngineUnavailable",
-                "this manager cannot install add-ons yet",
-                generation,
-            ),
-        );
-        false
-    };
+    let addons_ready =
+        reconcile_addons_condition(&cluster, &ctx, infrastructure.workload_api, &mut status)
+            .await?;
 
     // 7. Ready.
     let ready = infrastructure.ready && control_plane_ready && nodes_ready && addons_ready;
@@ -317,6 +305,7 @@ async fn reconcile_control_plane(
     ctx: &Context,
     provider: &dyn InfrastructureProvider,
     info: &ClusterInfo,
+    endpoint: &Option<(String, u16)>,
     status: &mut ClusterStatus,
 ) -> Result<bool> {
     let replicas = usize::try_from(cluster.spec.control_plane.replicas).unwrap_or(0);
@@ -330,7 +319,11 @@ async fn reconcile_control_plane(
         max_surge: 1,
         max_unavailable: 0,
     };
-    let group = machines::converge(ctx, provider, info, &spec, None).await?;
+    let boot = Boot::ControlPlane {
+        cluster,
+        endpoint: endpoint.clone(),
+    };
+    let group = machines::converge(ctx, provider, info, &spec, boot).await?;
     report_machine_changes(
         ctx,
         cluster,
@@ -433,6 +426,65 @@ async fn reconcile_nodes_condition(
             message,
             generation,
         ),
+    );
+    Ok(ready)
+}
+
+/// Add-ons: none on clusters without a workload API; otherwise Ready when no AddonBundle selects the cluster.
+/// Installing selected bundles is the AddonBundle controller's job, which this manager does not run yet: such a
+/// cluster says so instead of claiming to be ready.
+async fn reconcile_addons_condition(
+    cluster: &Cluster,
+    ctx: &Context,
+    workload_api: bool,
+    status: &mut ClusterStatus,
+) -> Result<bool> {
+    let generation = cluster.metadata.generation;
+    let (ready, reason, message) = if !workload_api {
+        let provider = cluster
+            .spec
+            .infrastructure
+            .provider_name()
+            .unwrap_or_default();
+        (
+            true,
+            "NoWorkloadApi",
+            format!("{provider} clusters have no workload API, so no add-ons are installed"),
+        )
+    } else {
+        let bundles: Api<AddonBundle> =
+            Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
+        let labels = cluster.labels();
+        let selected: Vec<String> = bundles
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|b| {
+                Selector::try_from(b.spec.cluster_selector.clone()).is_ok_and(|s| s.matches(labels))
+            })
+            .map(|b| b.name_any())
+            .collect();
+        if selected.is_empty() {
+            (
+                true,
+                "NoAddonBundles",
+                "no AddonBundle selects this cluster".to_string(),
+            )
+        } else {
+            (
+                false,
+                "AddonEngineUnavailable",
+                format!(
+                    "this manager cannot install add-ons yet; selected bundles: {}",
+                    selected.join(", ")
+                ),
+            )
+        }
+    };
+    conditions::set(
+        &mut status.conditions,
+        condition(ADDONS_READY, ready, reason, message, generation),
     );
     Ok(ready)
 }

@@ -50,6 +50,19 @@ pub async fn ensure_pki(ctx: &Context, cluster: &Cluster) -> Result<()> {
     Ok(())
 }
 
+/// The cluster's PKI, read from its Secrets.
+pub async fn load_pki(ctx: &Context, cluster: &Cluster) -> Result<ClusterPki> {
+    let api: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
+    let name = cluster.name_any();
+    let mut found = Vec::new();
+    for purpose in Purpose::PKI {
+        found.push(api.get(&purpose.secret_name(&name)).await?);
+    }
+    let found: [Secret; 4] = found.try_into().expect("four PKI Secrets");
+    Ok(secrets::pki_from_secrets(&found)?)
+}
+
 /// Writes `<cluster>-kubeconfig` for `server` when it is missing or its certificate is past half-life. Says
 /// whether it wrote.
 pub async fn ensure_kubeconfig(ctx: &Context, cluster: &Cluster, server: &str) -> Result<bool> {

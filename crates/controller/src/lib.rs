@@ -19,6 +19,7 @@ pub mod machines;
 pub mod metrics;
 mod run;
 mod status;
+mod user_data;
 
 pub use context::{Context, ProviderRegistry};
 pub use error::{Error, Result};

@@ -18,7 +18,7 @@ use tracing::info;
 use crate::cluster::{cluster_info, is_paused, report_machine_changes};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::machines::{self, GroupSpec};
+use crate::machines::{self, Boot, GroupSpec};
 use crate::status::{apply_if_changed, condition, set_all};
 use crate::{MACHINE_POOL_FINALIZER, PAUSED_ANNOTATION, POOL_LABEL, finalizer};
 
@@ -130,7 +130,8 @@ pub async fn reconcile(pool: Arc<MachinePool>, ctx: Arc<Context>) -> Result<Acti
         max_surge: usize::try_from(pool.spec.strategy.max_surge).unwrap_or(0),
         max_unavailable: usize::try_from(pool.spec.strategy.max_unavailable).unwrap_or(0),
     };
-    let group = match machines::converge(&ctx, provider.as_ref(), &info, &spec, None).await {
+    let group = match machines::converge(&ctx, provider.as_ref(), &info, &spec, Boot::Nothing).await
+    {
         Ok(group) => group,
         Err(error) => {
             if let Error::Provider { source, .. } = &error {

@@ -16,6 +16,7 @@ use slipway_provider::{
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+pub use crate::user_data::Boot;
 
 /// What a group should look like.
 #[derive(Debug, Clone)]
@@ -138,7 +139,7 @@ pub async fn converge(
     provider: &dyn InfrastructureProvider,
     cluster: &ClusterInfo,
     spec: &GroupSpec,
-    user_data: Option<String>,
+    boot: Boot<'_>,
 ) -> Result<GroupState> {
     let hash = template_hash(&spec.role, &spec.kubernetes_version, &spec.settings);
     let provider_error = |source| Error::Provider {
@@ -153,6 +154,12 @@ pub async fn converge(
     )
     .map_err(provider_error)?;
     let step = plan(&machines, spec, &hash);
+    // Rendered only when a machine is to be made: it reads the cluster's key material.
+    let user_data = if step.create.is_empty() || !provider.needs_user_data() {
+        None
+    } else {
+        boot.render(ctx).await?
+    };
 
     let mut state = GroupState {
         hash: hash.clone(),

@@ -53,6 +53,12 @@ pub trait InfrastructureProvider: Send + Sync + 'static {
         name: &str,
     ) -> Result<Deletion>;
 
+    /// Whether machines boot from user data (cloud-init). Providers that make no real machines say no, and the
+    /// controller renders none for them.
+    fn needs_user_data(&self) -> bool {
+        true
+    }
+
     /// The hourly price of one machine of `instance_type`, or `None` when the provider does not know it.
     fn price_per_hour(&self, _instance_type: Option<&str>) -> Option<Price> {
         None

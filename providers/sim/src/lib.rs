@@ -203,6 +203,10 @@ impl InfrastructureProvider for SimProvider {
         "sim"
     }
 
+    fn needs_user_data(&self) -> bool {
+        false
+    }
+
     async fn reconcile_cluster(&self, cluster: &ClusterInfo) -> Result<InfrastructureStatus> {
         settings(cluster)?;
         Ok(InfrastructureStatus {

@@ -2,7 +2,7 @@
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -273,4 +273,17 @@ pub fn stdout_of(output: &std::process::Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+/// A path inside the repository.
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(relative)
+}
+
+/// Server-side applies the Cluster and MachinePool documents of a YAML file into `namespace`.
+pub async fn apply_file(client: &Client, namespace: &str, path: &Path) {
+    let yaml = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    apply(client, namespace, &yaml).await;
 }

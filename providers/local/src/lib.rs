@@ -1,0 +1,263 @@
+//! slipway-provider-local: each workload cluster is a set of local processes (etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler, kwok) on free loopback ports under `<state>/<namespace>/<name>/`, and
+//! each worker machine is a kwok Node. No cloud account, no Docker.
+//!
+//! A control-plane machine boots from its user data like a real one: the provider reads the cluster's CAs and
+//! service-account key from the kubeadm-init cloud-init the controller renders, and serves with certificates signed
+//! by the cluster's own CA. The processes are not children that die with the manager: they run in their own process
+//! groups with pid files, so a restarted manager adopts the live ones and restarts dead ones on the same data
+//! directory.
+//!
+//! Not a production runtime: etcd listens on plain HTTP on loopback, and one control-plane member per cluster.
+
+mod control_plane;
+mod layout;
+mod nodes;
+mod processes;
+mod user_data;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use slipway_api::MachinePhase;
+use slipway_provider::{
+    ClusterInfo, Deletion, InfrastructureProvider, InfrastructureStatus, Machine, MachineRequest,
+    MachineRole, ProviderError, Result,
+};
+use tracing::info;
+
+use crate::layout::{ClusterDir, ControlPlaneRecord};
+
+/// The local provider.
+pub struct LocalProvider {
+    state_dir: PathBuf,
+    bin_dir: PathBuf,
+    /// Workload clients by cluster directory, made once from the cluster's admin kubeconfig.
+    clients: Mutex<HashMap<PathBuf, kube::Client>>,
+    children: processes::Children,
+}
+
+impl LocalProvider {
+    /// `state_dir` holds one directory per cluster; `bin_dir` the binaries `hack/build-k8s.sh` builds (with the
+    /// kwok stages in `<bin_dir>/../kwok/stages.yaml`).
+    pub fn new(state_dir: impl Into<PathBuf>, bin_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            bin_dir: bin_dir.into(),
+            clients: Mutex::default(),
+            children: processes::Children::default(),
+        }
+    }
+
+    fn dir(&self, cluster: &ClusterInfo) -> Result<ClusterDir> {
+        let base = match cluster
+            .infrastructure
+            .local
+            .as_ref()
+            .and_then(|l| l.state_dir.as_ref())
+        {
+            Some(dir) => PathBuf::from(dir),
+            None => self.state_dir.clone(),
+        };
+        Ok(ClusterDir::new(
+            base.join(&cluster.namespace).join(&cluster.name),
+        ))
+    }
+
+    async fn workload_client(&self, dir: &ClusterDir) -> Result<kube::Client> {
+        if let Some(client) = self
+            .clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(dir.root())
+        {
+            return Ok(client.clone());
+        }
+        let client = nodes::client(&dir.admin_kubeconfig()).await?;
+        self.clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(dir.root().to_path_buf(), client.clone());
+        Ok(client)
+    }
+}
+
+fn io(what: &str, e: std::io::Error) -> ProviderError {
+    ProviderError::transient("LocalStateError", format!("{what}: {e}"))
+}
+
+#[async_trait]
+impl InfrastructureProvider for LocalProvider {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn reconcile_cluster(&self, cluster: &ClusterInfo) -> Result<InfrastructureStatus> {
+        control_plane::check_binaries(&self.bin_dir)?;
+        let dir = self.dir(cluster)?;
+        let ports = dir
+            .ports_or_allocate()
+            .map_err(|e| io("allocating ports", e))?;
+        // A control plane that was running before a manager restart (or a crash of one of its processes) comes back
+        // here, on the same data directory.
+        if let Some(record) = dir
+            .control_plane()
+            .map_err(|e| io("reading the control-plane record", e))?
+        {
+            control_plane::ensure_running(&dir, &self.bin_dir, &record, &self.children)?;
+        }
+        Ok(InfrastructureStatus {
+            ready: true,
+            message: format!("control plane directory {}", dir.root().display()),
+            endpoint: Some(("127.0.0.1".into(), ports.apiserver)),
+            workload_api: true,
+        })
+    }
+
+    async fn delete_cluster(&self, cluster: &ClusterInfo) -> Result<Deletion> {
+        let dir = self.dir(cluster)?;
+        processes::stop_all(&dir, &self.children);
+        self.clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(dir.root());
+        match std::fs::remove_dir_all(dir.root()) {
+            Ok(()) => info!(dir = %dir.root().display(), "removed the cluster directory"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("removing the cluster directory", e)),
+        }
+        Ok(Deletion::Done)
+    }
+
+    async fn list_machines(
+        &self,
+        cluster: &ClusterInfo,
+        role: &MachineRole,
+    ) -> Result<Vec<Machine>> {
+        let dir = self.dir(cluster)?;
+        match role {
+            MachineRole::ControlPlane => {
+                let Some(record) = dir
+                    .control_plane()
+                    .map_err(|e| io("reading the control-plane record", e))?
+                else {
+                    return Ok(Vec::new());
+                };
+                let running =
+                    control_plane::ensure_running(&dir, &self.bin_dir, &record, &self.children)?;
+                let ready =
+                    running && control_plane::api_ready(&self.workload_client(&dir).await?).await;
+                Ok(vec![Machine {
+                    provider_id: provider_id(cluster, &record.name),
+                    name: record.name,
+                    phase: if running {
+                        MachinePhase::Running
+                    } else {
+                        MachinePhase::Provisioning
+                    },
+                    ready,
+                    template_hash: record.template_hash,
+                    created_at: record.created_at,
+                }])
+            }
+            MachineRole::Worker { pool } => {
+                if dir
+                    .control_plane()
+                    .map_err(|e| io("reading the control-plane record", e))?
+                    .is_none()
+                {
+                    return Ok(Vec::new());
+                }
+                let client = self.workload_client(&dir).await?;
+                nodes::list(&client, pool, |name| provider_id(cluster, name)).await
+            }
+        }
+    }
+
+    async fn create_machine(
+        &self,
+        cluster: &ClusterInfo,
+        request: &MachineRequest,
+    ) -> Result<Machine> {
+        let dir = self.dir(cluster)?;
+        match &request.role {
+            MachineRole::ControlPlane => {
+                if let Some(existing) = dir
+                    .control_plane()
+                    .map_err(|e| io("reading the control-plane record", e))?
+                {
+                    if existing.name != request.name {
+                        return Err(ProviderError::permanent(
+                            "SingleControlPlaneOnly",
+                            "the local provider runs one control-plane member per cluster: set spec.controlPlane.replicas to 1",
+                        ));
+                    }
+                } else {
+                    let boot = user_data::read(request.user_data.as_deref())?;
+                    control_plane::write_pki(&dir, &boot)?;
+                    dir.save_control_plane(&ControlPlaneRecord {
+                        name: request.name.clone(),
+                        template_hash: request.template_hash.clone(),
+                        created_at: Timestamp::now(),
+                        service_cidr: boot.service_cidr.clone(),
+                    })
+                    .map_err(|e| io("writing the control-plane record", e))?;
+                }
+                let record = dir
+                    .control_plane()
+                    .map_err(|e| io("reading the control-plane record", e))?
+                    .expect("just saved");
+                control_plane::ensure_running(&dir, &self.bin_dir, &record, &self.children)?;
+                Ok(Machine {
+                    provider_id: provider_id(cluster, &record.name),
+                    name: record.name,
+                    phase: MachinePhase::Provisioning,
+                    ready: false,
+                    template_hash: record.template_hash,
+                    created_at: record.created_at,
+                })
+            }
+            MachineRole::Worker { pool } => {
+                let client = self.workload_client(&dir).await?;
+                let id = provider_id(cluster, &request.name);
+                nodes::create(&client, &request.name, pool, &request.template_hash, &id).await
+            }
+        }
+    }
+
+    async fn delete_machine(
+        &self,
+        cluster: &ClusterInfo,
+        role: &MachineRole,
+        name: &str,
+    ) -> Result<Deletion> {
+        let dir = self.dir(cluster)?;
+        match role {
+            MachineRole::ControlPlane => {
+                processes::stop_all(&dir, &self.children);
+                dir.remove_control_plane()
+                    .map_err(|e| io("removing the control-plane record", e))?;
+                Ok(Deletion::Done)
+            }
+            MachineRole::Worker { .. } => {
+                if dir
+                    .control_plane()
+                    .map_err(|e| io("reading the control-plane record", e))?
+                    .is_none()
+                {
+                    return Ok(Deletion::Done);
+                }
+                let client = self.workload_client(&dir).await?;
+                nodes::delete(&client, name).await
+            }
+        }
+    }
+}
+
+/// `local://<namespace>/<cluster>/<machine>`, also the Node's `spec.providerID`.
+pub fn provider_id(cluster: &ClusterInfo, machine: &str) -> String {
+    format!("local://{}/{}/{}", cluster.namespace, cluster.name, machine)
+}

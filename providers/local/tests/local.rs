@@ -1,0 +1,261 @@
+//! A local workload cluster: real processes, certificates from the cluster's own CA, kwok nodes as machines, and
+//! state that survives the provider (the manager) going away.
+
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
+use kube::api::{Api, ObjectMeta, PostParams};
+use slipway_api::{InfrastructureSpec, LocalSettings, MachinePhase, MachineSettings};
+use slipway_bootstrap::cloud_init::{ClusterNetwork, NodeSettings, kubeadm_init};
+use slipway_bootstrap::{BootstrapToken, ClusterPki};
+use slipway_provider::{
+    ClusterInfo, Deletion, InfrastructureProvider, MachineRequest, MachineRole,
+};
+use slipway_provider_local::LocalProvider;
+
+fn cluster(state: &std::path::Path) -> ClusterInfo {
+    ClusterInfo {
+        namespace: "team-a".into(),
+        name: "dev".into(),
+        uid: "uid-1".into(),
+        kubernetes_version: "v1.37.2".into(),
+        infrastructure: InfrastructureSpec {
+            local: Some(LocalSettings {
+                state_dir: Some(state.display().to_string()),
+            }),
+            ..Default::default()
+        },
+    }
+}
+
+fn request(name: &str, role: MachineRole, user_data: Option<String>) -> MachineRequest {
+    MachineRequest {
+        name: name.into(),
+        role,
+        settings: MachineSettings::default(),
+        kubernetes_version: "v1.37.2".into(),
+        template_hash: "abc1234".into(),
+        user_data,
+    }
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{what}: not within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn pid_of(dir: &std::path::Path, component: &str) -> u32 {
+    std::fs::read_to_string(dir.join("run").join(format!("{component}.pid")))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+#[tokio::test]
+async fn local_cluster_runs_survives_a_new_provider_and_is_removed_on_delete() {
+    slipway_testenv::install_crypto_provider();
+    let state = tempfile::tempdir().unwrap();
+    let bin = slipway_testenv::bin_dir();
+    let cluster = cluster(state.path());
+    let dir = state.path().join("team-a").join("dev");
+
+    let provider = LocalProvider::new(state.path(), &bin);
+    let infrastructure = provider.reconcile_cluster(&cluster).await.unwrap();
+    let (host, port) = infrastructure.endpoint.clone().unwrap();
+    assert_eq!(host, "127.0.0.1");
+    assert!(infrastructure.workload_api);
+
+    let pki = ClusterPki::generate("dev").unwrap();
+    let network = ClusterNetwork {
+        cluster_name: "dev".into(),
+        kubernetes_version: "v1.37.2".into(),
+        endpoint: format!("{host}:{port}"),
+        pod_cidr: "10.244.0.0/16".into(),
+        service_cidr: "10.96.0.0/12".into(),
+        dns_domain: "cluster.local".into(),
+    };
+    let user_data = kubeadm_init(
+        &network,
+        &pki,
+        &BootstrapToken::generate(Timestamp::now()),
+        &NodeSettings::default(),
+    )
+    .unwrap();
+    provider
+        .create_machine(
+            &cluster,
+            &request(
+                "dev-cp-0",
+                MachineRole::ControlPlane,
+                Some(user_data.clone()),
+            ),
+        )
+        .await
+        .unwrap();
+    eventually("control plane ready", || async {
+        let machines = provider
+            .list_machines(&cluster, &MachineRole::ControlPlane)
+            .await
+            .unwrap();
+        machines.len() == 1 && machines[0].ready
+    })
+    .await;
+
+    // The cluster's own CA: a kubeconfig made from it (as the controller makes `<cluster>-kubeconfig`) works.
+    let kubeconfig = slipway_bootstrap::kubeconfig::admin_kubeconfig(
+        "dev",
+        &format!("https://{host}:{port}"),
+        &pki.ca,
+        Timestamp::now(),
+    )
+    .unwrap();
+    let kubeconfig_path = state.path().join("user.kubeconfig");
+    std::fs::write(&kubeconfig_path, &kubeconfig.yaml).unwrap();
+    let kubeconfig = kube::config::Kubeconfig::read_from(&kubeconfig_path).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+
+    let pool = MachineRole::Worker {
+        pool: "dev-workers".into(),
+    };
+    for i in 0..3 {
+        provider
+            .create_machine(
+                &cluster,
+                &request(&format!("dev-workers-{i}"), pool.clone(), None),
+            )
+            .await
+            .unwrap();
+    }
+    eventually("3 ready worker machines", || async {
+        let machines = provider.list_machines(&cluster, &pool).await.unwrap();
+        machines.len() == 3
+            && machines
+                .iter()
+                .all(|m| m.ready && m.phase == MachinePhase::Running)
+    })
+    .await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = nodes.get("dev-workers-1").await.unwrap();
+    assert_eq!(
+        node.spec.unwrap().provider_id.as_deref(),
+        Some("local://team-a/dev/dev-workers-1")
+    );
+
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let keep = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("survivor".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    config_maps
+        .create(&PostParams::default(), &keep)
+        .await
+        .unwrap();
+
+    // The manager goes away: its processes stay, and a new provider adopts them.
+    let apiserver = pid_of(&dir, "kube-apiserver");
+    drop(provider);
+    assert!(alive(apiserver), "the apiserver died with the provider");
+    let provider = LocalProvider::new(state.path(), &bin);
+    provider.reconcile_cluster(&cluster).await.unwrap();
+    assert_eq!(
+        pid_of(&dir, "kube-apiserver"),
+        apiserver,
+        "a live apiserver was restarted instead of adopted"
+    );
+
+    // A dead etcd is restarted on the same data directory: nothing is lost.
+    let etcd = pid_of(&dir, "etcd");
+    std::process::Command::new("kill")
+        .args(["-KILL", &etcd.to_string()])
+        .status()
+        .unwrap();
+    eventually("etcd gone", || async { !alive(etcd) }).await;
+    provider.reconcile_cluster(&cluster).await.unwrap();
+    assert_ne!(pid_of(&dir, "etcd"), etcd);
+    eventually("the ConfigMap readable again", || async {
+        config_maps
+            .get_opt("survivor")
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    })
+    .await;
+    assert_eq!(
+        provider.list_machines(&cluster, &pool).await.unwrap().len(),
+        3
+    );
+
+    // Scale down one worker; then delete the cluster.
+    assert_eq!(
+        provider
+            .delete_machine(&cluster, &pool, "dev-workers-2")
+            .await
+            .unwrap(),
+        Deletion::Done
+    );
+    eventually("2 workers", || async {
+        provider.list_machines(&cluster, &pool).await.unwrap().len() == 2
+    })
+    .await;
+    let pids: Vec<u32> = [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kwok",
+    ]
+    .iter()
+    .map(|c| pid_of(&dir, c))
+    .collect();
+    provider
+        .delete_machine(&cluster, &MachineRole::ControlPlane, "dev-cp-0")
+        .await
+        .unwrap();
+    assert_eq!(
+        provider.delete_cluster(&cluster).await.unwrap(),
+        Deletion::Done
+    );
+    for pid in pids {
+        assert!(!alive(pid), "process {pid} outlived its cluster");
+    }
+    assert!(!dir.exists(), "{} not removed", dir.display());
+}
+
+#[tokio::test]
+async fn missing_binaries_are_a_permanent_error_naming_the_command() {
+    let state = tempfile::tempdir().unwrap();
+    let provider = LocalProvider::new(state.path(), state.path().join("no-such-bin"));
+    let error = provider
+        .reconcile_cluster(&cluster(state.path()))
+        .await
+        .unwrap_err();
+    assert!(!error.is_retryable());
+    assert_eq!(error.reason(), "BinariesMissing");
+    assert!(error.to_string().contains("hack/build-k8s.sh"), "{error}");
+}
