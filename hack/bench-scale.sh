@@ -97,11 +97,16 @@ metrics_addr="$(sed -n 's/.*"serving \/metrics.*"addr":"\([0-9.:]*\)".*/\1/p; s/
   "$work/manager.log" | head -n 1)"
 [[ -n "$metrics_addr" ]] || fail "could not read the manager's metrics address from $work/manager.log"
 
+if revision="$(git rev-parse --short HEAD 2>/dev/null)"; then
+  git diff --quiet HEAD 2>/dev/null || revision+=" with uncommitted changes"
+else
+  revision="unknown (not a git checkout)"
+fi
 cat <<HEADER
 # hack/bench-scale.sh $clusters $*
 
 - machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) memory, $(uname -sr); load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)
-- versions: $("$apiserver_bin" --version), etcd $ETCD_VERSION, slipway $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo " (with uncommitted changes)")
+- versions: $("$apiserver_bin" --version), etcd $ETCD_VERSION, slipway $revision
 
 HEADER
 

@@ -28,8 +28,12 @@ pub struct Args {
     /// Reconciles in flight per controller.
     #[arg(long, default_value_t = 16)]
     concurrency: u16,
-    /// Requests per second the manager may send to the management cluster's API (0: no limit).
-    #[arg(long, default_value_t = 100)]
+    /// Seconds between re-applies of `Reconcile`-mode add-on bundles, which repair drift in workload clusters.
+    #[arg(long, default_value_t = 60)]
+    addon_resync_seconds: u64,
+    /// Requests per second the manager may send to the management cluster's API; 0 (the default) leaves the
+    /// pacing to the apiserver's own API Priority and Fairness, which queues a busy client instead of failing it.
+    #[arg(long, default_value_t = 0)]
     qps: u64,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
@@ -142,6 +146,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     let settings = Settings {
         concurrency: args.concurrency,
         instance: identity.clone(),
+        addon_resync: Duration::from_secs(args.addon_resync_seconds),
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);

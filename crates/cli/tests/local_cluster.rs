@@ -3,48 +3,13 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 use slipway_api::Cluster;
-use slipway_controller::{Metrics, ProviderRegistry, Settings};
-use slipway_provider_local::LocalProvider;
-use slipway_testenv::TestEnv;
-use support::{apply_file, env, eventually, wait_ready};
-
-/// One manager with the local provider for this test binary, its clusters under a temporary directory.
-fn local_manager(env: &'static TestEnv) -> &'static PathBuf {
-    static STATE: OnceLock<PathBuf> = OnceLock::new();
-    STATE.get_or_init(|| {
-        let state = tempfile::tempdir().unwrap().keep();
-        slipway_testenv::process::remove_dir_at_exit(&state);
-        let provider = Arc::new(LocalProvider::new(&state, slipway_testenv::bin_dir()));
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let client = env.client().await;
-                let providers = ProviderRegistry::new().register(provider);
-                slipway_controller::run(
-                    client,
-                    providers,
-                    Arc::new(Metrics::new()),
-                    Settings::default(),
-                    std::future::pending(),
-                )
-                .await;
-            });
-        });
-        state
-    })
-}
+use support::{apply_file, env, eventually, local_manager, wait_ready};
 
 async fn workload_client(secrets: &Api<Secret>, name: &str) -> kube::Client {
     let secret = secrets.get(&format!("{name}-kubeconfig")).await.unwrap();
@@ -76,7 +41,7 @@ async fn ready_nodes(nodes: &Api<Node>) -> Result<Vec<Node>, String> {
 #[tokio::test]
 async fn sample_local_cluster_becomes_ready_scales_and_leaves_nothing_behind() {
     let env = env().await;
-    let state = local_manager(env);
+    let state = local_manager(env, Duration::from_secs(60));
     let ns = env.create_namespace("local").await;
     let client = env.client().await;
 

@@ -6,7 +6,6 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, ListParams};
-use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
@@ -20,12 +19,12 @@ use slipway_bootstrap::secrets::Purpose;
 use slipway_provider::{ClusterInfo, Deletion, InfrastructureProvider, MachineRole};
 use tracing::{info, warn};
 
-use crate::cluster_secrets;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::machines::{self, Boot, GroupSpec, call};
 use crate::status::{apply_if_changed, condition, set_all};
 use crate::{CLUSTER_FINALIZER, PAUSED_ANNOTATION, finalizer};
+use crate::{addon_bundle, cluster_secrets};
 
 pub const CONTROLLER: &str = "cluster";
 
@@ -242,8 +241,7 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
 
     // 6. Add-ons.
     let addons_ready =
-        reconcile_addons_condition(&cluster, &ctx, infrastructure.workload_api, &mut status)
-            .await?;
+        reconcile_addons_condition(&cluster, &ctx, infrastructure.workload_api, &mut status);
 
     // 7. Ready.
     let ready = infrastructure.ready && control_plane_ready && nodes_ready && addons_ready;
@@ -430,15 +428,14 @@ async fn reconcile_nodes_condition(
     Ok(ready)
 }
 
-/// Add-ons: none on clusters without a workload API; otherwise Ready when no AddonBundle selects the cluster.
-/// Installing selected bundles is the AddonBundle controller's job, which this manager does not run yet: such a
-/// cluster says so instead of claiming to be ready.
-async fn reconcile_addons_condition(
+/// Add-ons: none on clusters without a workload API; otherwise every AddonBundle that selects the cluster must be
+/// ready on it (the AddonBundle controller reports that in the bundle's status).
+fn reconcile_addons_condition(
     cluster: &Cluster,
     ctx: &Context,
     workload_api: bool,
     status: &mut ClusterStatus,
-) -> Result<bool> {
+) -> bool {
     let generation = cluster.metadata.generation;
     let (ready, reason, message) = if !workload_api {
         let provider = cluster
@@ -448,21 +445,21 @@ async fn reconcile_addons_condition(
             .unwrap_or_default();
         (
             true,
-            "NoWorkloadApi",
+            addon_bundle::NO_WORKLOAD_API,
             format!("{provider} clusters have no workload API, so no add-ons are installed"),
         )
     } else {
-        let bundles: Api<AddonBundle> =
-            Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
-        let labels = cluster.labels();
-        let selected: Vec<String> = bundles
-            .list(&ListParams::default())
-            .await?
-            .items
+        let mut selected: Vec<Arc<AddonBundle>> = ctx
+            .bundles
+            .state()
             .into_iter()
-            .filter(|b| {
-                Selector::try_from(b.spec.cluster_selector.clone()).is_ok_and(|s| s.matches(labels))
-            })
+            .filter(|b| addon_bundle::selects(b, cluster))
+            .collect();
+        selected.sort_by_key(|b| (b.spec.order, b.name_any()));
+        let name = cluster.name_any();
+        let waiting: Vec<String> = selected
+            .iter()
+            .filter(|b| !addon_bundle::ready_on(b, &name))
             .map(|b| b.name_any())
             .collect();
         if selected.is_empty() {
@@ -471,14 +468,17 @@ async fn reconcile_addons_condition(
                 "NoAddonBundles",
                 "no AddonBundle selects this cluster".to_string(),
             )
+        } else if waiting.is_empty() {
+            (
+                true,
+                "Ready",
+                format!("{} add-on bundles ready", selected.len()),
+            )
         } else {
             (
                 false,
-                "AddonEngineUnavailable",
-                format!(
-                    "this manager cannot install add-ons yet; selected bundles: {}",
-                    selected.join(", ")
-                ),
+                "WaitingForAddons",
+                format!("add-on bundles not ready: {}", waiting.join(", ")),
             )
         }
     };
@@ -486,7 +486,7 @@ async fn reconcile_addons_condition(
         &mut status.conditions,
         condition(ADDONS_READY, ready, reason, message, generation),
     );
-    Ok(ready)
+    ready
 }
 
 fn pool_is_ready(pool: &MachinePool) -> bool {
@@ -597,6 +597,8 @@ async fn finalize(cluster: &Cluster, api: &Api<Cluster>, ctx: &Context) -> Resul
 
     // 4. Its Secrets (the apiserver's garbage collector would too, but only where a controller-manager runs).
     cluster_secrets::delete_owned(ctx, cluster).await?;
+
+    addon_bundle::forget_cluster(ctx, &cluster.uid().unwrap_or_default());
 
     // 5. Nothing of the cluster is left: let the object go.
     finalizer::remove(api, cluster, CLUSTER_FINALIZER).await?;

@@ -6,7 +6,7 @@ use kube::Client;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
-use slipway_api::{Cluster, MachinePool};
+use slipway_api::{AddonBundle, Cluster, MachinePool};
 use slipway_provider::InfrastructureProvider;
 
 use crate::error::{Error, Result};
@@ -51,29 +51,14 @@ pub struct Context {
     pub pools: Store<MachinePool>,
     /// Names and annotations of the clusters' Secrets (no data), to know what exists without reading it.
     pub secrets: Store<PartialObjectMeta<Secret>>,
+    /// The AddonBundle controller's cache, read by the cluster reconciler for `AddonsReady`.
+    pub bundles: Store<AddonBundle>,
+    /// Downloads `url` add-on sources.
+    pub http: reqwest::Client,
+    /// Clients for workload clusters, by Cluster UID, made from their kubeconfig Secrets.
+    pub workload_clients: Mutex<HashMap<String, Client>>,
+    /// How often `Reconcile`-mode bundles are re-applied to repair drift.
+    pub addon_resync: std::time::Duration,
     /// Consecutive failures per object, for the error backoff.
     pub(crate) failures: Mutex<HashMap<String, u32>>,
-}
-
-impl Context {
-    pub fn new(
-        client: Client,
-        providers: ProviderRegistry,
-        metrics: Arc<Metrics>,
-        recorder: Recorder,
-        clusters: Store<Cluster>,
-        pools: Store<MachinePool>,
-        secrets: Store<PartialObjectMeta<Secret>>,
-    ) -> Self {
-        Self {
-            client,
-            providers,
-            metrics,
-            recorder,
-            clusters,
-            pools,
-            secrets,
-            failures: Mutex::default(),
-        }
-    }
 }

@@ -8,6 +8,7 @@
 //! Not here: concrete providers (the CLI registers them), flags, leader election and HTTP servers (the CLI's
 //! manager command), bootstrap data and add-ons (their own crates).
 
+pub mod addon_bundle;
 mod backoff;
 pub mod cluster;
 mod cluster_secrets;

@@ -29,9 +29,18 @@ const POLL: Duration = Duration::from_secs(2);
 pub async fn reconcile(pool: Arc<MachinePool>, ctx: Arc<Context>) -> Result<Action> {
     let namespace = pool.namespace().unwrap_or_default();
     let api: Api<MachinePool> = Api::namespaced(ctx.client.clone(), &namespace);
-    let cluster = ctx.clusters.state().into_iter().find(|c| {
+    let cached = ctx.clusters.state().into_iter().find(|c| {
         c.namespace().as_deref() == Some(&namespace) && c.name_any() == pool.spec.cluster_name
     });
+    // A pool created together with its cluster can be reconciled before the cluster reaches the cache: ask the
+    // apiserver before saying the cluster does not exist.
+    let cluster = match cached {
+        Some(cluster) => Some(cluster),
+        None => Api::<Cluster>::namespaced(ctx.client.clone(), &namespace)
+            .get_opt(&pool.spec.cluster_name)
+            .await?
+            .map(Arc::new),
+    };
     let generation = pool.metadata.generation;
     let old = pool.status.as_ref();
     let mut status = old.cloned().unwrap_or_default();

@@ -13,13 +13,13 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::{self, reflector};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use slipway_api::{Cluster, MachinePool};
+use slipway_api::{AddonBundle, Cluster, MachinePool};
 use tracing::{Instrument, info_span, warn};
 
 use crate::context::{Context, ProviderRegistry};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::{backoff, cluster, machine_pool};
+use crate::{addon_bundle, backoff, cluster, machine_pool};
 
 /// How the controllers run.
 #[derive(Debug, Clone)]
@@ -28,6 +28,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// Name of this manager instance in Events.
     pub instance: String,
+    /// How often `Reconcile`-mode add-on bundles are re-applied to repair drift.
+    pub addon_resync: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -35,6 +37,7 @@ impl Default for Settings {
         Self {
             concurrency: 16,
             instance: "slipway-manager".into(),
+            addon_resync: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -48,13 +51,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let clusters: Api<Cluster> = Api::all(client.clone());
+    let clusters_for_bundles = clusters.clone();
     let pools: Api<MachinePool> = Api::all(client.clone());
     let config = ControllerConfig::default().concurrency(settings.concurrency);
 
     let cluster_controller =
         Controller::new(clusters.clone(), watcher::Config::default()).with_config(config.clone());
     let pool_controller =
-        Controller::new(pools.clone(), watcher::Config::default()).with_config(config);
+        Controller::new(pools.clone(), watcher::Config::default()).with_config(config.clone());
+    let bundles: Api<AddonBundle> = Api::all(client.clone());
+    let bundle_controller =
+        Controller::new(bundles.clone(), watcher::Config::default()).with_config(config);
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -75,15 +82,20 @@ pub async fn run(
             }
         });
     let secrets_task = tokio::spawn(secrets_watch);
-    let ctx = Arc::new(Context::new(
+    let ctx = Arc::new(Context {
         client,
         providers,
         metrics,
         recorder,
-        cluster_controller.store(),
-        pool_controller.store(),
-        secrets.clone(),
-    ));
+        clusters: cluster_controller.store(),
+        pools: pool_controller.store(),
+        secrets: secrets.clone(),
+        bundles: bundle_controller.store(),
+        http: reqwest::Client::new(),
+        workload_clients: Default::default(),
+        addon_resync: settings.addon_resync,
+        failures: Default::default(),
+    });
 
     // Both controllers stop on the same signal.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -96,7 +108,22 @@ pub async fn run(
     };
 
     let pool_store = ctx.pools.clone();
+    let bundle_store = ctx.bundles.clone();
+    let cluster_store = ctx.clusters.clone();
     let clusters_run = cluster_controller
+        // A bundle's readiness changes the AddonsReady of the clusters it selects.
+        .watches(
+            bundles,
+            watcher::Config::default(),
+            move |bundle: AddonBundle| {
+                cluster_store
+                    .state()
+                    .into_iter()
+                    .filter(|c| addon_bundle::selects(&bundle, c))
+                    .map(|c| ObjectRef::from_obj(c.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
         // A pool's change (its readiness) changes its cluster's NodesReady.
         .watches(pools, watcher::Config::default(), |pool: MachinePool| {
             Some(
@@ -123,12 +150,29 @@ pub async fn run(
                     .collect::<Vec<_>>()
             },
         )
+        .graceful_shutdown_on(stopped(stop_rx.clone()))
+        .run(reconcile_pool, error_policy_pool, ctx.clone())
+        .for_each(|_| async {});
+    let bundles_run = bundle_controller
+        // A cluster becoming ready (or changing labels) is a new target for the bundles that select it.
+        .watches(
+            clusters_for_bundles,
+            watcher::Config::default(),
+            move |cluster: Cluster| {
+                bundle_store
+                    .state()
+                    .into_iter()
+                    .filter(|b| addon_bundle::selects(b, &cluster))
+                    .map(|b| ObjectRef::from_obj(b.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
         .graceful_shutdown_on(stopped(stop_rx))
-        .run(reconcile_pool, error_policy_pool, ctx)
+        .run(reconcile_bundle, error_policy_bundle, ctx)
         .for_each(|_| async {});
     // Reconciles must not decide a Secret is missing before the cache has listed them once.
     let _ = secrets.wait_until_ready().await;
-    tokio::join!(clusters_run, pools_run);
+    tokio::join!(clusters_run, pools_run, bundles_run);
     secrets_task.abort();
 }
 
@@ -166,6 +210,24 @@ async fn reconcile_pool(obj: Arc<MachinePool>, ctx: Arc<Context>) -> Result<Acti
         backoff::reset(&ctx, &key(machine_pool::CONTROLLER, obj.as_ref()));
     }
     result
+}
+
+async fn reconcile_bundle(obj: Arc<AddonBundle>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = info_span!("reconcile", controller = addon_bundle::CONTROLLER, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
+    let started = Instant::now();
+    let result = addon_bundle::reconcile(obj.clone(), ctx.clone())
+        .instrument(span)
+        .await;
+    ctx.metrics
+        .reconciled(addon_bundle::CONTROLLER, started.elapsed());
+    if result.is_ok() {
+        backoff::reset(&ctx, &key(addon_bundle::CONTROLLER, obj.as_ref()));
+    }
+    result
+}
+
+fn error_policy_bundle(obj: Arc<AddonBundle>, error: &Error, ctx: Arc<Context>) -> Action {
+    error_policy(addon_bundle::CONTROLLER, obj.as_ref(), error, &ctx)
 }
 
 fn error_policy_cluster(obj: Arc<Cluster>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -100,6 +100,12 @@ pub async fn apply(client: &Client, namespace: &str, yaml: &str) {
                     .await
                     .unwrap();
             }
+            "AddonBundle" => {
+                Api::<slipway_api::AddonBundle>::namespaced(client.clone(), namespace)
+                    .patch(&name, &params, &Patch::Apply(&document))
+                    .await
+                    .unwrap();
+            }
             other => panic!("support::apply does not know kind {other}"),
         }
     }
@@ -286,4 +292,42 @@ pub fn repo_path(relative: &str) -> PathBuf {
 pub async fn apply_file(client: &Client, namespace: &str, path: &Path) {
     let yaml = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     apply(client, namespace, &yaml).await;
+}
+
+/// One manager with the local provider per test binary, its clusters under a temporary directory removed at exit;
+/// `addon_resync` is how often `Reconcile` bundles repair drift.
+pub fn local_manager(env: &'static TestEnv, addon_resync: Duration) -> &'static PathBuf {
+    static STATE: OnceLock<PathBuf> = OnceLock::new();
+    STATE.get_or_init(|| {
+        let state = tempfile::tempdir().unwrap().keep();
+        slipway_testenv::process::remove_dir_at_exit(&state);
+        let provider = Arc::new(slipway_provider_local::LocalProvider::new(
+            &state,
+            slipway_testenv::bin_dir(),
+        ));
+        let settings = Settings {
+            addon_resync,
+            ..Settings::default()
+        };
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let client = env.client().await;
+                let providers = ProviderRegistry::new().register(provider);
+                slipway_controller::run(
+                    client,
+                    providers,
+                    Arc::new(Metrics::new()),
+                    settings,
+                    std::future::pending(),
+                )
+                .await;
+            });
+        });
+        state
+    })
 }

@@ -1,0 +1,1034 @@
+//! A cluster's shared network: VPC, subnets, internet gateway, route tables, security groups and the Elastic IP
+//! that is the control plane's endpoint.
+//!
+//! Each step lists what carries the cluster's tag before it creates anything, so a reconcile that crashed half
+//! way picks up where it stopped, and a second reconcile creates nothing. Deletion works from the same tags and
+//! so removes only what Slipway made: an adopted VPC (and whatever else was in it before) is left alone.
+
+use aws_sdk_ec2::types::{
+    AttributeBooleanValue, DomainType, IpPermission, IpRange, ResourceType, SecurityGroup, Subnet,
+    UserIdGroupPair,
+};
+use slipway_api::AwsSettings;
+use slipway_provider::{ClusterInfo, Deletion, ProviderError, Result};
+
+use crate::client::{AwsError, Ec2};
+use crate::tags;
+use crate::throttle::ApiClass::{Describe, Mutate};
+
+pub const API_PORT: i32 = 6443;
+
+/// Role tags of the pieces of a cluster network.
+pub const PUBLIC: &str = "public";
+pub const PRIVATE: &str = "private";
+pub const CONTROL_PLANE: &str = "control-plane";
+pub const NODES: &str = "nodes";
+pub const ENDPOINT: &str = "endpoint";
+const VPC: &str = "vpc";
+const GATEWAY: &str = "gateway";
+
+/// How many zones the provider picks when `availabilityZones` is empty.
+const DEFAULT_ZONE_COUNT: usize = 3;
+
+/// What machines need to know about the network, found by tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    pub vpc_id: String,
+    /// (zone, subnet id), sorted by zone.
+    pub public_subnets: Vec<(String, String)>,
+    pub private_subnets: Vec<(String, String)>,
+    pub control_plane_group: String,
+    pub node_group: String,
+    pub endpoint: Endpoint,
+}
+
+/// The Elastic IP in front of the API server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub allocation_id: String,
+    pub public_ip: String,
+    pub instance_id: Option<String>,
+}
+
+fn fail(cluster: &ClusterInfo, what: &str) -> impl FnOnce(AwsError) -> ProviderError {
+    let what = format!("{what} of cluster {}", cluster.key());
+    move |e| e.into_provider(&what)
+}
+
+/// Creates or repairs the whole network; returns it once every piece exists.
+pub async fn reconcile(
+    ec2: &Ec2,
+    cluster: &ClusterInfo,
+    settings: &AwsSettings,
+    vpc_cidr: &str,
+) -> Result<Network> {
+    let (vpc_id, cidr) = ensure_vpc(ec2, cluster, settings, vpc_cidr).await?;
+    let zones = zones(ec2, cluster, settings).await?;
+    let gateway = ensure_internet_gateway(ec2, cluster, &vpc_id).await?;
+    let (public_subnets, private_subnets) =
+        ensure_subnets(ec2, cluster, &vpc_id, &cidr, &zones).await?;
+    ensure_route_table(
+        ec2,
+        cluster,
+        &vpc_id,
+        PUBLIC,
+        Some(&gateway),
+        &public_subnets,
+    )
+    .await?;
+    ensure_route_table(ec2, cluster, &vpc_id, PRIVATE, None, &private_subnets).await?;
+    let (control_plane_group, node_group) =
+        ensure_security_groups(ec2, cluster, settings, &vpc_id).await?;
+    let endpoint = ensure_endpoint(ec2, cluster).await?;
+    Ok(Network {
+        vpc_id,
+        public_subnets,
+        private_subnets,
+        control_plane_group,
+        node_group,
+        endpoint,
+    })
+}
+
+/// The network as it is, without creating anything; `None` while a piece is missing.
+pub async fn find(ec2: &Ec2, cluster: &ClusterInfo) -> Result<Option<Network>> {
+    let subnets = owned_subnets(ec2, cluster).await?;
+    let by_role = |role: &str| -> Vec<(String, String)> {
+        let mut found: Vec<_> = subnets
+            .iter()
+            .filter(|s| tags::value(s.tags(), tags::ROLE) == Some(role))
+            .filter_map(|s| {
+                Some((
+                    s.availability_zone()?.to_string(),
+                    s.subnet_id()?.to_string(),
+                ))
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    let (public_subnets, private_subnets) = (by_role(PUBLIC), by_role(PRIVATE));
+    let groups = owned_groups(ec2, cluster).await?;
+    let group = |role: &str| {
+        groups
+            .iter()
+            .find(|g| tags::value(g.tags(), tags::ROLE) == Some(role))
+            .and_then(|g| g.group_id().map(str::to_string))
+    };
+    let endpoint = find_endpoint(ec2, cluster).await?;
+    let vpc_id = subnets.first().and_then(|s| s.vpc_id()).map(str::to_string);
+    Ok(
+        match (vpc_id, group(CONTROL_PLANE), group(NODES), endpoint) {
+            (Some(vpc_id), Some(control_plane_group), Some(node_group), Some(endpoint))
+                if !public_subnets.is_empty() && !private_subnets.is_empty() =>
+            {
+                Some(Network {
+                    vpc_id,
+                    public_subnets,
+                    private_subnets,
+                    control_plane_group,
+                    node_group,
+                    endpoint,
+                })
+            }
+            _ => None,
+        },
+    )
+}
+
+/// The adopted VPC, or the one Slipway made for the cluster (made now if missing). Returns (id, CIDR).
+async fn ensure_vpc(
+    ec2: &Ec2,
+    cluster: &ClusterInfo,
+    settings: &AwsSettings,
+    vpc_cidr: &str,
+) -> Result<(String, String)> {
+    if let Some(id) = &settings.vpc_id {
+        let found = ec2
+            .call(Describe, "DescribeVpcs", |c| {
+                c.describe_vpcs().vpc_ids(id).send()
+            })
+            .await;
+        let vpc = match found {
+            Ok(out) => out.vpcs().first().cloned(),
+            Err(e) if e.code_starts_with("InvalidVpcID") => None,
+            Err(e) => return Err(fail(cluster, "VPC")(e)),
+        };
+        return match vpc.and_then(|v| Some((v.vpc_id()?.to_string(), v.cidr_block()?.to_string())))
+        {
+            Some(found) => Ok(found),
+            None => Err(ProviderError::permanent(
+                "VpcNotFound",
+                format!(
+                    "spec.infrastructure.aws.vpcId: VPC {id} does not exist in {}; \
+                     set an existing VPC or leave vpcId unset to let Slipway create one",
+                    settings.region
+                ),
+            )),
+        };
+    }
+    let found = ec2
+        .call(Describe, "DescribeVpcs", |c| {
+            c.describe_vpcs()
+                .set_filters(Some(tags::owned(cluster, Some(VPC))))
+                .send()
+        })
+        .await
+        .map_err(fail(cluster, "VPC"))?;
+    if let Some(vpc) = found.vpcs().first()
+        && let (Some(id), Some(cidr)) = (vpc.vpc_id(), vpc.cidr_block())
+    {
+        return Ok((id.to_string(), cidr.to_string()));
+    }
+    let created = ec2
+        .call(Mutate, "CreateVpc", |c| {
+            c.create_vpc()
+                .cidr_block(vpc_cidr)
+                .tag_specifications(tags::spec(ResourceType::Vpc, cluster, VPC, VPC, &[]))
+                .send()
+        })
+        .await
+        .map_err(fail(cluster, "VPC"))?;
+    let id = created
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .ok_or_else(|| ProviderError::transient("AwsError", "CreateVpc answered without a VPC id"))?
+        .to_string();
+    tracing::info!(cluster = %cluster.key(), vpc = %id, "created VPC");
+    // Instances get DNS names, which kubeadm uses as node names.
+    ec2.call(Mutate, "ModifyVpcAttribute", |c| {
+        c.modify_vpc_attribute()
+            .vpc_id(&id)
+            .enable_dns_hostnames(AttributeBooleanValue::builder().value(true).build())
+            .send()
+    })
+    .await
+    .map_err(fail(cluster, "VPC"))?;
+    Ok((id, vpc_cidr.to_string()))
+}
+
+async fn zones(ec2: &Ec2, cluster: &ClusterInfo, settings: &AwsSettings) -> Result<Vec<String>> {
+    let mut zones = settings.availability_zones.clone();
+    if zones.is_empty() {
+        let out = ec2
+            .call(Describe, "DescribeAvailabilityZones", |c| {
+                c.describe_availability_zones()
+                    .filters(tags::attribute("state", &["available"]))
+                    .send()
+            })
+            .await
+            .map_err(fail(cluster, "availability zones"))?;
+        zones = out
+            .availability_zones()
+            .iter()
+            .filter_map(|z| z.zone_name().map(str::to_string))
+            .collect();
+        zones.sort();
+        zones.truncate(DEFAULT_ZONE_COUNT);
+    }
+    zones.sort();
+    zones.dedup();
+    Ok(zones)
+}
+
+async fn ensure_internet_gateway(ec2: &Ec2, cluster: &ClusterInfo, vpc_id: &str) -> Result<String> {
+    // A VPC holds one gateway at most: an adopted VPC's own gateway is used as it is.
+    let attached = ec2
+        .call(Describe, "DescribeInternetGateways", |c| {
+            c.describe_internet_gateways()
+                .filters(tags::attribute("attachment.vpc-id", &[vpc_id]))
+                .send()
+        })
+        .await
+        .map_err(fail(cluster, "internet gateway"))?;
+    if let Some(id) = attached
+        .internet_gateways()
+        .first()
+        .and_then(|g| g.internet_gateway_id())
+    {
+        return Ok(id.to_string());
+    }
+    let owned = ec2
+        .call(Describe, "DescribeInternetGateways", |c| {
+            c.describe_internet_gateways()
+                .set_filters(Some(tags::owned(cluster, Some(GATEWAY))))
+                .send()
+        })
+        .await
+        .map_err(fail(cluster, "internet gateway"))?;
+    let id = match owned
+        .internet_gateways()
+        .first()
+        .and_then(|g| g.internet_gateway_id())
+    {
+        // Created by an earlier reconcile that stopped before attaching it.
+        Some(id) => id.to_string(),
+        None => {
+            let created = ec2
+                .call(Mutate, "CreateInternetGateway", |c| {
+                    c.create_internet_gateway()
+                        .tag_specifications(tags::spec(
+                            ResourceType::InternetGateway,
+                            cluster,
+                            GATEWAY,
+                            GATEWAY,
+                            &[],
+                        ))
+                        .send()
+                })
+                .await
+                .map_err(fail(cluster, "internet gateway"))?;
+            created
+                .internet_gateway()
+                .and_then(|g| g.internet_gateway_id())
+                .ok_or_else(|| {
+                    ProviderError::transient(
+                        "AwsError",
+                        "CreateInternetGateway answered without an id",
+                    )
+                })?
+                .to_string()
+        }
+    };
+    ec2.call(Mutate, "AttachInternetGateway", |c| {
+        c.attach_internet_gateway()
+            .internet_gateway_id(&id)
+            .vpc_id(vpc_id)
+            .send()
+    })
+    .await
+    .map_err(fail(cluster, "internet gateway"))?;
+    Ok(id)
+}
+
+async fn owned_subnets(ec2: &Ec2, cluster: &ClusterInfo) -> Result<Vec<Subnet>> {
+    let out = ec2
+        .call(Describe, "DescribeSubnets", |c| {
+            c.describe_subnets()
+                .set_filters(Some(tags::owned(cluster, None)))
+                .send()
+        })
+        .await
+        .map_err(fail(cluster, "subnets"))?;
+    Ok(out.subnets().to_vec())
+}
+
+/// A public and a private subnet per zone, carved from free space in the VPC's CIDR.
+async fn ensure_subnets(
+    ec2: &Ec2,
+    cluster: &ClusterInfo,
+    vpc_id: &str,
+    vpc_cidr: &str,
+    zones: &[String],
+) -> Result<(Vec<(String, String)>, Vec<(String, String)>)> {
+    let owned = owned_subnets(ec2, cluster).await?;
+    let all = ec2
+        .call(Describe, "DescribeSubnets", |c| {
+            c.describe_subnets()
+                .filters(tags::attribute("vpc-id", &[vpc_id]))
+                .send()
+        })
+        .await
+        .map_err(fail(cluster, "subnets"))?;
+    let mut taken: Vec<Cidr> = all
+        .subnets()
+        .iter()
+        .filter_map(|s| s.cidr_block().and_then(Cidr::parse))
+        .collect();
+    let vpc = Cidr::parse(vpc_cidr).ok_or_else(|| {
+        ProviderError::permanent(
+            "InvalidSettings",
+            format!("VPC {vpc_id} has CIDR {vpc_cidr:?}, which is not an IPv4 CIDR"),
+        )
+    })?;
+    let mut public = Vec::new();
+    let mut private = Vec::new();
+    for zone in zones {
+        for (role, out) in [(PUBLIC, &mut public), (PRIVATE, &mut private)] {
+            let existing = owned.iter().find(|s| {
+                tags::value(s.tags(), tags::ROLE) == Some(role)
+                    && s.availability_zone() == Some(zone)
+            });
+            if let Some(id) = existing.and_then(|s| s.subnet_id()) {
+                out.push((zone.clone(), id.to_string()));
+                continue;
+            }
+            let block = vpc.free_block(&taken).ok_or_else(|| {
+                ProviderError::permanent(
+                    "VpcFull",
+                    format!(
+                        "VPC {vpc_id} ({vpc_cidr}) has no free /{} block left for the {role} subnet in {zone}; \
+                         use a larger VPC or fewer availability zones",
+                        vpc.subnet_prefix()
+                    ),
+                )
+            })?;
+            taken.push(block);
+            let suffix = format!("{role}-{zone}");
+            let created = ec2
+                .call(Mutate, "CreateSubnet", |c| {
+                    c.create_subnet()
+                        .vpc_id(vpc_id)
+                        .availability_zone(zone)
+                        .cidr_block(block.to_string())
+                        .tag_specifications(tags::spec(
+                            ResourceType::Subnet,
+                            cluster,
+                            role,
+                            &suffix,
+                            &[],
+                        ))
+                        .send()
+                })
+                .await
+                .map_err(fail(cluster, "subnets"))?;
+            let id = created
+                .subnet()
+                .and_then(|s| s.subnet_id())
+                .ok_or_else(|| {
+                    ProviderError::transient("AwsError", "CreateSubnet answered without an id")
+                })?
+                .to_string();
+            tracing::info!(cluster = %cluster.key(), subnet = %id, %zone, role, "created subnet");
+            if role == PUBLIC {
+                // Control-plane machines reach the internet through their own public address (no NAT gateway).
+                ec2.call(Mutate, "ModifySubnetAttribute", |c| {
+                    c.modify_subnet_attribute()
+                        .subnet_id(&id)
+                        .map_public_ip_on_launch(
+                            AttributeBooleanValue::builder().value(true).build(),
+                        )
+                        .send()
+                })
+                .await
+                .map_err(fail(cluster, "subnets"))?;
+            }
+            out.push((zone.clone(), id));
+        }
+    }
+    Ok((public, private))
+}
+
+/// One route table per role; the public one routes 0.0.0.0/0 to the internet gateway.
+async fn ensure_route_table(
+    ec2: &Ec2,
+    cluster: &ClusterInfo,
+    vpc_id: &str,
+    role: &str,
+    gateway: Option<&str>,
+    subnets: &[(String, String)],
+) -> Result<()> {
+    let what = format!("{role} route table");
+    let found = ec2
+        .call(Describe, "DescribeRouteTables", |c| {
+            c.describe_route_tables()
+                .set_filters(Some(tags::owned(cluster, Some(role))))
+                .send()
+        })
+        .await
+        .map_err(fail(cluster, &what))?;
+    let table = match found.route_tables().first() {
+        Some(table) => table.clone(),
+        None => ec2
+            .call(Mutate, "CreateRouteTable", |c| {
+                c.create_route_table()
+                    .vpc_id(vpc_id)
+                    .tag_specifications(tags::spec(
+                        ResourceType::RouteTable,
+                        cluster,
+                        role,
+                        role,
+                        &[],
+                    ))
+                    .send()
+            })
+            .await
+            .map_err(fail(cluster, &what))?
+            .route_table()
+            .cloned()
+            .ok_or_else(|| {
+                ProviderError::transient("AwsError", "CreateRouteTable answered without a table")
+            })?,
+    };
+    let table_id = table.route_table_id().unwrap_or_default().to_string();
+    if let Some(gateway) = gateway {
+        let has_default = table.routes().iter().any(|r| {
+            r.destination_cidr_block() == Some("0.0.0.0/0") && r.gateway_id() == Some(gateway)
+        });
+        if !has_default {
+            let added = ec2
+                .call(Mutate, "CreateRoute", |c| {
+                    c.create_route()
+                        .route_table_id(&table_id)
+                        .destination_cidr_block("0.0.0.0/0")
+                        .gateway_id(gateway)
+                        .send()
+                })
+                .await;
+            match added {
+                Ok(_) => {}
+                Err(e) if e.code_is("RouteAlreadyExists") => {}
+                Err(e) => return Err(fail(cluster, &what)(e)),
+            }
+        }
+    }
+    for (_, subnet) in subnets {
+        let associated = table
+            .associations()
+            .iter()
+            .any(|a| a.subnet_id() == Some(subnet.as_str()));
+        if !associated {
+            ec2.call(Mutate, "AssociateRouteTable", |c| {
+                c.associate_route_table()
+                    .route_table_id(&table_id)
+                    .subnet_id(subnet)
+                    .send()
+            })
+            .await
+            .map_err(fail(cluster, &what))?;
+        }
+    }
+    Ok(())
+}
+
+async fn owned_groups(ec2: &Ec2, cluster: &ClusterInfo) -> Result<Vec<SecurityGroup>> {
+    let out = ec2
+        .call(Describe, "DescribeSecurityGroups", |c| {
+            c.describe_security_groups()
+                .set_filters(Some(tags::owned(cluster, None)))
+                .send()
+        })
+        .await
+        .map_err(fail(cluster, "security groups"))?;
+    Ok(out.security_groups().to_vec())
+}
+
+/// The control-plane group admits the API port from `controlPlaneIngressCidrs`; the node group admits all traffic
+/// from its own members and nothing else. Control-plane machines are in both, so they reach the nodes and the
+/// nodes reach them; no group refers to the other, so either can be deleted first.
+async fn ensure_security_groups(
+    ec2: &Ec2,
+    cluster: &ClusterInfo,
+    settings: &AwsSettings,
+    vpc_id: &str,
+) -> Result<(String, String)> {
+    let groups = owned_groups(ec2, cluster).await?;
+    let mut ids = Vec::new();
+    for (role, description) in [
+        (
+            CONTROL_PLANE,
+            "Slipway: Kubernetes API of the control plane",
+        ),
+        (NODES, "Slipway: traffic between the cluster's machines"),
+    ] {
+        let existing = groups
+            .iter()
+            .find(|g| tags::value(g.tags(), tags::ROLE) == Some(role));
+        let (id, permissions) = match existing
+            .and_then(|g| Some((g.group_id()?, g.ip_permissions())))
+        {
+            Some((id, permissions)) => (id.to_string(), permissions.to_vec()),
+            None => {
+                let created = ec2
+                    .call(Mutate, "CreateSecurityGroup", |c| {
+                        c.create_security_group()
+                            .group_name(tags::name(cluster, role))
+                            .description(description)
+                            .vpc_id(vpc_id)
+                            .tag_specifications(tags::spec(
+                                ResourceType::SecurityGroup,
+                                cluster,
+                                role,
+                                role,
+                                &[],
+                            ))
+                            .send()
+                    })
+                    .await
+                    .map_err(fail(cluster, "security groups"))?;
+                let id = created.group_id().unwrap_or_default().to_string();
+                tracing::info!(cluster = %cluster.key(), group = %id, role, "created security group");
+                (id, Vec::new())
+            }
+        };
+        let wanted = if role == CONTROL_PLANE {
+            let cidrs = if settings.control_plane_ingress_cidrs.is_empty() {
+                vec!["0.0.0.0/0".to_string()]
+            } else {
+                settings.control_plane_ingress_cidrs.clone()
+            };
+            cidrs
+                .into_iter()
+                .filter(|cidr| {
+                    !permissions.iter().any(|p| {
+                        p.ip_protocol() == Some("tcp")
+                            && p.from_port() == Some(API_PORT)
+                            && p.to_port() == Some(API_PORT)
+                            && p.ip_ranges()
+                                .iter()
+                                .any(|r| r.cidr_ip() == Some(cidr.as_str()))
+                    })
+                })
+                .map(|cidr| {
+                    IpPermission::builder()
+                        .ip_protocol("tcp")
+                        .from_port(API_PORT)
+                        .to_port(API_PORT)
+                        .ip_ranges(
+                            IpRange::builder()
+                                .cidr_ip(cidr)
+                                .description("Kubernetes API")
+                                .build(),
+                        )
+                        .build()
+                })
+                .collect::<Vec<_>>()
+        } else {
+            let present = permissions.iter().any(|p| {
+                p.ip_protocol() == Some("-1")
+                    && p.user_id_group_pairs()
+                        .iter()
+                        .any(|g| g.group_id() == Some(id.as_str()))
+            });
+            if present {
+                Vec::new()
+            } else {
+                vec![
+                    IpPermission::builder()
+                        .ip_protocol("-1")
+                        .user_id_group_pairs(UserIdGroupPair::builder().group_id(&id).build())
+                        .build(),
+                ]
+            }
+        };
+        if !wanted.is_empty() {
+            let added = ec2
+                .call(Mutate, "AuthorizeSecurityGroupIngress", |c| {
+                    c.authorize_security_group_ingress()
+                        .group_id(&id)
+                        .set_ip_permissions(Some(wanted.clone()))
+                        .send()
+                })
+                .await;
+            match added {
+                Ok(_) => {}
+                Err(e) if e.code_is("InvalidPermission.Duplicate") => {}
+                Err(e) => return Err(fail(cluster, "security groups")(e)),
+            }
+        }
+        ids.push(id);
+    }
+    Ok((ids.remove(0), ids.remove(0)))
+}
+
+pub async fn find_endpoint(ec2: &Ec2, cluster: &ClusterInfo) -> Result<Option<Endpoint>> {
+    let out = ec2
+        .call(Describe, "DescribeAddresses", |c| {
+            c.describe_addresses()
+                .set_filters(Some(tags::owned(cluster, Some(ENDPOINT))))
+                .send()
+        })
+        .await
+        .map_err(fail(cluster, "endpoint address"))?;
+    Ok(out.addresses().first().and_then(|a| {
+        Some(Endpoint {
+            allocation_id: a.allocation_id()?.to_string(),
+            public_ip: a.public_ip()?.to_string(),
+            instance_id: a.instance_id().map(str::to_string),
+        })
+    }))
+}
+
+/// The Elastic IP that kubeconfigs and joining nodes use; it outlives any one control-plane machine.
+async fn ensure_endpoint(ec2: &Ec2, cluster: &ClusterInfo) -> Result<Endpoint> {
+    if let Some(endpoint) = find_endpoint(ec2, cluster).await? {
+        return Ok(endpoint);
+    }
+    let out = ec2
+        .call(Mutate, "AllocateAddress", |c| {
+            c.allocate_address()
+                .domain(DomainType::Vpc)
+                .tag_specifications(tags::spec(
+                    ResourceType::ElasticIp,
+                    cluster,
+                    ENDPOINT,
+                    ENDPOINT,
+                    &[],
+                ))
+                .send()
+        })
+        .await
+        .map_err(fail(cluster, "endpoint address"))?;
+    let endpoint = Endpoint {
+        allocation_id: out.allocation_id().unwrap_or_default().to_string(),
+        public_ip: out.public_ip().unwrap_or_default().to_string(),
+        instance_id: None,
+    };
+    tracing::info!(cluster = %cluster.key(), address = %endpoint.public_ip, "allocated endpoint address");
+    Ok(endpoint)
+}
+
+/// Points the endpoint address at `instance_id`. An instance that is not running yet cannot take it; the next
+/// call tries again.
+pub async fn associate_endpoint(
+    ec2: &Ec2,
+    cluster: &ClusterInfo,
+    endpoint: &Endpoint,
+    instance_id: &str,
+) -> Result<bool> {
+    let out = ec2
+        .call(Mutate, "AssociateAddress", |c| {
+            c.associate_address()
+                .allocation_id(&endpoint.allocation_id)
+                .instance_id(instance_id)
+                .send()
+        })
+        .await;
+    match out {
+        Ok(_) => {
+            tracing::info!(cluster = %cluster.key(), instance = instance_id, address = %endpoint.public_ip,
+                "endpoint address now points at control-plane instance");
+            Ok(true)
+        }
+        Err(e) if e.code_is("IncorrectInstanceState") => Ok(false),
+        Err(e) => Err(fail(cluster, "endpoint address")(e)),
+    }
+}
+
+/// Removes everything of the network that carries the cluster's tag. Instances must be gone already.
+pub async fn delete(ec2: &Ec2, cluster: &ClusterInfo) -> Result<Deletion> {
+    let mut sweep = Sweep::default();
+
+    let addresses = ec2
+        .call(Describe, "DescribeAddresses", |c| {
+            c.describe_addresses()
+                .set_filters(Some(tags::owned(cluster, None)))
+                .send()
+        })
+        .await
+        .map_err(fail(cluster, "addresses"))?;
+    for address in addresses.addresses() {
+        let id = address.allocation_id().unwrap_or_default();
+        if let Some(association) = address.association_id() {
+            let r = ec2
+                .call(Mutate, "DisassociateAddress", |c| {
+                    c.disassociate_address().association_id(association).send()
+                })
+                .await;
+            sweep.note("Elastic IP", id, r.map(|_| ()));
+        }
+        let r = ec2
+            .call(Mutate, "ReleaseAddress", |c| {
+                c.release_address().allocation_id(id).send()
+            })
+            .await;
+        sweep.note("Elastic IP", id, r.map(|_| ()));
+    }
+
+    for group in owned_groups(ec2, cluster).await? {
+        let id = group.group_id().unwrap_or_default();
+        let r = ec2
+            .call(Mutate, "DeleteSecurityGroup", |c| {
+                c.delete_security_group().group_id(id).send()
+            })
+            .await;
+        sweep.note("security group", id, r.map(|_| ()));
+    }
+
+    for subnet in owned_subnets(ec2, cluster).await? {
+        let id = subnet.subnet_id().unwrap_or_default();
+        let r = ec2
+            .call(Mutate, "DeleteSubnet", |c| {
+                c.delete_subnet().subnet_id(id).send()
+            })
+            .await;
+        sweep.note("subnet", id, r.map(|_| ()));
+    }
+
+    let tables = ec2
+        .call(Describe, "DescribeRouteTables", |c| {
+            c.describe_route_tables()
+                .set_filters(Some(tags::owned(cluster, None)))
+                .send()
+        })
+        .await
+        .map_err(fail(cluster, "route tables"))?;
+    for table in tables.route_tables() {
+        let id = table.route_table_id().unwrap_or_default();
+        for association in table
+            .associations()
+            .iter()
+            .filter(|a| a.main() != Some(true))
+        {
+            if let Some(association) = association.route_table_association_id() {
+                let r = ec2
+                    .call(Mutate, "DisassociateRouteTable", |c| {
+                        c.disassociate_route_table()
+                            .association_id(association)
+                            .send()
+                    })
+                    .await;
+                sweep.note("route table", id, r.map(|_| ()));
+            }
+        }
+        let r = ec2
+            .call(Mutate, "DeleteRouteTable", |c| {
+                c.delete_route_table().route_table_id(id).send()
+            })
+            .await;
+        sweep.note("route table", id, r.map(|_| ()));
+    }
+
+    let gateways = ec2
+        .call(Describe, "DescribeInternetGateways", |c| {
+            c.describe_internet_gateways()
+                .set_filters(Some(tags::owned(cluster, None)))
+                .send()
+        })
+        .await
+        .map_err(fail(cluster, "internet gateway"))?;
+    for gateway in gateways.internet_gateways() {
+        let id = gateway.internet_gateway_id().unwrap_or_default();
+        for vpc in gateway.attachments().iter().filter_map(|a| a.vpc_id()) {
+            let r = ec2
+                .call(Mutate, "DetachInternetGateway", |c| {
+                    c.detach_internet_gateway()
+                        .internet_gateway_id(id)
+                        .vpc_id(vpc)
+                        .send()
+                })
+                .await;
+            sweep.note("internet gateway", id, r.map(|_| ()));
+        }
+        let r = ec2
+            .call(Mutate, "DeleteInternetGateway", |c| {
+                c.delete_internet_gateway().internet_gateway_id(id).send()
+            })
+            .await;
+        sweep.note("internet gateway", id, r.map(|_| ()));
+    }
+
+    // Only a VPC Slipway created carries the tag; an adopted one is never touched.
+    let vpcs = ec2
+        .call(Describe, "DescribeVpcs", |c| {
+            c.describe_vpcs()
+                .set_filters(Some(tags::owned(cluster, None)))
+                .send()
+        })
+        .await
+        .map_err(fail(cluster, "VPC"))?;
+    for vpc in vpcs.vpcs() {
+        let id = vpc.vpc_id().unwrap_or_default();
+        let r = ec2
+            .call(Mutate, "DeleteVpc", |c| c.delete_vpc().vpc_id(id).send())
+            .await;
+        sweep.note("VPC", id, r.map(|_| ()));
+    }
+
+    sweep.finish(cluster)
+}
+
+/// Outcomes of a deletion pass: every resource is tried, whatever failed before it.
+#[derive(Default)]
+struct Sweep {
+    blocked: Vec<String>,
+    failed: Vec<String>,
+}
+
+impl Sweep {
+    fn note(&mut self, kind: &str, id: &str, result: std::result::Result<(), AwsError>) {
+        match result {
+            Ok(()) => tracing::info!(kind, id, "deleted"),
+            // Gone already: a concurrent or earlier pass got to it first.
+            Err(e)
+                if e.code_starts_with("Invalid")
+                    && e.code.as_deref().is_some_and(|c| c.ends_with(".NotFound")) => {}
+            Err(e) if e.code_is("DependencyViolation") || e.code_is("InvalidIPAddress.InUse") => {
+                self.blocked
+                    .push(format!("{kind} {id} is still in use ({})", e.message));
+            }
+            Err(e) => self.failed.push(format!(
+                "{kind} {id}: EC2 {} failed: {}: {}",
+                e.operation,
+                e.code.as_deref().unwrap_or("unknown"),
+                e.message
+            )),
+        }
+    }
+
+    fn finish(self, cluster: &ClusterInfo) -> Result<Deletion> {
+        if !self.failed.is_empty() {
+            let mut all = self.failed;
+            all.extend(self.blocked);
+            return Err(ProviderError::transient(
+                "DeleteFailed",
+                format!(
+                    "deleting the network of cluster {}: {}",
+                    cluster.key(),
+                    all.join("; ")
+                ),
+            ));
+        }
+        if !self.blocked.is_empty() {
+            return Ok(Deletion::InProgress(format!(
+                "waiting for dependencies to go: {}",
+                self.blocked.join("; ")
+            )));
+        }
+        Ok(Deletion::Done)
+    }
+}
+
+/// An IPv4 CIDR block, for carving subnets from a VPC's range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cidr {
+    base: u32,
+    prefix: u8,
+}
+
+impl Cidr {
+    fn parse(text: &str) -> Option<Self> {
+        let (address, prefix) = text.split_once('/')?;
+        let address: std::net::Ipv4Addr = address.parse().ok()?;
+        let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
+        Some(Self {
+            base: u32::from(address) & Self::mask(prefix),
+            prefix,
+        })
+    }
+
+    fn mask(prefix: u8) -> u32 {
+        if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - prefix)
+        }
+    }
+
+    fn size(&self) -> u64 {
+        1u64 << (32 - self.prefix)
+    }
+
+    fn overlaps(&self, other: &Cidr) -> bool {
+        let (a_end, b_end) = (
+            self.base as u64 + self.size(),
+            other.base as u64 + other.size(),
+        );
+        (self.base as u64) < b_end && (other.base as u64) < a_end
+    }
+
+    /// Subnets are 1/16 of the VPC (a /20 of a /16), at most /28, the smallest AWS allows.
+    fn subnet_prefix(&self) -> u8 {
+        (self.prefix + 4).min(28)
+    }
+
+    /// The first subnet-sized block of this range that overlaps none of `taken`.
+    fn free_block(&self, taken: &[Cidr]) -> Option<Cidr> {
+        let prefix = self.subnet_prefix();
+        let step = 1u64 << (32 - prefix);
+        (0..self.size() / step)
+            .map(|i| Cidr {
+                base: (self.base as u64 + i * step) as u32,
+                prefix,
+            })
+            .find(|block| !taken.iter().any(|t| t.overlaps(block)))
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", std::net::Ipv4Addr::from(self.base), self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn aws_error(operation: &'static str, code: &str, message: &str) -> AwsError {
+        AwsError {
+            operation,
+            code: Some(code.into()),
+            message: message.into(),
+            status: Some(400),
+            unanswered: false,
+        }
+    }
+
+    fn cluster() -> ClusterInfo {
+        ClusterInfo {
+            namespace: "default".into(),
+            name: "demo".into(),
+            uid: "u".into(),
+            kubernetes_version: "v1.37.2".into(),
+            infrastructure: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_dependency_violation_is_waited_for_and_names_the_blocking_resource() {
+        let mut sweep = Sweep::default();
+        sweep.note("subnet", "subnet-1", Ok(()));
+        sweep.note(
+            "security group",
+            "sg-1",
+            Err(aws_error(
+                "DeleteSecurityGroup",
+                "DependencyViolation",
+                "resource sg-1 has a dependent object",
+            )),
+        );
+        sweep.note(
+            "VPC",
+            "vpc-1",
+            Err(aws_error("DeleteVpc", "InvalidVpcID.NotFound", "gone")),
+        );
+        let Deletion::InProgress(message) = sweep.finish(&cluster()).unwrap() else {
+            panic!("a blocked deletion is not done");
+        };
+        assert!(
+            message.contains("security group sg-1 is still in use"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn other_failures_are_aggregated_into_one_transient_error() {
+        let mut sweep = Sweep::default();
+        sweep.note(
+            "subnet",
+            "subnet-1",
+            Err(aws_error("DeleteSubnet", "InternalError", "boom")),
+        );
+        sweep.note(
+            "VPC",
+            "vpc-1",
+            Err(aws_error("DeleteVpc", "DependencyViolation", "has subnets")),
+        );
+        let error = sweep.finish(&cluster()).unwrap_err();
+        assert_eq!(error.reason(), "DeleteFailed");
+        let text = error.to_string();
+        assert!(
+            text.contains("subnet subnet-1: EC2 DeleteSubnet failed: InternalError")
+                && text.contains("vpc-1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn subnets_are_carved_from_free_space_of_the_vpc() {
+        let vpc = Cidr::parse("10.0.0.0/16").unwrap();
+        let taken = vec![
+            Cidr::parse("10.0.0.0/24").unwrap(),
+            Cidr::parse("10.0.16.0/20").unwrap(),
+        ];
+        assert_eq!(vpc.free_block(&taken).unwrap().to_string(), "10.0.32.0/20");
+        assert_eq!(vpc.free_block(&[]).unwrap().to_string(), "10.0.0.0/20");
+        let small = Cidr::parse("192.168.8.0/22").unwrap();
+        assert_eq!(small.free_block(&[]).unwrap().to_string(), "192.168.8.0/26");
+        let full: Vec<_> = (0..16)
+            .map(|i| Cidr::parse(&format!("10.0.{}.0/20", i * 16)).unwrap())
+            .collect();
+        assert_eq!(vpc.free_block(&full), None);
+    }
+}

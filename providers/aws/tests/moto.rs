@@ -1,0 +1,794 @@
+//! The aws provider against moto's EC2 server: what it makes, that it makes it once, and that deletion leaves
+//! nothing behind.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::types::{Filter, InstanceAttributeName};
+use base64::Engine;
+use slipway_api::MachineSettings;
+use slipway_bootstrap::BootstrapToken;
+use slipway_bootstrap::cloud_init::{ClusterNetwork, NodeSettings, kubeadm_join};
+use slipway_provider::{
+    ClusterInfo, Deletion, InfrastructureProvider, MachineRequest, MachineRole, ProviderError,
+};
+use slipway_provider_aws::{
+    AwsConfig, AwsCredentials, AwsProvider, Budget, Budgets, CredentialSource, ImageDefaults,
+};
+use support::{MOTO_UBUNTU_AMI, Moto, ThrottlingProxy};
+
+const CONTROL_PLANE_CLOUD_INIT: &str = "#cloud-config\nruncmd:\n  - [kubeadm, init]\n";
+
+fn tag_filter(cluster: &ClusterInfo) -> Filter {
+    Filter::builder()
+        .name("tag:slipway.dev/cluster")
+        .values(cluster.key())
+        .build()
+}
+
+fn join_cloud_init(endpoint: &str) -> String {
+    kubeadm_join(
+        &ClusterNetwork {
+            cluster_name: "demo".into(),
+            kubernetes_version: "v1.37.2".into(),
+            endpoint: endpoint.into(),
+            pod_cidr: "10.244.0.0/16".into(),
+            service_cidr: "10.96.0.0/12".into(),
+            dns_domain: "cluster.local".into(),
+        },
+        "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        &BootstrapToken::generate(jiff::Timestamp::now()),
+        &NodeSettings::default(),
+    )
+    .unwrap()
+}
+
+fn request(
+    cluster: &ClusterInfo,
+    role: MachineRole,
+    index: usize,
+    user_data: &str,
+) -> MachineRequest {
+    MachineRequest {
+        name: format!("{}-{}-{index}", cluster.name, role.group()),
+        role,
+        settings: MachineSettings {
+            instance_type: Some("t3.medium".into()),
+            image: Some(MOTO_UBUNTU_AMI.into()),
+            root_volume_gib: Some(40),
+            labels: [("team".to_string(), "platform".to_string())].into(),
+        },
+        kubernetes_version: "v1.37.2".into(),
+        template_hash: "hash-1".into(),
+        user_data: Some(user_data.into()),
+    }
+}
+
+fn workers() -> MachineRole {
+    MachineRole::Worker {
+        pool: "md-0".into(),
+    }
+}
+
+/// Instances of the cluster that are not terminated, as moto sees them.
+async fn live_instances(
+    ec2: &aws_sdk_ec2::Client,
+    cluster: &ClusterInfo,
+) -> Vec<aws_sdk_ec2::types::Instance> {
+    let out = ec2
+        .describe_instances()
+        .filters(tag_filter(cluster))
+        .filters(
+            Filter::builder()
+                .name("instance-state-name")
+                .set_values(Some(vec!["pending".into(), "running".into()]))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    out.reservations()
+        .iter()
+        .flat_map(|r| r.instances().to_vec())
+        .collect()
+}
+
+fn tag<'a>(instance: &'a aws_sdk_ec2::types::Instance, key: &str) -> Option<&'a str> {
+    instance
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+}
+
+async fn delete_until_done(provider: &AwsProvider, cluster: &ClusterInfo) -> Vec<String> {
+    let mut messages = Vec::new();
+    for _ in 0..50 {
+        match provider.delete_cluster(cluster).await.unwrap() {
+            Deletion::Done => return messages,
+            Deletion::InProgress(message) => messages.push(message),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("cluster deletion did not finish: {messages:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_network_and_machines_are_created_once_with_ownership_tags() {
+    let moto = Moto::start().await;
+    let provider = support::provider(&moto.url, AwsConfig::default());
+    let ec2 = support::ec2(&moto.url).await;
+    let cluster = support::cluster("demo");
+
+    let status = provider.reconcile_cluster(&cluster).await.unwrap();
+    assert!(status.ready && status.workload_api, "{status:?}");
+    let (endpoint, port) = status.endpoint.clone().unwrap();
+    assert_eq!(port, 6443);
+    // A second reconcile finds everything by tag and makes nothing new.
+    let again = provider.reconcile_cluster(&cluster).await.unwrap();
+    assert_eq!(again.endpoint, status.endpoint);
+
+    let vpcs = ec2
+        .describe_vpcs()
+        .filters(tag_filter(&cluster))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(vpcs.vpcs().len(), 1);
+    let vpc_id = vpcs.vpcs()[0].vpc_id().unwrap();
+    let subnets = ec2
+        .describe_subnets()
+        .filters(tag_filter(&cluster))
+        .send()
+        .await
+        .unwrap();
+    let mut layout: Vec<_> = subnets
+        .subnets()
+        .iter()
+        .map(|s| {
+            let role = s
+                .tags()
+                .iter()
+                .find(|t| t.key() == Some("slipway.dev/role"))
+                .unwrap()
+                .value()
+                .unwrap();
+            assert_eq!(s.vpc_id(), Some(vpc_id));
+            (role.to_string(), s.availability_zone().unwrap().to_string())
+        })
+        .collect();
+    layout.sort();
+    assert_eq!(
+        layout,
+        [
+            ("private", "us-east-1a"),
+            ("private", "us-east-1b"),
+            ("public", "us-east-1a"),
+            ("public", "us-east-1b")
+        ]
+        .map(|(r, z)| (r.to_string(), z.to_string()))
+    );
+    let gateways = ec2
+        .describe_internet_gateways()
+        .filters(tag_filter(&cluster))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gateways.internet_gateways().len(), 1);
+    assert_eq!(
+        gateways.internet_gateways()[0].attachments()[0].vpc_id(),
+        Some(vpc_id)
+    );
+    let tables = ec2
+        .describe_route_tables()
+        .filters(tag_filter(&cluster))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tables.route_tables().len(), 2);
+    let public_table = tables
+        .route_tables()
+        .iter()
+        .find(|t| t.tags().iter().any(|tag| tag.value() == Some("public")))
+        .unwrap();
+    assert!(
+        public_table
+            .routes()
+            .iter()
+            .any(|r| r.destination_cidr_block() == Some("0.0.0.0/0")
+                && r.gateway_id() == gateways.internet_gateways()[0].internet_gateway_id())
+    );
+    assert_eq!(
+        public_table
+            .associations()
+            .iter()
+            .filter(|a| a.subnet_id().is_some())
+            .count(),
+        2
+    );
+    let groups = ec2
+        .describe_security_groups()
+        .filters(tag_filter(&cluster))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(groups.security_groups().len(), 2);
+    let control_plane_group = groups
+        .security_groups()
+        .iter()
+        .find(|g| g.tags().iter().any(|t| t.value() == Some("control-plane")))
+        .unwrap();
+    let api_rule = &control_plane_group.ip_permissions()[0];
+    assert_eq!(
+        (api_rule.from_port(), api_rule.to_port()),
+        (Some(6443), Some(6443))
+    );
+    assert_eq!(api_rule.ip_ranges()[0].cidr_ip(), Some("203.0.113.0/24"));
+    let addresses = ec2
+        .describe_addresses()
+        .filters(tag_filter(&cluster))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(addresses.addresses().len(), 1);
+    assert_eq!(
+        addresses.addresses()[0].public_ip(),
+        Some(endpoint.as_str())
+    );
+
+    // One control-plane machine and three workers.
+    let join = join_cloud_init(&format!("{endpoint}:6443"));
+    let mut requests = vec![request(
+        &cluster,
+        MachineRole::ControlPlane,
+        0,
+        CONTROL_PLANE_CLOUD_INIT,
+    )];
+    requests.extend((0..3).map(|i| request(&cluster, workers(), i, &join)));
+    let mut created = Vec::new();
+    for request in &requests {
+        created.push(provider.create_machine(&cluster, request).await.unwrap());
+    }
+    let instances = live_instances(&ec2, &cluster).await;
+    assert_eq!(instances.len(), 4);
+    for request in &requests {
+        let instance = instances
+            .iter()
+            .find(|i| tag(i, "slipway.dev/machine") == Some(&request.name))
+            .unwrap();
+        assert_eq!(tag(instance, "slipway.dev/cluster"), Some("default/demo"));
+        assert_eq!(
+            tag(instance, "slipway.dev/pool"),
+            Some(request.role.group())
+        );
+        assert_eq!(tag(instance, "slipway.dev/template-hash"), Some("hash-1"));
+        assert_eq!(
+            tag(instance, "Name"),
+            Some(format!("default-{}", request.name).as_str())
+        );
+        assert_eq!(tag(instance, "team"), Some("platform"));
+        assert_eq!(instance.image_id(), Some(MOTO_UBUNTU_AMI));
+        assert_eq!(
+            instance.instance_type().map(|t| t.as_str()),
+            Some("t3.medium")
+        );
+        let user_data = ec2
+            .describe_instance_attribute()
+            .instance_id(instance.instance_id().unwrap())
+            .attribute(InstanceAttributeName::UserData)
+            .send()
+            .await
+            .unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(user_data.user_data().unwrap().value().unwrap())
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(decoded).unwrap(),
+            request.user_data.clone().unwrap()
+        );
+    }
+    // Workers spread over the private subnets by their ordinal; the control plane is in a public one.
+    let zone_of = |name: &str| {
+        let i = instances
+            .iter()
+            .find(|i| tag(i, "slipway.dev/machine") == Some(name))
+            .unwrap();
+        i.placement()
+            .unwrap()
+            .availability_zone()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(zone_of("demo-md-0-0"), "us-east-1a");
+    assert_eq!(zone_of("demo-md-0-1"), "us-east-1b");
+    assert_eq!(zone_of("demo-md-0-2"), "us-east-1a");
+
+    // Creating again returns the same machines and launches nothing.
+    for (request, first) in requests.iter().zip(&created) {
+        let again = provider.create_machine(&cluster, request).await.unwrap();
+        assert_eq!(again.provider_id, first.provider_id);
+    }
+    assert_eq!(live_instances(&ec2, &cluster).await.len(), 4);
+
+    let control_plane = provider
+        .list_machines(&cluster, &MachineRole::ControlPlane)
+        .await
+        .unwrap();
+    assert_eq!(control_plane.len(), 1);
+    assert!(
+        control_plane[0]
+            .provider_id
+            .starts_with("aws:///us-east-1a/i-"),
+        "{:?}",
+        control_plane[0]
+    );
+    assert_eq!(control_plane[0].template_hash, "hash-1");
+    let pool = provider.list_machines(&cluster, &workers()).await.unwrap();
+    let names: Vec<_> = pool.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["demo-md-0-0", "demo-md-0-1", "demo-md-0-2"]);
+    assert!(pool.iter().all(|m| m.ready));
+    // The endpoint address points at the control-plane machine.
+    let address = ec2
+        .describe_addresses()
+        .filters(tag_filter(&cluster))
+        .send()
+        .await
+        .unwrap();
+    let holder = address.addresses()[0].instance_id().unwrap();
+    assert!(control_plane[0].provider_id.ends_with(holder));
+
+    delete_until_done(&provider, &cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_then_deleting_the_cluster_leaves_no_tagged_resource() {
+    let moto = Moto::start().await;
+    let provider = support::provider(&moto.url, AwsConfig::default());
+    let ec2 = support::ec2(&moto.url).await;
+    let cluster = support::cluster("scale");
+    provider.reconcile_cluster(&cluster).await.unwrap();
+    provider
+        .create_machine(
+            &cluster,
+            &request(
+                &cluster,
+                MachineRole::ControlPlane,
+                0,
+                CONTROL_PLANE_CLOUD_INIT,
+            ),
+        )
+        .await
+        .unwrap();
+    for i in 0..2 {
+        provider
+            .create_machine(
+                &cluster,
+                &request(&cluster, workers(), i, "#cloud-config\n"),
+            )
+            .await
+            .unwrap();
+    }
+    // Scale up to three, then down by deleting the first.
+    provider
+        .create_machine(
+            &cluster,
+            &request(&cluster, workers(), 2, "#cloud-config\n"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        provider
+            .list_machines(&cluster, &workers())
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    let mut deletion = provider
+        .delete_machine(&cluster, &workers(), "scale-md-0-0")
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        if deletion == Deletion::Done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        deletion = provider
+            .delete_machine(&cluster, &workers(), "scale-md-0-0")
+            .await
+            .unwrap();
+    }
+    assert_eq!(deletion, Deletion::Done);
+    let names: Vec<_> = provider
+        .list_machines(&cluster, &workers())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    assert_eq!(names, ["scale-md-0-1", "scale-md-0-2"]);
+    assert_eq!(
+        provider
+            .delete_machine(&cluster, &workers(), "never-existed")
+            .await
+            .unwrap(),
+        Deletion::Done
+    );
+
+    let messages = delete_until_done(&provider, &cluster).await;
+    assert!(messages[0].contains("to terminate"), "{messages:?}");
+
+    let f = || tag_filter(&cluster);
+    assert!(live_instances(&ec2, &cluster).await.is_empty());
+    assert!(
+        ec2.describe_vpcs()
+            .filters(f())
+            .send()
+            .await
+            .unwrap()
+            .vpcs()
+            .is_empty()
+    );
+    assert!(
+        ec2.describe_subnets()
+            .filters(f())
+            .send()
+            .await
+            .unwrap()
+            .subnets()
+            .is_empty()
+    );
+    assert!(
+        ec2.describe_security_groups()
+            .filters(f())
+            .send()
+            .await
+            .unwrap()
+            .security_groups()
+            .is_empty()
+    );
+    assert!(
+        ec2.describe_addresses()
+            .filters(f())
+            .send()
+            .await
+            .unwrap()
+            .addresses()
+            .is_empty()
+    );
+    assert!(
+        ec2.describe_internet_gateways()
+            .filters(f())
+            .send()
+            .await
+            .unwrap()
+            .internet_gateways()
+            .is_empty()
+    );
+    assert!(
+        ec2.describe_route_tables()
+            .filters(f())
+            .send()
+            .await
+            .unwrap()
+            .route_tables()
+            .is_empty()
+    );
+    // Deleting what is gone is done at once.
+    assert_eq!(
+        provider.delete_cluster(&cluster).await.unwrap(),
+        Deletion::Done
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adopted_vpc_is_used_and_left_in_place_on_delete() {
+    let moto = Moto::start().await;
+    let provider = support::provider(&moto.url, AwsConfig::default());
+    let ec2 = support::ec2(&moto.url).await;
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.1.0.0/16")
+        .send()
+        .await
+        .unwrap();
+    let vpc_id = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
+    // Someone else's subnet at the start of the range: Slipway's subnets go around it.
+    ec2.create_subnet()
+        .vpc_id(&vpc_id)
+        .cidr_block("10.1.0.0/24")
+        .availability_zone("us-east-1a")
+        .send()
+        .await
+        .unwrap();
+    let mut cluster = support::cluster("adopt");
+    cluster.infrastructure.aws.as_mut().unwrap().vpc_id = Some(vpc_id.clone());
+
+    let status = provider.reconcile_cluster(&cluster).await.unwrap();
+    assert!(status.message.contains(&vpc_id), "{}", status.message);
+    let subnets = ec2
+        .describe_subnets()
+        .filters(tag_filter(&cluster))
+        .send()
+        .await
+        .unwrap();
+    let mut cidrs: Vec<_> = subnets
+        .subnets()
+        .iter()
+        .map(|s| s.cidr_block().unwrap().to_string())
+        .collect();
+    cidrs.sort();
+    assert_eq!(
+        cidrs,
+        [
+            "10.1.16.0/20",
+            "10.1.32.0/20",
+            "10.1.48.0/20",
+            "10.1.64.0/20"
+        ]
+    );
+    assert!(
+        subnets
+            .subnets()
+            .iter()
+            .all(|s| s.vpc_id() == Some(vpc_id.as_str()))
+    );
+
+    delete_until_done(&provider, &cluster).await;
+    let left = ec2.describe_vpcs().vpc_ids(&vpc_id).send().await.unwrap();
+    assert_eq!(left.vpcs().len(), 1, "the adopted VPC stays");
+    let subnets = ec2
+        .describe_subnets()
+        .filters(Filter::builder().name("vpc-id").values(&vpc_id).build())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        subnets.subnets().len(),
+        1,
+        "only the foreign subnet is left"
+    );
+
+    let missing = support::cluster("missing-vpc");
+    let mut missing = missing;
+    missing.infrastructure.aws.as_mut().unwrap().vpc_id = Some("vpc-0123456789abcdef0".into());
+    let error = provider.reconcile_cluster(&missing).await.unwrap_err();
+    assert_eq!(error.reason(), "VpcNotFound");
+    assert!(
+        error.to_string().contains("vpc-0123456789abcdef0"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_images_and_instance_types_are_permanent_errors_that_name_them() {
+    let moto = Moto::start().await;
+    let provider = support::provider(
+        &moto.url,
+        AwsConfig {
+            images: ImageDefaults {
+                name_pattern: "ubuntu/images/hvm-ssd/ubuntu-*".into(),
+                owners: vec!["099720109477".into()],
+            },
+            ..AwsConfig::default()
+        },
+    );
+    let ec2 = support::ec2(&moto.url).await;
+    let cluster = support::cluster("bad");
+    provider.reconcile_cluster(&cluster).await.unwrap();
+
+    let mut bad_image = request(&cluster, workers(), 0, "#cloud-config\n");
+    bad_image.settings.image = Some("ami-0000000000deadbee".into());
+    let error = provider
+        .create_machine(&cluster, &bad_image)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ProviderError::Permanent { .. }),
+        "{error:?}"
+    );
+    assert_eq!(error.reason(), "ImageNotFound");
+    assert!(
+        error.to_string().contains("ami-0000000000deadbee"),
+        "{error}"
+    );
+
+    let mut no_match = request(&cluster, workers(), 0, "#cloud-config\n");
+    no_match.settings.image = Some("no-such-image-*".into());
+    let error = provider
+        .create_machine(&cluster, &no_match)
+        .await
+        .unwrap_err();
+    assert_eq!(error.reason(), "ImageNotFound");
+    assert!(error.to_string().contains("no-such-image-*"), "{error}");
+
+    let mut bad_type = request(&cluster, workers(), 0, "#cloud-config\n");
+    bad_type.settings.instance_type = Some("m99.gigantic".into());
+    let error = provider
+        .create_machine(&cluster, &bad_type)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ProviderError::Permanent { .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("m99.gigantic"), "{error}");
+    assert!(live_instances(&ec2, &cluster).await.is_empty());
+
+    // No image named: the default pattern finds the newest matching image of the configured owner.
+    let mut by_name = request(&cluster, workers(), 0, "#cloud-config\n");
+    by_name.settings.image = None;
+    provider.create_machine(&cluster, &by_name).await.unwrap();
+    let instances = live_instances(&ec2, &cluster).await;
+    assert_eq!(instances.len(), 1);
+    assert!(
+        ["ami-785db401", "ami-1e749f67"].contains(&instances[0].image_id().unwrap()),
+        "{:?}",
+        instances[0].image_id()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prices_come_from_the_table_and_overrides() {
+    let provider = support::provider("http://127.0.0.1:1", AwsConfig::default());
+    assert_eq!(
+        provider.price_per_hour(Some("t3.medium")).unwrap().per_hour,
+        0.0416
+    );
+    assert_eq!(
+        provider.price_per_hour(None).unwrap().per_hour,
+        0.0416,
+        "the default type"
+    );
+    assert_eq!(provider.price_per_hour(Some("u-24tb1.metal")), None);
+    let provider = provider.with_prices([("t3.medium".to_string(), 0.05)].into());
+    assert_eq!(
+        provider.price_per_hour(Some("t3.medium")).unwrap().currency,
+        "USD"
+    );
+    assert_eq!(
+        provider.price_per_hour(Some("t3.medium")).unwrap().per_hour,
+        0.05
+    );
+    assert_eq!(provider.name(), "aws");
+}
+
+/// The manager's credential source failing (a missing Secret) is the error the controller reports.
+struct MissingSecret;
+
+#[async_trait::async_trait]
+impl CredentialSource for MissingSecret {
+    async fn credentials(
+        &self,
+        cluster: &ClusterInfo,
+    ) -> slipway_provider::Result<Option<AwsCredentials>> {
+        Err(ProviderError::permanent(
+            "CredentialsNotFound",
+            format!("Secret {}/aws not found", cluster.namespace),
+        ))
+    }
+}
+
+// Moto accepts any credentials, so wrong keys cannot be shown failing here; the mapping of AuthFailure to
+// InvalidCredentials is covered by the unit tests of `client`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_source_error_is_reported_as_it_is() {
+    support::init();
+    let provider = AwsProvider::new(
+        AwsConfig {
+            endpoint_url: Some("http://127.0.0.1:1".into()),
+            ..AwsConfig::default()
+        },
+        Arc::new(MissingSecret),
+    );
+    let error = provider
+        .reconcile_cluster(&support::cluster("nocreds"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.reason(), "CredentialsNotFound");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_calls_are_retried_and_stay_within_the_rate_budget() {
+    let moto = Moto::start().await;
+    // Every third request is answered with RequestLimitExceeded.
+    let proxy = ThrottlingProxy::start(&moto.url, 3).await;
+    let budgets = Budgets {
+        run_instances: Budget {
+            per_second: 4.0,
+            burst: 2.0,
+        },
+        describe: Budget {
+            per_second: 15.0,
+            burst: 5.0,
+        },
+        mutate: Budget {
+            per_second: 15.0,
+            burst: 5.0,
+        },
+    };
+    let provider = support::provider(
+        &proxy.url,
+        AwsConfig {
+            budgets,
+            retry: support::fast_retries(),
+            ..AwsConfig::default()
+        },
+    );
+    let cluster = support::cluster("throttled");
+    provider.reconcile_cluster(&cluster).await.unwrap();
+    provider
+        .create_machine(
+            &cluster,
+            &request(
+                &cluster,
+                MachineRole::ControlPlane,
+                0,
+                CONTROL_PLANE_CLOUD_INIT,
+            ),
+        )
+        .await
+        .unwrap();
+    for i in 0..3 {
+        provider
+            .create_machine(
+                &cluster,
+                &request(&cluster, workers(), i, "#cloud-config\n"),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        provider
+            .list_machines(&cluster, &workers())
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    delete_until_done(&provider, &cluster).await;
+
+    let seen = proxy.actions();
+    eprintln!(
+        "throttling proxy: {} requests, {} answered RequestLimitExceeded",
+        seen.len(),
+        proxy.throttled.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    assert!(
+        proxy.throttled.load(std::sync::atomic::Ordering::SeqCst) >= 10,
+        "throttled too few to prove much"
+    );
+    let start = seen[0].0;
+    for (class, budget, matches) in [
+        (
+            "RunInstances",
+            budgets.run_instances,
+            (|a: &str| a == "RunInstances") as fn(&str) -> bool,
+        ),
+        ("Describe*", budgets.describe, |a: &str| {
+            a.starts_with("Describe")
+        }),
+        ("mutating", budgets.mutate, |a: &str| {
+            a != "RunInstances" && !a.starts_with("Describe")
+        }),
+    ] {
+        let times: Vec<Instant> = seen
+            .iter()
+            .filter(|(_, a)| matches(a))
+            .map(|(t, _)| *t)
+            .collect();
+        assert!(!times.is_empty(), "no {class} call seen");
+        // In every window from the first call, the count stays within burst + rate * window (+1 for timing).
+        for (i, t) in times.iter().enumerate() {
+            let window = t.duration_since(start).as_secs_f64();
+            let allowed = budget.burst + budget.per_second * window + 1.0;
+            assert!(
+                (i + 1) as f64 <= allowed,
+                "{class}: {} calls within {window:.2}s, budget allows {allowed:.1}",
+                i + 1
+            );
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! Real parts for the aws provider's tests: a moto EC2 server per test, and a throttling proxy in front of it.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
+use slipway_api::{AwsSettings, InfrastructureSpec, SecretRef};
+use slipway_provider::ClusterInfo;
+use slipway_provider_aws::{
+    AwsConfig, AwsCredentials, AwsProvider, RetryPolicy, StaticCredentials,
+};
+
+pub const REGION: &str = "us-east-1";
+/// An Ubuntu image that moto knows in every region (moto/ec2/resources/amis.json).
+pub const MOTO_UBUNTU_AMI: &str = "ami-785db401";
+
+/// The rustls provider, once per test binary (the SDK's HTTPS client needs one installed).
+pub fn init() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "slipway_provider_aws=info".into()),
+            )
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `moto_server` from the venv that hack/moto.sh makes, made now if it is missing.
+fn moto_server() -> PathBuf {
+    let cache = std::env::var_os("SLIPWAY_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/slipway")
+        });
+    let server = cache.join("venv/bin/moto_server");
+    if server.exists() {
+        return server;
+    }
+    let script = repo_root().join("hack/moto.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("--ensure")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e}; run `hack/moto.sh --ensure` by hand",
+                script.display()
+            )
+        });
+    assert!(
+        out.status.success() && server.exists(),
+        "moto is not installed and `hack/moto.sh --ensure` failed; run it by hand to see why:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A moto server on a free loopback port, killed on drop.
+pub struct Moto {
+    child: Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Moto {
+    pub async fn start() -> Self {
+        init();
+        let server = moto_server();
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::fs::File::create(dir.path().join("moto.log")).unwrap();
+        let child = Command::new(&server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            // Unknown AMIs and instance types fail as they do on AWS.
+            .env("MOTO_ENABLE_AMI_VALIDATION", "true")
+            .env("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "true")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", server.display()));
+        let mut moto = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if client
+                .get(format!("{}/moto-api/data.json", moto.url))
+                .send()
+                .await
+                .is_ok()
+            {
+                return moto;
+            }
+            if let Ok(Some(status)) = moto.child.try_wait() {
+                let log =
+                    std::fs::read_to_string(moto._dir.path().join("moto.log")).unwrap_or_default();
+                panic!("moto_server exited with {status} before answering:\n{log}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not answer on {} within 60 s",
+                moto.url
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A provider against `endpoint` with static test credentials and quick retries.
+pub fn provider(endpoint: &str, config: AwsConfig) -> AwsProvider {
+    AwsProvider::new(
+        AwsConfig {
+            endpoint_url: Some(endpoint.to_string()),
+            ..config
+        },
+        Arc::new(StaticCredentials(AwsCredentials::new(
+            "AKIDSLIPWAYTEST",
+            "test-secret",
+            None,
+        ))),
+    )
+}
+
+pub fn fast_retries() -> RetryPolicy {
+    RetryPolicy {
+        min_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(200),
+        max_retries: 10,
+    }
+}
+
+pub fn cluster(name: &str) -> ClusterInfo {
+    ClusterInfo {
+        namespace: "default".into(),
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        kubernetes_version: "v1.37.2".into(),
+        infrastructure: InfrastructureSpec {
+            aws: Some(AwsSettings {
+                region: REGION.into(),
+                credentials_secret_ref: SecretRef { name: "aws".into() },
+                vpc_id: None,
+                availability_zones: vec!["us-east-1a".into(), "us-east-1b".into()],
+                control_plane_ingress_cidrs: vec!["203.0.113.0/24".into()],
+            }),
+            ..Default::default()
+        },
+    }
+}
+
+/// A plain EC2 client on moto, to look at what the provider made without going through it.
+pub async fn ec2(endpoint: &str) -> aws_sdk_ec2::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "AKIDINSPECT",
+            "x",
+            None,
+            None,
+            "test",
+        ))
+        .endpoint_url(endpoint)
+        .load()
+        .await;
+    aws_sdk_ec2::Client::new(&config)
+}
+
+/// A loopback proxy in front of moto that answers a share of requests with EC2's throttling error, and records
+/// when each request reached it.
+pub struct ThrottlingProxy {
+    pub url: String,
+    pub seen: Arc<Mutex<Vec<(Instant, String)>>>,
+    pub throttled: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Clone)]
+struct ProxyState {
+    upstream: String,
+    client: reqwest::Client,
+    every: u64,
+    count: Arc<AtomicU64>,
+    throttled: Arc<AtomicU64>,
+    seen: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+const THROTTLED_BODY: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>00000000-0000-0000-0000-000000000000</RequestID></Response>"#;
+
+impl ThrottlingProxy {
+    /// Throttles every `every`-th request (counting from the first).
+    pub async fn start(upstream: &str, every: u64) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let state = ProxyState {
+            upstream: upstream.to_string(),
+            client: reqwest::Client::new(),
+            every,
+            count: Arc::default(),
+            throttled: Arc::default(),
+            seen: Arc::default(),
+        };
+        let (seen, throttled) = (state.seen.clone(), state.throttled.clone());
+        let app = axum::Router::new().fallback(forward).with_state(state);
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            url: format!("http://{addr}"),
+            seen,
+            throttled,
+            task,
+        }
+    }
+
+    /// Requests that reached the proxy, by EC2 action.
+    pub fn actions(&self) -> Vec<(Instant, String)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ThrottlingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn forward(
+    State(state): State<ProxyState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let action = form_value(&body, "Action").unwrap_or_else(|| "unknown".into());
+    state.seen.lock().unwrap().push((Instant::now(), action));
+    let n = state.count.fetch_add(1, Ordering::SeqCst);
+    if n % state.every == 0 {
+        state.throttled.fetch_add(1, Ordering::SeqCst);
+        return Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .header("content-type", "text/xml")
+            .body(Body::from(THROTTLED_BODY))
+            .unwrap();
+    }
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut request = state
+        .client
+        .request(method, format!("{}{path}", state.upstream))
+        .body(body);
+    for (name, value) in &headers {
+        if name != "host" && name != "content-length" {
+            request = request.header(name, value);
+        }
+    }
+    let answer = request.send().await.unwrap();
+    let status = answer.status();
+    let content_type = answer.headers().get("content-type").cloned();
+    let bytes = answer.bytes().await.unwrap();
+    let mut response = Response::builder().status(status);
+    if let Some(content_type) = content_type {
+        response = response.header("content-type", content_type);
+    }
+    response.body(Body::from(bytes)).unwrap()
+}
+
+fn form_value(body: &[u8], key: &str) -> Option<String> {
+    std::str::from_utf8(body)
+        .ok()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(&format!("{key}=")).map(str::to_string))
+}
