@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# The quickstart: builds what is missing, starts a local management cluster (etcd + kube-apiserver) in the
-# background, and prints how to use it. Running it again while it runs is harmless.
-#   hack/quickstart.sh        start (or show) the local management cluster
-#   hack/quickstart.sh stop   stop it (its data stays in the state directory)
+# The quickstart: on a fresh machine, builds what is missing, starts a local management cluster (etcd +
+# kube-apiserver), installs Slipway's CRDs and RBAC, runs the manager on this machine, applies the sample cluster
+# (config/samples/local-cluster.yaml: a control plane and 3 kwok nodes, all local processes) and waits until it is
+# Ready. Running it again is harmless: what runs is reused.
+#
+#   hack/quickstart.sh            start everything and wait for the sample cluster
+#   hack/quickstart.sh --addons   also install the default add-on bundles (config/addons: flannel, cert-manager,
+#                                 external-dns), which download their manifests from the projects' releases
+#   hack/quickstart.sh stop       stop the manager, the workload clusters and the management cluster
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -10,53 +15,92 @@ cd "$root"
 cache="${SLIPWAY_CACHE:-$HOME/.cache/slipway}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 state="${SLIPWAY_QUICKSTART_DIR:-$cache/quickstart}"
-pidfile="$state/management.pid"
-kubeconfig="$state/management/kubeconfig"
+management="$state/management"
+kubeconfig="$management/kubeconfig"
+clusters="$state/clusters"
+slipway="$CARGO_TARGET_DIR/debug/slipway"
 
-running() { [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+running() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
-if [[ "${1:-}" == "stop" ]]; then
-  if running; then
-    kill "$(cat "$pidfile")"
-    while running; do sleep 0.2; done
-    echo "stopped the local management cluster (state kept in $state)"
-  else
-    echo "the local management cluster is not running"
+stop() {
+  if running "$state/manager.pid"; then
+    # Workload clusters outlive manager restarts on purpose: delete them while the manager can still clean up.
+    KUBECONFIG="$kubeconfig" kubectl delete clusters.slipway.dev --all -A --wait=true --timeout=120s || true
+    kill "$(cat "$state/manager.pid")"
+    while running "$state/manager.pid"; do sleep 0.2; done
+    echo "stopped the manager"
   fi
-  rm -f "$pidfile"
-  exit 0
-fi
+  if running "$state/management.pid"; then
+    kill "$(cat "$state/management.pid")"
+    while running "$state/management.pid"; do sleep 0.2; done
+    echo "stopped the local management cluster (its data stays in $management)"
+  fi
+  rm -f "$state/manager.pid" "$state/management.pid"
+}
 
+addons=0
+case "${1:-}" in
+  stop) stop; exit 0 ;;
+  --addons) addons=1 ;;
+  "") ;;
+  *) echo "usage: hack/quickstart.sh [--addons | stop]" >&2; exit 2 ;;
+esac
+
+for tool in cargo go; do
+  command -v "$tool" >/dev/null || { echo "error: $tool is needed; see README.md, Prerequisites" >&2; exit 1; }
+done
 hack/build-k8s.sh
+echo "building slipway (debug) ..."
+cargo build --quiet -p slipway -p slipway-testenv
 mkdir -p "$state"
 
-if running; then
-  echo "the local management cluster is already running (pid $(cat "$pidfile"))"
+if running "$state/management.pid"; then
+  echo "the local management cluster is already running (pid $(cat "$state/management.pid"))"
 else
-  echo "building slipway-testenv ..."
-  cargo build --quiet -p slipway-testenv --bin slipway-testenv
   rm -f "$kubeconfig"
-  nohup "$CARGO_TARGET_DIR/debug/slipway-testenv" --dir "$state/management" >"$state/management.log" 2>&1 &
-  echo $! >"$pidfile"
+  nohup "$CARGO_TARGET_DIR/debug/slipway-testenv" --dir "$management" >"$state/management.log" 2>&1 &
+  echo $! >"$state/management.pid"
   echo -n "starting the local management cluster "
   for _ in $(seq 1 120); do
-    if grep -q "control plane ready" "$state/management.log" 2>/dev/null; then break; fi
-    if ! running; then
-      echo; echo "error: the management cluster exited; its log:" >&2
-      tail -n 30 "$state/management.log" >&2
-      exit 1
+    grep -q "control plane ready" "$state/management.log" 2>/dev/null && break
+    if ! running "$state/management.pid"; then
+      echo; echo "error: the management cluster exited; its log:" >&2; tail -n 30 "$state/management.log" >&2; exit 1
     fi
     echo -n "."; sleep 0.5
   done
   echo
 fi
+export KUBECONFIG="$kubeconfig"
 
+"$slipway" init --without-manager
+if ((addons)); then
+  for bundle in config/addons/*.yaml; do kubectl apply --server-side --field-manager=slipway -f "$bundle"; done
+fi
+
+if running "$state/manager.pid"; then
+  echo "the manager is already running (pid $(cat "$state/manager.pid"))"
+else
+  nohup "$slipway" manager --leader-elect=false --metrics-addr 127.0.0.1:0 --local-state-dir "$clusters" \
+    >"$state/manager.log" 2>&1 &
+  echo $! >"$state/manager.pid"
+  echo "started the manager (log: $state/manager.log)"
+fi
+
+kubectl apply --server-side --field-manager=slipway-quickstart -f config/samples/local-cluster.yaml
+"$slipway" wait cluster local-demo --for ready --timeout 5m
+
+echo
+kubectl get clusters.slipway.dev,machinepools.slipway.dev
+"$slipway" get kubeconfig local-demo --output "$state/local-demo.kubeconfig" >/dev/null
 cat <<MSG
 
-Local management cluster: $(sed -n 's/control plane ready at //p' "$state/management.log")
-  export KUBECONFIG=$kubeconfig
-  kubectl get namespaces
+The workload cluster local-demo is Ready: its control plane runs as local processes under $clusters, its nodes are
+kwok nodes.
+  kubectl --kubeconfig $state/local-demo.kubeconfig get nodes
+  KUBECONFIG=$kubeconfig $slipway describe cluster local-demo
+  KUBECONFIG=$kubeconfig $slipway fleet
 
-Logs of etcd and kube-apiserver: $state/management/logs/
-Stop it with: hack/quickstart.sh stop
+The management cluster: export KUBECONFIG=$kubeconfig
+Logs: $state/manager.log, $management/logs/, $clusters/default/local-demo/logs/
+Stop everything: hack/quickstart.sh stop
 MSG

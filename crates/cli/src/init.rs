@@ -70,6 +70,10 @@ pub struct Args {
     /// Manager image (default: ghcr.io/slipway/slipway at this binary's version).
     #[arg(long, value_name = "IMAGE")]
     image: Option<String>,
+    /// Install the CRDs, namespace and RBAC but no manager Deployment: the manager runs elsewhere, as the
+    /// quickstart's runs on your machine (`slipway manager`).
+    #[arg(long, conflicts_with = "check")]
+    without_manager: bool,
 }
 
 /// What applying one object did.
@@ -81,7 +85,10 @@ enum Outcome {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let objects = objects(args.image.as_deref())?;
+    let mut objects = objects(args.image.as_deref())?;
+    if args.without_manager {
+        objects.retain(|o| !matches!(o["kind"].as_str(), Some("Deployment" | "Service")));
+    }
     if args.dry_run {
         let documents: anyhow::Result<Vec<String>> = objects
             .iter()

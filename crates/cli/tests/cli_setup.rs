@@ -210,3 +210,14 @@ fn run_as_kubectl_slipway_the_help_speaks_of_kubectl_slipway() {
     let help = stdout_of(&out);
     assert!(help.contains("Usage: kubectl slipway fleet"), "{help}");
 }
+
+#[tokio::test]
+async fn init_without_manager_installs_crds_and_rbac_but_no_deployment() {
+    let output = support::slipway_cli(None, &["init", "--dry-run", "--without-manager"]);
+    assert!(output.status.success(), "{output:?}");
+    let yaml = String::from_utf8(output.stdout).unwrap();
+    assert!(yaml.contains("kind: CustomResourceDefinition"), "{yaml}");
+    assert!(yaml.contains("kind: ClusterRole"), "{yaml}");
+    assert!(!yaml.contains("kind: Deployment"), "a manager Deployment was included");
+    assert!(!yaml.contains("kind: Service\n"), "a metrics Service was included");
+}
