@@ -154,6 +154,7 @@ fn on_spawner_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) 
 }
 
 static LIVE_PIDS: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+static PID_FILE_DIRS: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 static LIVE_DIRS: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 static AT_EXIT: Once = Once::new();
 
@@ -181,6 +182,30 @@ pub fn remove_dir_at_exit(dir: &Path) {
         .insert(dir.to_path_buf());
 }
 
+/// At exit, kills the process group of every `*.pid` file under `dir` (any depth). For processes that are meant
+/// to outlive their parent, such as the local provider's workload clusters, and must still not outlive a test.
+pub fn kill_pid_files_at_exit(dir: &Path) {
+    install_exit_hook();
+    PID_FILE_DIRS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(dir.to_path_buf());
+}
+
+fn pid_files(dir: &Path, found: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            pid_files(&path, found);
+        } else if path.extension().is_some_and(|e| e == "pid") {
+            found.push(path);
+        }
+    }
+}
+
 pub fn forget_dir(dir: &Path) {
     LIVE_DIRS
         .lock()
@@ -195,6 +220,20 @@ fn install_exit_hook() {
 }
 
 extern "C" fn clean_up_at_exit() {
+    if let Ok(dirs) = PID_FILE_DIRS.lock() {
+        let mut found = Vec::new();
+        for dir in dirs.iter() {
+            pid_files(dir, &mut found);
+        }
+        for file in found {
+            if let Some(pid) = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok())
+            {
+                signal_group(pid, libc::SIGKILL);
+            }
+        }
+    }
     if let Ok(pids) = LIVE_PIDS.lock() {
         for pid in pids.iter() {
             signal_group(*pid, libc::SIGKILL);

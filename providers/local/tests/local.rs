@@ -73,12 +73,16 @@ fn alive(pid: u32) -> bool {
 #[tokio::test]
 async fn local_cluster_runs_survives_a_new_provider_and_is_removed_on_delete() {
     slipway_testenv::install_crypto_provider();
-    let state = tempfile::tempdir().unwrap();
+    // Kept until the test binary exits (not removed while a failing test unwinds), so that the cluster's processes,
+    // which outlive a provider on purpose, can still be found by their pid files and killed at exit.
+    let state = tempfile::tempdir().unwrap().keep();
+    slipway_testenv::process::kill_pid_files_at_exit(&state);
+    slipway_testenv::process::remove_dir_at_exit(&state);
     let bin = slipway_testenv::bin_dir();
-    let cluster = cluster(state.path());
-    let dir = state.path().join("team-a").join("dev");
+    let cluster = cluster(state.as_path());
+    let dir = state.as_path().join("team-a").join("dev");
 
-    let provider = LocalProvider::new(state.path(), &bin);
+    let provider = LocalProvider::new(state.as_path(), &bin);
     let infrastructure = provider.reconcile_cluster(&cluster).await.unwrap();
     let (host, port) = infrastructure.endpoint.clone().unwrap();
     assert_eq!(host, "127.0.0.1");
@@ -128,7 +132,7 @@ async fn local_cluster_runs_survives_a_new_provider_and_is_removed_on_delete() {
         Timestamp::now(),
     )
     .unwrap();
-    let kubeconfig_path = state.path().join("user.kubeconfig");
+    let kubeconfig_path = state.as_path().join("user.kubeconfig");
     std::fs::write(&kubeconfig_path, &kubeconfig.yaml).unwrap();
     let kubeconfig = kube::config::Kubeconfig::read_from(&kubeconfig_path).unwrap();
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
@@ -180,7 +184,7 @@ async fn local_cluster_runs_survives_a_new_provider_and_is_removed_on_delete() {
     let apiserver = pid_of(&dir, "kube-apiserver");
     drop(provider);
     assert!(alive(apiserver), "the apiserver died with the provider");
-    let provider = LocalProvider::new(state.path(), &bin);
+    let provider = LocalProvider::new(state.as_path(), &bin);
     provider.reconcile_cluster(&cluster).await.unwrap();
     assert_eq!(
         pid_of(&dir, "kube-apiserver"),

@@ -300,6 +300,8 @@ pub fn local_manager(env: &'static TestEnv, addon_resync: Duration) -> &'static 
     static STATE: OnceLock<PathBuf> = OnceLock::new();
     STATE.get_or_init(|| {
         let state = tempfile::tempdir().unwrap().keep();
+        // Workload clusters outlive their manager on purpose; they must not outlive the test binary.
+        slipway_testenv::process::kill_pid_files_at_exit(&state);
         slipway_testenv::process::remove_dir_at_exit(&state);
         let provider = Arc::new(slipway_provider_local::LocalProvider::new(
             &state,
