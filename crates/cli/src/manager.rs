@@ -15,6 +15,7 @@ use axum::routing::get;
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 use slipway_controller::{Metrics, ProviderRegistry, Settings};
+use slipway_provider_aws::{AwsConfig, AwsProvider, SecretCredentials};
 use slipway_provider_local::LocalProvider;
 use slipway_provider_sim::SimProvider;
 use tokio::sync::watch;
@@ -63,6 +64,9 @@ pub struct Args {
     /// (default: what hack/build-k8s.sh builds).
     #[arg(long, env = "SLIPWAY_K8S_BIN")]
     local_bin_dir: Option<PathBuf>,
+    /// EC2 endpoint of the aws provider, for an EC2-compatible cloud or an emulator such as moto (default: AWS).
+    #[arg(long, env = "SLIPWAY_AWS_ENDPOINT_URL")]
+    aws_endpoint_url: Option<String>,
 }
 
 /// The Kubernetes version `hack/build-k8s.sh` builds, so the default binary directory matches it.
@@ -140,9 +144,17 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             .unwrap_or_else(|| cache_dir().join("clusters")),
         args.local_bin_dir.clone().unwrap_or_else(default_bin_dir),
     );
+    let aws = AwsProvider::new(
+        AwsConfig {
+            endpoint_url: args.aws_endpoint_url.clone(),
+            ..AwsConfig::default()
+        },
+        Arc::new(SecretCredentials::new(client.clone())),
+    );
     let providers = ProviderRegistry::new()
         .register(Arc::new(sim))
-        .register(Arc::new(local));
+        .register(Arc::new(local))
+        .register(Arc::new(aws));
     let settings = Settings {
         concurrency: args.concurrency,
         instance: identity.clone(),

@@ -218,6 +218,12 @@ async fn init_without_manager_installs_crds_and_rbac_but_no_deployment() {
     let yaml = String::from_utf8(output.stdout).unwrap();
     assert!(yaml.contains("kind: CustomResourceDefinition"), "{yaml}");
     assert!(yaml.contains("kind: ClusterRole"), "{yaml}");
-    assert!(!yaml.contains("kind: Deployment"), "a manager Deployment was included");
-    assert!(!yaml.contains("kind: Service\n"), "a metrics Service was included");
+    assert!(
+        !yaml.contains("kind: Deployment"),
+        "a manager Deployment was included"
+    );
+    assert!(
+        !yaml.contains("kind: Service\n"),
+        "a metrics Service was included"
+    );
 }

@@ -9,7 +9,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
-use slipway_provider::{ClusterInfo, Result};
+use slipway_provider::{ClusterInfo, ProviderError, Result};
 
 /// Static credentials of one account, e.g. from a Secret with the keys `AWS_ACCESS_KEY_ID`,
 /// `AWS_SECRET_ACCESS_KEY` and optionally `AWS_SESSION_TOKEN`.
@@ -101,6 +101,71 @@ pub struct DefaultChain;
 impl CredentialSource for DefaultChain {
     async fn credentials(&self, _cluster: &ClusterInfo) -> Result<Option<AwsCredentials>> {
         Ok(None)
+    }
+}
+
+/// Each cluster's credentials from the Secret its `spec.infrastructure.aws.credentialsSecretRef` names, in the
+/// Cluster's namespace (keys `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, optional `AWS_SESSION_TOKEN`). The
+/// manager hands the provider this source, with the management cluster's client, on purpose: it is the one thing
+/// the provider reads from Kubernetes.
+#[derive(Clone)]
+pub struct SecretCredentials {
+    client: kube::Client,
+}
+
+impl SecretCredentials {
+    pub fn new(client: kube::Client) -> Self {
+        Self { client }
+    }
+}
+
+#[async_trait]
+impl CredentialSource for SecretCredentials {
+    async fn credentials(&self, cluster: &ClusterInfo) -> Result<Option<AwsCredentials>> {
+        let Some(settings) = cluster.infrastructure.aws.as_ref() else {
+            return Ok(None);
+        };
+        let name = &settings.credentials_secret_ref.name;
+        let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+            kube::Api::namespaced(self.client.clone(), &cluster.namespace);
+        let secret = match secrets.get_opt(name).await {
+            Ok(Some(secret)) => secret,
+            Ok(None) => {
+                return Err(ProviderError::permanent(
+                    "CredentialsNotFound",
+                    format!(
+                        "Secret {}/{name} (spec.infrastructure.aws.credentialsSecretRef) does not exist: create it \
+                         with the keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                        cluster.namespace
+                    ),
+                ));
+            }
+            Err(e) => {
+                return Err(ProviderError::transient(
+                    "CredentialsUnreadable",
+                    format!("reading Secret {}/{name}: {e}", cluster.namespace),
+                ));
+            }
+        };
+        let data = secret.data.unwrap_or_default();
+        let key = |k: &str| {
+            data.get(k)
+                .and_then(|v| String::from_utf8(v.0.clone()).ok())
+        };
+        let missing = |k: &str| {
+            ProviderError::permanent(
+                "CredentialsIncomplete",
+                format!("Secret {}/{name} has no key {k}", cluster.namespace),
+            )
+        };
+        let access_key_id = key("AWS_ACCESS_KEY_ID").ok_or_else(|| missing("AWS_ACCESS_KEY_ID"))?;
+        let secret_access_key =
+            key("AWS_SECRET_ACCESS_KEY").ok_or_else(|| missing("AWS_SECRET_ACCESS_KEY"))?;
+        Ok(Some(AwsCredentials::new(
+            access_key_id,
+            secret_access_key,
+            key("AWS_SESSION_TOKEN"),
+        )))
     }
 }
 

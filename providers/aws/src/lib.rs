@@ -45,7 +45,9 @@ use slipway_provider::{
 };
 
 pub use client::RetryPolicy;
-pub use credentials::{AwsCredentials, CredentialSource, DefaultChain, StaticCredentials};
+pub use credentials::{
+    AwsCredentials, CredentialSource, DefaultChain, SecretCredentials, StaticCredentials,
+};
 pub use instances::ImageDefaults;
 pub use pricing::PriceTable;
 pub use tags::{
