@@ -3,7 +3,7 @@
 
 mod support;
 
-#[allow(dead_code)]
+// The aws provider's own test support (moto and an EC2 client); it allows its unused parts itself.
 #[path = "../../../providers/aws/tests/support/mod.rs"]
 mod aws_support;
 
