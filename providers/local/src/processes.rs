@@ -108,6 +108,11 @@ pub fn stop_all(dir: &ClusterDir, children: &Children) {
             signal(*pid, "KILL");
         }
     }
+    // SIGKILL is delivered asynchronously: return only once every process is gone, so that "deleted" means gone.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && pids.iter().any(|(_, pid)| alive(*pid, children)) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     children.reap();
 }
 
