@@ -3,7 +3,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::{AddonBundle, Cluster, MachinePool};
+use crate::{AddonBundle, BareMetalHost, Cluster, MachinePool};
 
 /// First line of every generated file, so nobody edits one by hand.
 const GENERATED_HEADER: &str =
@@ -11,7 +11,12 @@ const GENERATED_HEADER: &str =
 
 /// Every Slipway CRD, in the order they are best applied (a Cluster before what refers to it).
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![Cluster::crd(), MachinePool::crd(), AddonBundle::crd()]
+    vec![
+        Cluster::crd(),
+        MachinePool::crd(),
+        AddonBundle::crd(),
+        BareMetalHost::crd(),
+    ]
 }
 
 /// Every CRD as `(file name, YAML)`, file names in the kubebuilder style `<group>_<plural>.yaml`

@@ -12,6 +12,7 @@
 //! enable it through `[dev-dependencies]`, so build and test it with `cargo test -p slipway-api`.
 
 pub mod addon_bundle;
+pub mod baremetal_host;
 pub mod cluster;
 pub mod conditions;
 pub mod crd;
@@ -21,6 +22,10 @@ pub mod machine_pool;
 pub use addon_bundle::{
     AddonBundle, AddonBundleSpec, AddonBundleStatus, AddonClusterStatus, AddonMode, AddonSource,
     ConfigMapKeyRef, UrlSource,
+};
+pub use baremetal_host::{
+    BareMetalHost, BareMetalHostSpec, BareMetalHostStatus, BmcDetails, ConsumerRef, HostState,
+    ProvisioningStatus, VendorDetails,
 };
 pub use cluster::{
     ApiEndpoint, AwsSettings, BareMetalSettings, Cluster, ClusterPhase, ClusterSpec, ClusterStatus,

@@ -17,7 +17,9 @@ use kube::api::{
 use kube::runtime::wait::{await_condition, conditions::is_crd_established};
 use kube::{Client, CustomResourceExt, ResourceExt};
 use serde_json::{Value, json};
-use slipway_api::{AddonBundle, Cluster, Distribution, FIELD_MANAGER, MachinePool, conditions};
+use slipway_api::{
+    AddonBundle, BareMetalHost, Cluster, Distribution, FIELD_MANAGER, MachinePool, conditions,
+};
 use slipway_testenv::TestEnv;
 
 fn repo_path(relative: &str) -> PathBuf {
@@ -64,6 +66,7 @@ fn api_for(client: &Client, namespace: &str, doc: &Value) -> Api<DynamicObject> 
         ("slipway.dev/v1alpha1", "Cluster") => Cluster::api_resource(),
         ("slipway.dev/v1alpha1", "MachinePool") => MachinePool::api_resource(),
         ("slipway.dev/v1alpha1", "AddonBundle") => AddonBundle::api_resource(),
+        ("slipway.dev/v1alpha1", "BareMetalHost") => BareMetalHost::api_resource(),
         ("v1", "Secret") => ApiResource::erase::<Secret>(&()),
         ("v1", "ConfigMap") => ApiResource::erase::<ConfigMap>(&()),
         other => panic!("no API known for {other:?}; add it to api_for"),
@@ -146,7 +149,11 @@ async fn read_back_typed(client: &Client, namespace: &str) -> usize {
         .list(&all)
         .await;
     let bundles = bundles.expect("stored AddonBundles read as slipway_api::AddonBundle");
-    clusters.items.len() + pools.items.len() + bundles.items.len()
+    let hosts = Api::<BareMetalHost>::namespaced(client.clone(), namespace)
+        .list(&all)
+        .await;
+    let hosts = hosts.expect("stored BareMetalHosts read as slipway_api::BareMetalHost");
+    clusters.items.len() + pools.items.len() + bundles.items.len() + hosts.items.len()
 }
 
 #[tokio::test]

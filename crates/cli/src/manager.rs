@@ -16,6 +16,8 @@ use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 use slipway_controller::{Metrics, ProviderRegistry, Settings};
 use slipway_provider_aws::{AwsConfig, AwsProvider, SecretCredentials};
+use slipway_provider_baremetal::BareMetalProvider;
+use slipway_provider_baremetal::host_controller::HostControllerSettings;
 use slipway_provider_local::LocalProvider;
 use slipway_provider_sim::SimProvider;
 use tokio::sync::watch;
@@ -154,7 +156,8 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     let providers = ProviderRegistry::new()
         .register(Arc::new(sim))
         .register(Arc::new(local))
-        .register(Arc::new(aws));
+        .register(Arc::new(aws))
+        .register(Arc::new(BareMetalProvider::new(client.clone())));
     let settings = Settings {
         concurrency: args.concurrency,
         instance: identity.clone(),
@@ -173,7 +176,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
 
     if !args.leader_elect {
         ready.store(true, Ordering::Relaxed);
-        let controllers = slipway_controller::run(
+        let controllers = run_controllers(
             client,
             providers,
             metrics,
@@ -227,7 +230,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             _ = lost_rx.wait_for(|lost| *lost) => warn!("lost the leader lease; stopping controllers"),
         }
     };
-    let controllers = slipway_controller::run(client, providers, metrics, settings, shutdown);
+    let controllers = run_controllers(client, providers, metrics, settings, shutdown);
     finish_within_grace(controllers, stop_rx).await;
     let lost = !*leader.borrow();
     watcher.abort();
@@ -265,6 +268,31 @@ async fn client(qps: u64) -> anyhow::Result<Client> {
             ))
             .build()
     })
+}
+
+/// Slipway's controllers and the bare-metal host controller, until `shutdown`.
+async fn run_controllers(
+    client: Client,
+    providers: ProviderRegistry,
+    metrics: Arc<Metrics>,
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let hosts = slipway_provider_baremetal::host_controller::run(
+        client.clone(),
+        HostControllerSettings::default(),
+        stopped(stop_rx.clone()),
+    );
+    let clusters = slipway_controller::run(client, providers, metrics, settings, stopped(stop_rx));
+    tokio::join!(clusters, hosts);
 }
 
 /// How long in-flight reconciles may take after a stop was requested.

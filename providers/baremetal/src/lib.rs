@@ -1,0 +1,333 @@
+//! slipway-provider-baremetal: Slipway's machines as physical hosts, booted over Redfish.
+//!
+//! The inventory is `BareMetalHost` objects in the Cluster's namespace (one per machine: BMC address, a
+//! credentials Secret with `username` and `password`, labels). Two parts work on them:
+//!
+//! - the **host controller** ([`host_controller::run`], [`reconcile_host`]) reads each host's BMC, records
+//!   power state and vendor, and makes it `Available`; a BMC that does not answer or refuses the credentials
+//!   puts the host in `Error` with a `lastError` that says what to fix, and the host recovers by itself once
+//!   fixed. It also finishes boots and releases that the provider could not complete in one call.
+//! - the **provider** ([`BareMetalProvider`], name `baremetal`) claims an `Available` host that matches the
+//!   Cluster's `spec.infrastructure.baremetal.hostSelector` for each machine. The claim writes
+//!   `status.consumerRef` and state `Provisioning` with the resourceVersion it read, so two pools never get the
+//!   same host. It then inserts the Cluster's `imageUrl` as virtual CD, sets a one-time boot override to the CD,
+//!   and powers the host on. Deleting a machine powers its host off and ejects the image (`Deprovisioning`);
+//!   the deletion is in progress until the BMC reports the host off, then the host is `Available` again. No
+//!   free host is `ProviderError::Capacity` with reason `NoHostAvailable`. Provider IDs are
+//!   `baremetal://<namespace>/<host>`. The provider needs no controller of its own to work (the host
+//!   controller only finishes what it could not), but hosts must have been registered (`Available`) to be
+//!   claimed.
+//!
+//! # User data
+//! Redfish has no user-data channel, so the image must fetch its own. While a host is claimed, the machine's
+//! user data (the kubeadm or k3s cloud-init Slipway renders) is kept in the host's annotation
+//! `slipway.dev/user-data` (never in status, which is for observations). The installer image is expected to
+//! get it as a config drive (a second virtual media, or a URL on the kernel command line) that the manager
+//! serves from that annotation; serving it is not built yet. Anyone who can read BareMetalHosts can read the
+//! annotation, which holds a bootstrap token: restrict `get` on `baremetalhosts` accordingly.
+//!
+//! Not here: the control plane's endpoint (bare metal has no load balancer to hand out; a virtual IP setting
+//! would come with the Cluster API), firmware or RAID settings, inspection of hardware, IPMI or vendor APIs
+//! other than Redfish, and deprovisioning by wiping disks (a released host is powered off, not erased).
+
+pub mod host_controller;
+pub mod redfish;
+
+mod bmc;
+mod error;
+mod hosts;
+
+use async_trait::async_trait;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::core::Selector;
+use kube::{Api, ResourceExt};
+use slipway_api::{BareMetalHost, BareMetalSettings, HostState, MachinePhase};
+use slipway_provider::{
+    ClusterInfo, Deletion, InfrastructureProvider, InfrastructureStatus, Machine, MachineRequest,
+    MachineRole, ProviderError, Result,
+};
+
+pub use error::Error;
+pub use host_controller::{HostControllerSettings, reconcile_host, reconcile_host_with};
+pub use hosts::USER_DATA_ANNOTATION;
+pub use redfish::ClientOptions;
+
+/// The baremetal provider. Holds a client of the management cluster, where the BareMetalHosts and their
+/// credential Secrets live.
+pub struct BareMetalProvider {
+    client: kube::Client,
+    redfish: ClientOptions,
+}
+
+impl BareMetalProvider {
+    pub fn new(client: kube::Client) -> Self {
+        Self::with_options(client, ClientOptions::default())
+    }
+
+    /// A provider whose Redfish calls use `redfish` (timeouts, retries); certificate verification still
+    /// follows each host's `spec.bmc.disableCertificateVerification`.
+    pub fn with_options(client: kube::Client, redfish: ClientOptions) -> Self {
+        Self { client, redfish }
+    }
+
+    fn hosts(&self, cluster: &ClusterInfo) -> Api<BareMetalHost> {
+        Api::namespaced(self.client.clone(), &cluster.namespace)
+    }
+
+    /// Boots a claimed host unless that was done, and records when it was.
+    async fn boot(&self, api: &Api<BareMetalHost>, host: BareMetalHost) -> Result<BareMetalHost> {
+        let Some(provisioning) = host.status.as_ref().and_then(|s| s.provisioning.clone()) else {
+            return Ok(host);
+        };
+        if provisioning.booted_at.is_some() {
+            return Ok(host);
+        }
+        let booted = async {
+            let redfish = bmc::connect(&self.client, &host, &self.redfish).await?;
+            bmc::boot_from_image(&redfish, &host, &provisioning.image_url).await
+        }
+        .await;
+        let name = host.name_any();
+        let machine = consumer_machine(&host);
+        let written = hosts::update_status(api, &name, |current, status| {
+            // Only while the host still belongs to the machine we booted it for.
+            if consumer_machine(current) != machine {
+                return false;
+            }
+            match &booted {
+                Ok(()) => {
+                    if let Some(p) = status.provisioning.as_mut() {
+                        p.booted_at.get_or_insert(Time(Timestamp::now()));
+                    }
+                    status.last_error = None;
+                }
+                Err(error) => status.last_error = Some(error.to_string()),
+            }
+            true
+        })
+        .await
+        .map_err(ProviderError::from)?;
+        booted.map_err(ProviderError::from)?;
+        Ok(written.unwrap_or(host))
+    }
+}
+
+fn settings(cluster: &ClusterInfo) -> Result<&BareMetalSettings> {
+    cluster.infrastructure.baremetal.as_ref().ok_or_else(|| {
+        ProviderError::permanent(
+            "WrongProvider",
+            format!(
+                "cluster {} has no spec.infrastructure.baremetal",
+                cluster.key()
+            ),
+        )
+    })
+}
+
+fn selector(cluster: &ClusterInfo, settings: &BareMetalSettings) -> Result<Selector> {
+    Selector::try_from(settings.host_selector.clone()).map_err(|e| {
+        ProviderError::permanent(
+            "InvalidHostSelector",
+            format!(
+                "cluster {}: spec.infrastructure.baremetal.hostSelector is not a valid label selector ({e}); use matchLabels or matchExpressions with In, NotIn, Exists, DoesNotExist",
+                cluster.key()
+            ),
+        )
+    })
+}
+
+fn consumer_machine(host: &BareMetalHost) -> Option<String> {
+    host.status
+        .as_ref()
+        .and_then(|s| s.consumer_ref.as_ref())
+        .map(|c| c.machine.clone())
+}
+
+/// `baremetal://<namespace>/<host>`.
+pub fn provider_id(host: &BareMetalHost) -> String {
+    format!(
+        "baremetal://{}/{}",
+        host.namespace().unwrap_or_default(),
+        host.name_any()
+    )
+}
+
+fn to_machine(host: &BareMetalHost) -> Machine {
+    let status = host.status.clone().unwrap_or_default();
+    let provisioning = status.provisioning.as_ref();
+    let booted = provisioning.is_some_and(|p| p.booted_at.is_some());
+    let phase = match status.state {
+        Some(HostState::Provisioned) => MachinePhase::Running,
+        Some(HostState::Deprovisioning) => MachinePhase::Deleting,
+        // A BMC that stopped answering says nothing about the machine itself: its Node tells.
+        Some(HostState::Error) if booted => MachinePhase::Running,
+        _ => MachinePhase::Provisioning,
+    };
+    let created_at = provisioning
+        .and_then(|p| p.claimed_at.as_ref())
+        .or(host.metadata.creation_timestamp.as_ref())
+        .map(|t| t.0)
+        .unwrap_or_else(Timestamp::now);
+    Machine {
+        name: status
+            .consumer_ref
+            .as_ref()
+            .map(|c| c.machine.clone())
+            .unwrap_or_default(),
+        provider_id: provider_id(host),
+        phase,
+        // A real machine: whether it serves is for its Node to say.
+        ready: false,
+        template_hash: provisioning
+            .map(|p| p.template_hash.clone())
+            .unwrap_or_default(),
+        created_at,
+    }
+}
+
+#[async_trait]
+impl InfrastructureProvider for BareMetalProvider {
+    fn name(&self) -> &'static str {
+        "baremetal"
+    }
+
+    async fn reconcile_cluster(&self, cluster: &ClusterInfo) -> Result<InfrastructureStatus> {
+        let settings = settings(cluster)?;
+        selector(cluster, settings)?;
+        Ok(InfrastructureStatus {
+            ready: true,
+            message: "bare metal needs no shared infrastructure; hosts are claimed per machine"
+                .into(),
+            endpoint: None,
+            workload_api: true,
+        })
+    }
+
+    async fn delete_cluster(&self, cluster: &ClusterInfo) -> Result<Deletion> {
+        let held = hosts::list(&self.hosts(cluster), &cluster.namespace)
+            .await?
+            .into_iter()
+            .filter(|h| hosts::held_by(h, cluster, None, None))
+            .map(|h| h.name_any())
+            .collect::<Vec<_>>();
+        if held.is_empty() {
+            Ok(Deletion::Done)
+        } else {
+            Ok(Deletion::InProgress(format!(
+                "BareMetalHosts still held: {}",
+                held.join(", ")
+            )))
+        }
+    }
+
+    async fn list_machines(
+        &self,
+        cluster: &ClusterInfo,
+        role: &MachineRole,
+    ) -> Result<Vec<Machine>> {
+        Ok(hosts::list(&self.hosts(cluster), &cluster.namespace)
+            .await?
+            .iter()
+            .filter(|h| hosts::held_by(h, cluster, Some(role.group()), None))
+            .map(to_machine)
+            .collect())
+    }
+
+    async fn create_machine(
+        &self,
+        cluster: &ClusterInfo,
+        request: &MachineRequest,
+    ) -> Result<Machine> {
+        let settings = settings(cluster)?;
+        let selector = selector(cluster, settings)?;
+        let api = self.hosts(cluster);
+        let host = hosts::claim(&api, cluster, request, &selector, &settings.image_url)
+            .await?
+            .ok_or_else(|| {
+                ProviderError::capacity(
+                    "NoHostAvailable",
+                    format!(
+                        "no Available BareMetalHost in namespace {} matches spec.infrastructure.baremetal.hostSelector of cluster {} ({}); add BareMetalHosts with matching labels, or free some",
+                        cluster.namespace,
+                        cluster.name,
+                        if selector.selects_all() { "any host".to_string() } else { selector.to_string() },
+                    ),
+                )
+            })?;
+        hosts::set_user_data(&api, &host, request.user_data.as_deref()).await?;
+        let host = self.boot(&api, host).await?;
+        Ok(to_machine(&host))
+    }
+
+    async fn delete_machine(
+        &self,
+        cluster: &ClusterInfo,
+        _role: &MachineRole,
+        name: &str,
+    ) -> Result<Deletion> {
+        let api = self.hosts(cluster);
+        let Some(host) = hosts::find_held(&api, cluster, name).await? else {
+            return Ok(Deletion::Done);
+        };
+        let host_name = host.name_any();
+        let held = |h: &BareMetalHost| consumer_machine(h).as_deref() == Some(name);
+        // Deprovisioning first: if the BMC fails below, the host stays held and marked, and the host controller
+        // (or the next call) finishes the release.
+        let Some(host) = hosts::update_status(&api, &host_name, |current, status| {
+            status.state = Some(HostState::Deprovisioning);
+            held(current)
+        })
+        .await?
+        else {
+            return Ok(Deletion::Done);
+        };
+        let step = async {
+            let redfish = bmc::connect(&self.client, &host, &self.redfish).await?;
+            bmc::release_step(&redfish, &host).await
+        }
+        .await;
+        let step = match step {
+            Ok(step) => step,
+            Err(error) => {
+                let message = error.to_string();
+                hosts::update_status(&api, &host_name, |current, status| {
+                    status.last_error = Some(message.clone());
+                    held(current)
+                })
+                .await?;
+                return Err(error.into());
+            }
+        };
+        if step.done {
+            hosts::set_user_data(&api, &host, None).await?;
+        }
+        hosts::update_status(&api, &host_name, |current, status| {
+            if !held(current) {
+                return false;
+            }
+            status.power_state = step.power_state.clone();
+            status.last_error = None;
+            if step.done {
+                status.state = Some(HostState::Available);
+                status.consumer_ref = None;
+                status.provisioning = None;
+            } else if step.requested
+                && let Some(provisioning) = status.provisioning.as_mut()
+            {
+                provisioning.release_requested_at = Some(Time(Timestamp::now()));
+            }
+            true
+        })
+        .await?;
+        if !step.done {
+            return Ok(Deletion::InProgress(format!(
+                "BareMetalHost {}/{host_name} is powering off (power state {})",
+                cluster.namespace,
+                step.power_state.as_deref().unwrap_or("unknown")
+            )));
+        }
+        tracing::info!(host = %host_name, cluster = %cluster.key(), machine = name, "released BareMetalHost");
+        Ok(Deletion::Done)
+    }
+}
