@@ -26,6 +26,7 @@ async fn init_installs_crds_rbac_and_manager_and_a_second_run_changes_nothing() 
         "customresourcedefinition.apiextensions.k8s.io/clusters.slipway.dev",
         "customresourcedefinition.apiextensions.k8s.io/machinepools.slipway.dev",
         "customresourcedefinition.apiextensions.k8s.io/addonbundles.slipway.dev",
+        "customresourcedefinition.apiextensions.k8s.io/baremetalhosts.slipway.dev",
         "serviceaccount/slipway-manager",
         "clusterrole.rbac.authorization.k8s.io/slipway-manager",
         "clusterrolebinding.rbac.authorization.k8s.io/slipway-manager",
@@ -123,6 +124,7 @@ fn init_dry_run_prints_every_object_without_a_cluster() {
         kinds,
         [
             "Namespace",
+            "CustomResourceDefinition",
             "CustomResourceDefinition",
             "CustomResourceDefinition",
             "CustomResourceDefinition",
