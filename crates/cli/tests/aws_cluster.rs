@@ -32,6 +32,8 @@ fn aws_manager(env: &'static TestEnv) -> &'static str {
                 .unwrap();
             runtime.block_on(async move {
                 let moto = aws_support::Moto::start().await;
+                // This runtime never returns, so `moto` is never dropped: kill it when the test binary exits.
+                slipway_testenv::process::kill_at_exit(moto.pid());
                 let client = env.client().await;
                 let provider = AwsProvider::new(
                     AwsConfig {

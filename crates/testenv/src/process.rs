@@ -155,6 +155,7 @@ fn on_spawner_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) 
 
 static LIVE_PIDS: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
 static PID_FILE_DIRS: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+static OTHER_PIDS: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
 static LIVE_DIRS: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 static AT_EXIT: Once = Once::new();
 
@@ -192,6 +193,15 @@ pub fn kill_pid_files_at_exit(dir: &Path) {
         .insert(dir.to_path_buf());
 }
 
+/// At exit, kills `pid` (a helper such as an emulator that a test started and keeps for the whole binary).
+pub fn kill_at_exit(pid: u32) {
+    install_exit_hook();
+    OTHER_PIDS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(pid);
+}
+
 fn pid_files(dir: &Path, found: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -220,6 +230,13 @@ fn install_exit_hook() {
 }
 
 extern "C" fn clean_up_at_exit() {
+    if let Ok(pids) = OTHER_PIDS.lock() {
+        for pid in pids.iter() {
+            unsafe {
+                libc::kill(*pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+    }
     if let Ok(dirs) = PID_FILE_DIRS.lock() {
         let mut found = Vec::new();
         for dir in dirs.iter() {

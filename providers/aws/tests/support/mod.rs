@@ -134,6 +134,13 @@ impl Moto {
     }
 }
 
+impl Moto {
+    /// The moto_server process, for tests that keep it until their binary exits.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
