@@ -12,6 +12,10 @@ cache="${SLIPWAY_CACHE:-$HOME/.cache/slipway}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 # Two cores: keep the linker's memory in check while test binaries build side by side.
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+# CI builds each clone once: incremental compilation data would only fill the disk (25 GB after a day of runs).
+if [[ "${CI:-}" == "true" ]]; then
+  export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+fi
 
 step() { printf '\n==> %s\n' "$*"; }
 started=$(date +%s)
