@@ -14,50 +14,44 @@ use aws_sdk_ec2::types::Filter;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, PostParams};
 use slipway_api::{Cluster, MachinePool};
-use slipway_controller::{Metrics, ProviderRegistry, Settings};
+use slipway_controller::{ProviderRegistry, Settings};
 use slipway_provider_aws::{AwsConfig, AwsProvider, SecretCredentials};
 use slipway_testenv::TestEnv;
 use support::{apply, env, eventually, wait_ready};
 
-/// One moto and one manager with the aws provider (credentials from Secrets) per test binary.
+/// One moto and one manager with the aws provider (credentials from Secrets) per test binary; returns moto's URL.
 fn aws_manager(env: &'static TestEnv) -> &'static str {
-    static MOTO_URL: OnceLock<String> = OnceLock::new();
-    MOTO_URL.get_or_init(|| {
-        let (url_tx, url_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let moto = aws_support::Moto::start().await;
-                // This runtime never returns, so `moto` is never dropped: kill it when the test binary exits.
-                slipway_testenv::process::kill_at_exit(moto.pid());
-                let client = env.client().await;
+    static MOTO: OnceLock<aws_support::Moto> = OnceLock::new();
+    let moto = MOTO.get_or_init(|| {
+        // Started on a runtime of its own: moto is a process, it outlives that runtime. A `static` is never dropped,
+        // so it is killed when the test binary exits.
+        let moto = std::thread::spawn(|| {
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(aws_support::Moto::start())
+        })
+        .join()
+        .unwrap();
+        slipway_testenv::process::kill_at_exit(moto.pid());
+        let url = moto.url.clone();
+        support::run_manager(
+            env,
+            move |client| {
                 let provider = AwsProvider::new(
                     AwsConfig {
-                        endpoint_url: Some(moto.url.clone()),
+                        endpoint_url: Some(url),
                         retry: aws_support::fast_retries(),
                         ..AwsConfig::default()
                     },
                     Arc::new(SecretCredentials::new(client.clone())),
                 );
-                url_tx.send(moto.url.clone()).unwrap();
-                let providers = ProviderRegistry::new().register(Arc::new(provider));
-                slipway_controller::run(
-                    client,
-                    providers,
-                    Arc::new(Metrics::new()),
-                    Settings::default(),
-                    std::future::pending(),
-                )
-                .await;
-                drop(moto);
-            });
-        });
-        url_rx.recv().unwrap()
-    })
+                ProviderRegistry::new().register(Arc::new(provider))
+            },
+            Settings::default(),
+        );
+        moto
+    });
+    &moto.url
 }
 
 fn aws_cluster(name: &str, secret: &str, workers: u32) -> String {
@@ -181,16 +175,7 @@ async fn aws_cluster_becomes_ready_on_moto_and_leaves_no_instance_behind() {
         .delete("east", &DeleteParams::default())
         .await
         .unwrap();
-    let clusters: Api<Cluster> = Api::namespaced(client.clone(), &ns);
-    eventually("cluster gone", Duration::from_secs(120), || async {
-        match clusters.get_opt("east").await.map_err(|e| e.to_string())? {
-            None => Ok(()),
-            Some(c) => Err(support::condition_summary(
-                &c.status.map(|s| s.conditions).unwrap_or_default(),
-            )),
-        }
-    })
-    .await;
+    support::wait_deleted(&client, &ns, "east", Duration::from_secs(120)).await;
     assert!(
         live_instances(&ec2, &key).await.is_empty(),
         "instances left behind"

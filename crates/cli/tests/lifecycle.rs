@@ -365,18 +365,7 @@ async fn an_expired_ttl_deletes_the_cluster() {
         .0;
     assert_eq!(expires.duration_since(created).as_secs(), 8);
 
-    let clusters: Api<Cluster> = Api::namespaced(client.clone(), &ns);
-    eventually("cluster deleted at expiry", TIMEOUT, || async {
-        match clusters
-            .get_opt("epsilon")
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            None => Ok(()),
-            Some(_) => Err("still there".to_string()),
-        }
-    })
-    .await;
+    support::wait_deleted(&client, &ns, "epsilon", TIMEOUT).await;
     let gone_at = k8s_openapi::jiff::Timestamp::now();
     assert!(gone_at >= expires, "deleted before it expired");
     assert!(machines_of(sim, &ns, "epsilon").is_empty());
@@ -490,14 +479,7 @@ async fn user_provided_ca_is_used_as_it_is_and_kept_after_deletion() {
         .delete("eta", &DeleteParams::default())
         .await
         .unwrap();
-    let clusters: Api<Cluster> = Api::namespaced(client.clone(), &ns);
-    eventually("cluster gone", TIMEOUT, || async {
-        match clusters.get_opt("eta").await.map_err(|e| e.to_string())? {
-            None => Ok(()),
-            Some(_) => Err("still there".to_string()),
-        }
-    })
-    .await;
+    support::wait_deleted(&client, &ns, "eta", TIMEOUT).await;
     assert!(
         secrets.get_opt("eta-ca").await.unwrap().is_some(),
         "the user's CA Secret was deleted"

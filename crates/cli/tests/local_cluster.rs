@@ -128,20 +128,7 @@ async fn sample_local_cluster_becomes_ready_scales_and_leaves_nothing_behind() {
         .delete("local-demo", &DeleteParams::default())
         .await
         .unwrap();
-    let clusters: Api<Cluster> = Api::namespaced(client.clone(), &ns);
-    eventually("cluster gone", Duration::from_secs(60), || async {
-        match clusters
-            .get_opt("local-demo")
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            None => Ok(()),
-            Some(c) => Err(support::condition_summary(
-                &c.status.map(|s| s.conditions).unwrap_or_default(),
-            )),
-        }
-    })
-    .await;
+    support::wait_deleted(&client, &ns, "local-demo", Duration::from_secs(60)).await;
     for pid in pids {
         let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
             s.rsplit_once(')')

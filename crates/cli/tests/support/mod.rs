@@ -55,30 +55,51 @@ pub fn manager(env: &'static TestEnv) -> &'static Arc<SimProvider> {
     MANAGER.get_or_init(|| {
         let sim = Arc::new(SimProvider::new());
         let provider = sim.clone();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let client = env.client().await;
-                let providers = ProviderRegistry::new().register(provider);
-                ready_tx.send(()).unwrap();
-                slipway_controller::run(
-                    client,
-                    providers,
-                    Arc::new(Metrics::new()),
-                    Settings::default(),
-                    std::future::pending(),
-                )
-                .await;
-            });
-        });
-        ready_rx.recv().unwrap();
+        run_manager(
+            env,
+            |_| ProviderRegistry::new().register(provider),
+            Settings::default(),
+        );
         sim
     })
+}
+
+/// Runs the controllers on a runtime and thread of their own until the test binary exits: each `#[tokio::test]`
+/// has its own runtime, which ends with the test, and the manager must outlive every test. `providers` gets the
+/// manager's client, for providers that read the management cluster.
+pub fn run_manager(
+    env: &'static TestEnv,
+    providers: impl FnOnce(&Client) -> ProviderRegistry + Send + 'static,
+    settings: Settings,
+) {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let client = env.client().await;
+            let providers = providers(&client);
+            let metrics = Arc::new(Metrics::new());
+            slipway_controller::run(client, providers, metrics, settings, std::future::pending())
+                .await;
+        });
+    });
+}
+
+/// Waits until the Cluster is gone from the apiserver (its finalizer done); on timeout, shows its conditions.
+pub async fn wait_deleted(client: &Client, namespace: &str, name: &str, timeout: Duration) {
+    let api: Api<Cluster> = Api::namespaced(client.clone(), namespace);
+    eventually(&format!("Cluster {name} deleted"), timeout, || async {
+        match api.get_opt(name).await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(c) => Err(condition_summary(
+                &c.status.map(|s| s.conditions).unwrap_or_default(),
+            )),
+        }
+    })
+    .await;
 }
 
 /// Server-side applies every document of `yaml` into `namespace`.
@@ -311,25 +332,11 @@ pub fn local_manager(env: &'static TestEnv, addon_resync: Duration) -> &'static 
             addon_resync,
             ..Settings::default()
         };
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let client = env.client().await;
-                let providers = ProviderRegistry::new().register(provider);
-                slipway_controller::run(
-                    client,
-                    providers,
-                    Arc::new(Metrics::new()),
-                    settings,
-                    std::future::pending(),
-                )
-                .await;
-            });
-        });
+        run_manager(
+            env,
+            |_| ProviderRegistry::new().register(provider),
+            settings,
+        );
         state
     })
 }
