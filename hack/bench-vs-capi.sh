@@ -10,7 +10,9 @@
 # configurations and ClusterClass are read from the Go module cache at run time. The managers run with their shipped
 # defaults plus ClusterTopology=true; their webhooks are served on local ports with a CA generated per run.
 # Any component that fails to build or start fails the script (non-zero, with the reason); a table is printed only
-# when both sides finished. Results and how to read them: docs/benchmarks.md.
+# when both sides ran (exit code 3 when one did not bring all clusters up before the timeout: the table then says how
+# far it got). The managers' logs and both sides' measurements (JSON) stay in the work directory it names.
+# Results and how to read them: docs/benchmarks.md.
 set -euo pipefail
 
 usage="usage: hack/bench-vs-capi.sh N [bench-vs-capi flags]   (N: how many clusters per side, e.g. 10, 100, 1000)"
@@ -137,7 +139,9 @@ cleanup() {
   local status=$?
   stop_all
   if ((status == 0)); then
-    rm -rf "$work"
+    # Keep the managers' logs and the measurements (small); drop the etcd data (large).
+    rm -rf "$work"/*/apiserver/etcd
+    echo "logs and measurements (capi.json, slipway.json) are in $work" >&2
   else
     echo "the benchmark failed (exit code $status); logs kept in $work" >&2
   fi
