@@ -9,6 +9,9 @@ use crate::context::Context;
 
 const BASE: Duration = Duration::from_secs(1);
 const CAP: Duration = Duration::from_secs(300);
+/// How often an object short of capacity (no free host, a quota) looks again. Not a failure that grows: capacity
+/// comes back when someone frees or adds it, and should be noticed within this long.
+const CAPACITY_RETRY: Duration = Duration::from_secs(15);
 
 /// Records one more failure of `key` and returns how long to wait before the next try.
 pub fn next_delay(ctx: &Context, key: &str) -> Duration {
@@ -16,6 +19,11 @@ pub fn next_delay(ctx: &Context, key: &str) -> Duration {
     let count = failures.entry(key.to_string()).or_default();
     *count = count.saturating_add(1);
     delay_for(*count, rand::rng().random_range(0.8..1.2))
+}
+
+/// When an object that found no capacity looks again: `CAPACITY_RETRY`, with jitter.
+pub fn capacity_retry() -> Duration {
+    CAPACITY_RETRY.mul_f64(rand::rng().random_range(0.8..1.2))
 }
 
 /// Forgets the failures of `key` after a successful reconcile.
@@ -38,6 +46,14 @@ mod tests {
     fn delay_doubles_per_failure_up_to_the_cap() {
         let delays: Vec<u64> = (1..=12).map(|n| delay_for(n, 1.0).as_secs()).collect();
         assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+    }
+
+    #[test]
+    fn capacity_is_looked_at_again_slowly_and_steadily() {
+        for _ in 0..100 {
+            let delay = capacity_retry();
+            assert!((Duration::from_secs(12)..=Duration::from_secs(18)).contains(&delay));
+        }
     }
 
     #[test]

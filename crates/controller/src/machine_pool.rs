@@ -12,7 +12,7 @@ use slipway_api::conditions::{
     self, CONTROL_PLANE_READY, READY, ROLLING_OUT, SCALING_DOWN, SCALING_UP,
 };
 use slipway_api::{Cluster, MachinePool, MachinePoolStatus, MachineStatus};
-use slipway_provider::MachineRole;
+use slipway_provider::{MachineRole, ProviderError};
 use tracing::info;
 
 use crate::cluster::{cluster_info, is_paused, report_machine_changes};
@@ -20,7 +20,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::machines::{self, Boot, GroupSpec};
 use crate::status::{apply_if_changed, condition, set_all};
-use crate::{MACHINE_POOL_FINALIZER, PAUSED_ANNOTATION, POOL_LABEL, finalizer};
+use crate::{MACHINE_POOL_FINALIZER, PAUSED_ANNOTATION, POOL_LABEL, backoff, finalizer};
 
 pub const CONTROLLER: &str = "machinepool";
 
@@ -139,9 +139,10 @@ pub async fn reconcile(pool: Arc<MachinePool>, ctx: Arc<Context>) -> Result<Acti
         max_surge: usize::try_from(pool.spec.strategy.max_surge).unwrap_or(0),
         max_unavailable: usize::try_from(pool.spec.strategy.max_unavailable).unwrap_or(0),
     };
-    let group = match machines::converge(&ctx, provider.as_ref(), &info, &spec, Boot::Nothing).await
-    {
-        Ok(group) => group,
+    let boot = Boot::Nothing;
+    let step = match machines::converge_step(&ctx, provider.as_ref(), &info, &spec, boot).await {
+        Ok(step) => step,
+        // Nothing is known of the machines: say why, and keep what the status said of them.
         Err(error) => {
             if let Error::Provider { source, .. } = &error {
                 conditions::set(
@@ -171,6 +172,7 @@ pub async fn reconcile(pool: Arc<MachinePool>, ctx: Arc<Context>) -> Result<Acti
             return Err(error);
         }
     };
+    let group = step.state;
     report_machine_changes(
         &ctx,
         pool.as_ref(),
@@ -265,12 +267,51 @@ pub async fn reconcile(pool: Arc<MachinePool>, ctx: Arc<Context>) -> Result<Acti
             ),
         ],
     );
+    // A step that stopped halfway: the machines above are what there is, and the conditions say what stopped it.
+    if let Some(Error::Provider { source, .. }) = &step.failure {
+        let message = format!("{summary}; {source}");
+        let mut failed = vec![condition(
+            READY,
+            false,
+            source.reason(),
+            &message,
+            generation,
+        )];
+        if scaling_up {
+            failed.push(condition(
+                SCALING_UP,
+                true,
+                source.reason(),
+                &message,
+                generation,
+            ));
+        }
+        if scaling_down {
+            failed.push(condition(
+                SCALING_DOWN,
+                true,
+                source.reason(),
+                &message,
+                generation,
+            ));
+        }
+        set_all(&mut status.conditions, failed);
+    }
     apply_if_changed(&api, &pool.name_any(), old, &status).await?;
-    Ok(if ready {
-        Action::await_change()
-    } else {
-        Action::requeue(POLL)
-    })
+    match step.failure {
+        None => Ok(if ready {
+            Action::await_change()
+        } else {
+            Action::requeue(POLL)
+        }),
+        // No room for another machine right now (no free host, a quota): the condition says so, and the pool
+        // looks again at a slow pace instead of retrying as a failure.
+        Some(Error::Provider {
+            source: ProviderError::Capacity { .. },
+            ..
+        }) => Ok(Action::requeue(backoff::capacity_retry())),
+        Some(error) => Err(error),
+    }
 }
 
 /// Deletes every machine of the pool, then lets the object go.

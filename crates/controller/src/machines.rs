@@ -133,7 +133,8 @@ impl GroupState {
     }
 }
 
-/// Lists the group, carries out one [`plan`], and returns the group as it now is.
+/// Lists the group, carries out one [`plan`], and returns the group as it now is; the first provider failure
+/// is an error. See [`converge_step`] for the group as far as it got when a step fails halfway.
 pub async fn converge(
     ctx: &Context,
     provider: &dyn InfrastructureProvider,
@@ -141,6 +142,34 @@ pub async fn converge(
     spec: &GroupSpec,
     boot: Boot<'_>,
 ) -> Result<GroupState> {
+    let step = converge_step(ctx, provider, cluster, spec, boot).await?;
+    match step.failure {
+        Some(error) => Err(error),
+        None => Ok(step.state),
+    }
+}
+
+/// One step towards the spec, and how it ended.
+#[derive(Debug)]
+pub struct Step {
+    /// The group as it is after the step, including what the step made or removed before any failure.
+    pub state: GroupState,
+    /// The first provider failure of the step, if any.
+    pub failure: Option<Error>,
+}
+
+/// Lists the group and carries out one [`plan`]. A failing create or delete does not lose what the step did
+/// before it: the machines that exist are in the returned state, and the failure beside it. Every planned
+/// deletion is tried (hosts fail independently); creation stops at the first failure, since the next create
+/// would mostly meet the same shortage or refusal. Errors only when nothing is known (the listing failed, the
+/// user data could not be rendered).
+pub async fn converge_step(
+    ctx: &Context,
+    provider: &dyn InfrastructureProvider,
+    cluster: &ClusterInfo,
+    spec: &GroupSpec,
+    boot: Boot<'_>,
+) -> Result<Step> {
     let hash = template_hash(&spec.role, &spec.kubernetes_version, &spec.settings);
     let provider_error = |source| Error::Provider {
         provider: provider.name().to_string(),
@@ -165,15 +194,20 @@ pub async fn converge(
         hash: hash.clone(),
         ..Default::default()
     };
+    let mut failure = None;
     for name in &step.delete {
         let outcome = provider.delete_machine(cluster, &spec.role, name).await;
-        match call(ctx, provider, "delete_machine", outcome).map_err(provider_error)? {
-            Deletion::Done => machines.retain(|m| &m.name != name),
-            Deletion::InProgress(_) => {
+        match call(ctx, provider, "delete_machine", outcome) {
+            Ok(Deletion::Done) => machines.retain(|m| &m.name != name),
+            Ok(Deletion::InProgress(_)) => {
                 if let Some(m) = machines.iter_mut().find(|m| &m.name == name) {
                     m.phase = MachinePhase::Deleting;
                     m.ready = false;
                 }
+            }
+            Err(source) => {
+                failure.get_or_insert(provider_error(source));
+                continue;
             }
         }
         state.deleted.push(name.clone());
@@ -188,9 +222,16 @@ pub async fn converge(
             user_data: user_data.clone(),
         };
         let outcome = provider.create_machine(cluster, &request).await;
-        let machine = call(ctx, provider, "create_machine", outcome).map_err(provider_error)?;
-        machines.push(machine);
-        state.created.push(name.clone());
+        match call(ctx, provider, "create_machine", outcome) {
+            Ok(machine) => {
+                machines.push(machine);
+                state.created.push(name.clone());
+            }
+            Err(source) => {
+                failure.get_or_insert(provider_error(source));
+                break;
+            }
+        }
     }
     machines.sort_by(|a, b| a.name.cmp(&b.name));
     state.ready = machines
@@ -202,7 +243,7 @@ pub async fn converge(
         .filter(|m| m.template_hash == hash && m.phase != MachinePhase::Deleting)
         .count();
     state.machines = machines;
-    Ok(state)
+    Ok(Step { state, failure })
 }
 
 /// Deletes every machine of a group; true once none is left.

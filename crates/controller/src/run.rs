@@ -14,6 +14,7 @@ use kube::runtime::reflector::{self, reflector};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use slipway_api::{AddonBundle, Cluster, MachinePool};
+use slipway_provider::ProviderError;
 use tracing::{Instrument, info_span, warn};
 
 use crate::context::{Context, ProviderRegistry};
@@ -245,7 +246,20 @@ fn error_policy(
     ctx: &Context,
 ) -> Action {
     ctx.metrics.failed(controller, error.metric_label());
-    let delay = backoff::next_delay(ctx, &key(controller, obj));
+    // Short of capacity is a wait, not a fault: a steady slow look again instead of a growing backoff that would
+    // notice a freed host only minutes later.
+    let capacity = matches!(
+        error,
+        Error::Provider {
+            source: ProviderError::Capacity { .. },
+            ..
+        }
+    );
+    let delay = if capacity {
+        backoff::capacity_retry()
+    } else {
+        backoff::next_delay(ctx, &key(controller, obj))
+    };
     warn!(controller, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(), %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }

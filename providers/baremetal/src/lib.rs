@@ -12,11 +12,13 @@
 //!   `status.consumerRef` and state `Provisioning` with the resourceVersion it read, so two pools never get the
 //!   same host. It then inserts the Cluster's `imageUrl` as virtual CD, sets a one-time boot override to the CD,
 //!   and powers the host on. Deleting a machine powers its host off and ejects the image (`Deprovisioning`);
-//!   the deletion is in progress until the BMC reports the host off, then the host is `Available` again. No
-//!   free host is `ProviderError::Capacity` with reason `NoHostAvailable`. Provider IDs are
-//!   `baremetal://<namespace>/<host>`. The provider needs no controller of its own to work (the host
-//!   controller only finishes what it could not), but hosts must have been registered (`Available`) to be
-//!   claimed.
+//!   the deletion is in progress until the BMC reports the host off, then the host is `Available` again. A
+//!   machine is ready once its host is `Provisioned` (booted from the image and on), the way a cloud instance
+//!   is ready once it runs; that the machine joined as a Node is for the Node to say. No free host is
+//!   `ProviderError::Capacity` with reason `NoHostAvailable`. Provider IDs are
+//!   `baremetal://<namespace>/<host>`. The provider relies on the host controller for two things: hosts must
+//!   have been registered (`Available`) to be claimed, and it is the host controller that sees a booted host
+//!   on and calls it `Provisioned`. `slipway manager` runs both.
 //!
 //! # User data
 //! Redfish has no user-data channel, so the image must fetch its own. While a host is claimed, the machine's
@@ -177,8 +179,9 @@ fn to_machine(host: &BareMetalHost) -> Machine {
             .unwrap_or_default(),
         provider_id: provider_id(host),
         phase,
-        // A real machine: whether it serves is for its Node to say.
-        ready: false,
+        // Booted from the image and powered on (or booted, with a BMC that stopped answering): as far as the
+        // infrastructure can tell, the machine runs. Whether it serves as a node is for its Node to say.
+        ready: phase == MachinePhase::Running,
         template_hash: provisioning
             .map(|p| p.template_hash.clone())
             .unwrap_or_default(),
