@@ -7,6 +7,10 @@
 #   hack/quickstart.sh            start everything and wait for the sample cluster
 #   hack/quickstart.sh --addons   also install the default add-on bundles (config/addons: flannel, cert-manager,
 #                                 external-dns), which download their manifests from the projects' releases
+#   hack/quickstart.sh --addons-mirror DIR
+#                                 the same bundles, their manifests served from DIR on a loopback port instead (for
+#                                 a machine without internet; files are found by name, e.g. kube-flannel.yml, and
+#                                 must still match the bundles' sha256 pins)
 #   hack/quickstart.sh stop       stop the manager, the workload clusters and the management cluster
 set -euo pipefail
 
@@ -30,20 +34,32 @@ stop() {
     while running "$state/manager.pid"; do sleep 0.2; done
     echo "stopped the manager"
   fi
+  if running "$state/mirror.pid"; then
+    kill "$(cat "$state/mirror.pid")"
+    echo "stopped the add-on mirror"
+  fi
   if running "$state/management.pid"; then
     kill "$(cat "$state/management.pid")"
     while running "$state/management.pid"; do sleep 0.2; done
     echo "stopped the local management cluster (its data stays in $management)"
   fi
-  rm -f "$state/manager.pid" "$state/management.pid"
+  rm -f "$state/manager.pid" "$state/management.pid" "$state/mirror.pid"
 }
 
+usage="usage: hack/quickstart.sh [--addons | --addons-mirror DIR | stop]"
 addons=0
+mirror=""
 case "${1:-}" in
   stop) stop; exit 0 ;;
   --addons) addons=1 ;;
+  --addons-mirror)
+    addons=1
+    mirror="${2:-}"
+    [[ -d "$mirror" ]] || { echo "error: --addons-mirror needs a directory with the manifests; $usage" >&2; exit 2; }
+    mirror="$(cd "$mirror" && pwd)"
+    ;;
   "") ;;
-  *) echo "usage: hack/quickstart.sh [--addons | stop]" >&2; exit 2 ;;
+  *) echo "$usage" >&2; exit 2 ;;
 esac
 
 for tool in cargo go; do
@@ -73,7 +89,29 @@ fi
 export KUBECONFIG="$kubeconfig"
 
 "$slipway" init --without-manager
-if ((addons)); then
+if [[ -n "$mirror" ]]; then
+  # Each bundle's file, found by name under the mirror, served as-is: the sha256 pins still decide.
+  served="$state/mirror"
+  rm -rf "$served" && mkdir -p "$served"
+  for url in $(grep -ho 'url: http[^ ]*' config/addons/*.yaml | cut -d' ' -f2); do
+    name="${url##*/}"
+    found="$(find "$mirror" -name "$name" -type f | head -n 1)"
+    [[ -n "$found" ]] || { echo "error: $mirror has no $name (needed by $url)" >&2; exit 1; }
+    ln -sf "$found" "$served/$name"
+  done
+  if ! running "$state/mirror.pid"; then
+    port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    nohup python3 -m http.server --bind 127.0.0.1 --directory "$served" "$port" >"$state/mirror.log" 2>&1 &
+    echo $! >"$state/mirror.pid"
+    echo "$port" >"$state/mirror.port"
+    echo "serving the add-on manifests from $mirror on 127.0.0.1:$port"
+  fi
+  port="$(cat "$state/mirror.port")"
+  for bundle in config/addons/*.yaml; do
+    sed -E "s#url: https?://[^ ]*/([^/ ]+)\$#url: http://127.0.0.1:$port/\1#" "$bundle" |
+      kubectl apply --server-side --field-manager=slipway -f -
+  done
+elif ((addons)); then
   for bundle in config/addons/*.yaml; do kubectl apply --server-side --field-manager=slipway -f "$bundle"; done
 fi
 

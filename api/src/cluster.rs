@@ -45,6 +45,14 @@ use crate::machine::MachineSettings;
     )
     .message(
         "metadata.name: use at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit"
+    ),
+    // The local provider runs kube-apiserver and friends itself, as kubeadm lays them out; k3s would be one binary
+    // it does not build.
+    validation = Rule::new(
+        "!has(self.spec.infrastructure.local) || !has(self.spec.kubernetes.distribution) || self.spec.kubernetes.distribution != 'k3s'"
+    )
+    .message(
+        "spec.kubernetes.distribution: the local provider runs kubeadm-style control planes only; set distribution: kubeadm, or use another provider for k3s"
     )
 )]
 #[serde(rename_all = "camelCase")]

@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use crate::error::{Error, Result};
 use crate::kubeconfig::AdminKubeconfig;
 use crate::pki::{CertificateAuthority, ClusterPki, ServiceAccountKey};
+use crate::token::BootstrapToken;
 
 /// The type Cluster API gives its cluster Secrets.
 pub const SECRET_TYPE: &str = "cluster.x-k8s.io/secret";
@@ -27,6 +28,8 @@ pub enum Purpose {
     FrontProxy,
     ServiceAccount,
     Kubeconfig,
+    /// The token joining machines get (a copy of the one in the workload cluster's `kube-system`).
+    JoinToken,
 }
 
 impl Purpose {
@@ -44,10 +47,12 @@ impl Purpose {
             Self::FrontProxy => "proxy",
             Self::ServiceAccount => "sa",
             Self::Kubeconfig => "kubeconfig",
+            Self::JoinToken => "bootstrap-token",
         }
     }
 
-    /// `<cluster>-ca`, `<cluster>-etcd`, `<cluster>-proxy`, `<cluster>-sa`, `<cluster>-kubeconfig`.
+    /// `<cluster>-ca`, `<cluster>-etcd`, `<cluster>-proxy`, `<cluster>-sa`, `<cluster>-kubeconfig`,
+    /// `<cluster>-bootstrap-token`.
     pub fn secret_name(self, cluster: &str) -> String {
         format!("{cluster}-{}", self.suffix())
     }
@@ -173,6 +178,28 @@ pub fn kubeconfig_secret(
         ),
     ]));
     secret
+}
+
+/// `<cluster>-bootstrap-token`: the join token of the cluster's machines, kept in the management cluster so every
+/// machine created while it is valid gets the same one.
+pub fn join_token_secret(
+    cluster: &str,
+    token: &BootstrapToken,
+    owner: Option<OwnerReference>,
+) -> Secret {
+    secret(cluster, Purpose::JoinToken, token.data(), owner)
+}
+
+/// The join token in a `<cluster>-bootstrap-token` Secret.
+pub fn join_token_from_secret(secret: &Secret) -> Result<BootstrapToken> {
+    secret
+        .data
+        .as_ref()
+        .and_then(BootstrapToken::from_data)
+        .ok_or_else(|| Error::InvalidSecret {
+            secret: secret.metadata.name.clone().unwrap_or_default(),
+            what: "no well-formed token-id, token-secret and expiration".into(),
+        })
 }
 
 /// The validity recorded on a kubeconfig Secret, if it carries Slipway's annotations.

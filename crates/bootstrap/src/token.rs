@@ -37,12 +37,17 @@ fn random(len: usize) -> String {
         .collect()
 }
 
+/// Expirations are written in RFC 3339 without fractions, as kubeadm writes them.
+fn whole_seconds(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
 impl BootstrapToken {
     pub fn generate(now: Timestamp) -> Self {
         Self {
             id: random(6),
             secret: random(16),
-            expires_at: now + TOKEN_TTL,
+            expires_at: whole_seconds(now) + TOKEN_TTL,
         }
     }
 
@@ -57,9 +62,46 @@ impl BootstrapToken {
         now + TOKEN_TTL / 3 >= self.expires_at
     }
 
-    /// The `kube-system/bootstrap-token-<id>` Secret that makes the workload cluster accept the token.
-    pub fn secret(&self) -> Secret {
-        let data: BTreeMap<String, ByteString> = [
+    /// What to do with the token a cluster hands to joining machines: a missing or expired token is replaced, one
+    /// in the last third of its life is extended (a machine that already boots with it must still be let in), and
+    /// any other is kept as it is.
+    pub fn renewal(current: Option<&Self>, now: Timestamp) -> Renewal {
+        match current {
+            None => Renewal::Replace,
+            Some(token) if token.expires_at <= now => Renewal::Replace,
+            Some(token) if token.needs_refresh(now) => Renewal::Extend,
+            Some(_) => Renewal::Keep,
+        }
+    }
+
+    /// The same token, valid for a full [`TOKEN_TTL`] from `now`.
+    pub fn extended(&self, now: Timestamp) -> Self {
+        Self {
+            expires_at: whole_seconds(now) + TOKEN_TTL,
+            ..self.clone()
+        }
+    }
+
+    /// The token in a Secret's data, as [`BootstrapToken::data`] writes it; `None` when a key is missing or
+    /// malformed.
+    pub fn from_data(data: &BTreeMap<String, ByteString>) -> Option<Self> {
+        let text = |key: &str| {
+            data.get(key)
+                .and_then(|v| String::from_utf8(v.0.clone()).ok())
+        };
+        let token = Self {
+            id: text("token-id")?,
+            secret: text("token-secret")?,
+            expires_at: text("expiration")?.parse().ok()?,
+        };
+        let well_formed =
+            |s: &str, len: usize| s.len() == len && s.bytes().all(|b| ALPHABET.contains(&b));
+        (well_formed(&token.id, 6) && well_formed(&token.secret, 16)).then_some(token)
+    }
+
+    /// The Secret data of a bootstrap token: id, secret, expiration and what the token may be used for.
+    pub fn data(&self) -> BTreeMap<String, ByteString> {
+        [
             ("token-id", self.id.clone()),
             ("token-secret", self.secret.clone()),
             ("expiration", self.expires_at.to_string()),
@@ -76,7 +118,11 @@ impl BootstrapToken {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), ByteString(v.into_bytes())))
-        .collect();
+        .collect()
+    }
+
+    /// The `kube-system/bootstrap-token-<id>` Secret that makes the workload cluster accept the token.
+    pub fn secret(&self) -> Secret {
         Secret {
             metadata: ObjectMeta {
                 name: Some(format!("bootstrap-token-{}", self.id)),
@@ -84,8 +130,16 @@ impl BootstrapToken {
                 ..Default::default()
             },
             type_: Some("bootstrap.kubernetes.io/token".into()),
-            data: Some(data),
+            data: Some(self.data()),
             ..Default::default()
         }
     }
+}
+
+/// See [`BootstrapToken::renewal`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    Keep,
+    Extend,
+    Replace,
 }

@@ -171,7 +171,8 @@ fn client_certificates_are_renewed_at_half_life() {
 
 #[test]
 fn bootstrap_tokens_have_the_kubernetes_format_and_expire_in_15_minutes() {
-    let now = Timestamp::now();
+    // Expirations are whole seconds, as kubeadm writes them.
+    let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap();
     let token = BootstrapToken::generate(now);
     let text = token.token();
     let (id, secret) = text.split_once('.').unwrap();
@@ -215,6 +216,65 @@ fn bootstrap_tokens_have_the_kubernetes_format_and_expire_in_15_minutes() {
         !format!("{token:?}").contains(secret),
         "Debug must not print the token secret"
     );
+}
+
+#[test]
+fn a_join_token_is_replaced_when_missing_or_expired_extended_late_in_life_and_kept_otherwise() {
+    use slipway_bootstrap::token::Renewal;
+    let now = Timestamp::from_second(2_000_000_000).unwrap();
+    let token = BootstrapToken::generate(now);
+    assert_eq!(BootstrapToken::renewal(None, now), Renewal::Replace);
+    assert_eq!(BootstrapToken::renewal(Some(&token), now), Renewal::Keep);
+    let late = now + SignedDuration::from_mins(11);
+    assert_eq!(BootstrapToken::renewal(Some(&token), late), Renewal::Extend);
+    let expired = now + SignedDuration::from_mins(15);
+    assert_eq!(
+        BootstrapToken::renewal(Some(&token), expired),
+        Renewal::Replace
+    );
+
+    let extended = token.extended(late);
+    assert_eq!(
+        (extended.id.as_str(), extended.secret.as_str()),
+        (token.id.as_str(), token.secret.as_str()),
+        "an extended token is the same token: machines booting with it still get in"
+    );
+    assert_eq!(extended.expires_at, late + SignedDuration::from_mins(15));
+    assert_eq!(
+        BootstrapToken::renewal(Some(&extended), late),
+        Renewal::Keep
+    );
+}
+
+#[test]
+fn the_join_token_secret_round_trips_and_refuses_a_malformed_token() {
+    let token = BootstrapToken::generate(Timestamp::now());
+    let secret = secrets::join_token_secret("prod", &token, None);
+    assert_eq!(
+        secret.metadata.name.as_deref(),
+        Some("prod-bootstrap-token")
+    );
+    assert_eq!(
+        Purpose::JoinToken.secret_name("prod"),
+        "prod-bootstrap-token"
+    );
+    assert_eq!(secret.type_.as_deref(), Some("cluster.x-k8s.io/secret"));
+    assert_eq!(
+        secret.metadata.labels.as_ref().unwrap()["cluster.x-k8s.io/cluster-name"],
+        "prod"
+    );
+    assert_eq!(secrets::join_token_from_secret(&secret).unwrap(), token);
+
+    let mut bad = secret.clone();
+    bad.data.as_mut().unwrap().insert(
+        "token-secret".into(),
+        k8s_openapi::ByteString(b"TOO-SHORT".to_vec()),
+    );
+    let error = secrets::join_token_from_secret(&bad)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("prod-bootstrap-token"), "{error}");
+    assert!(!error.contains(&token.secret), "{error}");
 }
 
 #[test]

@@ -279,3 +279,123 @@ async fn default_bundles_are_accepted_and_pinned_to_the_upstream_manifests() {
     }
     assert_eq!(pinned, 6);
 }
+
+fn config_map_bundle(name: &str, mode: &str, made: &str) -> String {
+    format!(
+        r#"apiVersion: slipway.dev/v1alpha1
+kind: AddonBundle
+metadata:
+  name: {name}
+spec:
+  mode: {mode}
+  source:
+    inline: |
+      apiVersion: v1
+      kind: ConfigMap
+      metadata:
+        name: {name}
+        namespace: default
+      data:
+        made: {made}
+"#
+    )
+}
+
+#[tokio::test]
+async fn apply_once_bundles_are_left_alone_after_applying_until_their_revision_changes() {
+    let env = env().await;
+    local_manager(env, Duration::from_secs(3));
+    let ns = env.create_namespace("once").await;
+    let client = env.client().await;
+    let cluster = r#"apiVersion: slipway.dev/v1alpha1
+kind: Cluster
+metadata:
+  name: once
+spec:
+  kubernetes:
+    version: v1.37.2
+  controlPlane:
+    replicas: 1
+  infrastructure:
+    local: {}
+"#;
+    support::apply(&client, &ns, cluster).await;
+    support::apply(
+        &client,
+        &ns,
+        &config_map_bundle("kept", "Reconcile", "first"),
+    )
+    .await;
+    support::apply(
+        &client,
+        &ns,
+        &config_map_bundle("left", "ApplyOnce", "first"),
+    )
+    .await;
+    wait_ready(&client, &ns, "once", Duration::from_secs(120)).await;
+
+    let secret = Api::<Secret>::namespaced(client.clone(), &ns)
+        .get("once-kubeconfig")
+        .await
+        .unwrap();
+    let yaml = String::from_utf8(secret.data.unwrap()["value"].0.clone()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::from_yaml(&yaml).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let workload = kube::Client::try_from(config).unwrap();
+    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(workload, "default");
+    for name in ["kept", "left"] {
+        config_maps
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("{name} was applied: {e}"));
+    }
+
+    // A resync runs (the Reconcile bundle comes back)...
+    eventually(
+        "the Reconcile bundle's ConfigMap restored",
+        Duration::from_secs(60),
+        || async {
+            match config_maps
+                .get_opt("kept")
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Some(_) => Ok(()),
+                None => Err("not yet".to_string()),
+            }
+        },
+    )
+    .await;
+    // ...and another one after it, yet the ApplyOnce bundle's object stays deleted: its new owner decided.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        config_maps.get_opt("left").await.unwrap().is_none(),
+        "an ApplyOnce bundle repaired drift"
+    );
+
+    // A new revision of the ApplyOnce bundle is applied once more.
+    support::apply(
+        &client,
+        &ns,
+        &config_map_bundle("left", "ApplyOnce", "second"),
+    )
+    .await;
+    let applied = eventually(
+        "the new revision applied",
+        Duration::from_secs(60),
+        || async {
+            config_maps
+                .get_opt("left")
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "not yet".to_string())
+        },
+    )
+    .await;
+    assert_eq!(applied.data.unwrap()["made"], "second");
+}

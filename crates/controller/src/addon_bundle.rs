@@ -204,7 +204,7 @@ fn values(bundle: &AddonBundle, cluster: &Cluster) -> BTreeMap<String, String> {
 }
 
 /// A client for the cluster's API from its `<cluster>-kubeconfig` Secret, cached per cluster.
-async fn workload_client(ctx: &Context, cluster: &Cluster) -> Result<Client, String> {
+pub(crate) async fn workload_client(ctx: &Context, cluster: &Cluster) -> Result<Client, String> {
     let key = cluster.uid().unwrap_or_default();
     if let Some(client) = ctx
         .workload_clients

@@ -18,6 +18,10 @@ pub enum Error {
 
     #[error("bootstrap: {0}")]
     Bootstrap(#[from] slipway_bootstrap::Error),
+
+    /// The workload cluster's API could not be used for a step that needs it.
+    #[error("the API of cluster {cluster}: {message}")]
+    WorkloadApi { cluster: String, message: String },
 }
 
 impl Error {
@@ -27,6 +31,7 @@ impl Error {
             Self::Provider { source, .. } => source.metric_label(),
             Self::UnknownProvider(_) => "unknown_provider",
             Self::Bootstrap(e) => e.metric_label(),
+            Self::WorkloadApi { .. } => "workload_api",
         }
     }
 }

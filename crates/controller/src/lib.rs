@@ -15,6 +15,7 @@ mod cluster_secrets;
 mod context;
 mod error;
 mod finalizer;
+mod join_token;
 pub mod machine_pool;
 pub mod machines;
 pub mod metrics;

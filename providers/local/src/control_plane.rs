@@ -169,6 +169,8 @@ pub fn ensure_running(
         format!("--service-cluster-ip-range={}", record.service_cidr),
         "--allow-privileged=true".to_string(),
         "--authorization-mode=Node,RBAC".to_string(),
+        // Workers join with bootstrap tokens, as with kubeadm.
+        "--enable-bootstrap-token-auth=true".to_string(),
         format!(
             "--service-account-issuer=https://127.0.0.1:{}",
             ports.apiserver
@@ -182,6 +184,8 @@ pub fn ensure_running(
         format!("--kubeconfig={kubeconfig}"),
         "--leader-elect=false".to_string(),
         "--secure-port=0".to_string(),
+        // The token cleaner removes expired bootstrap tokens; it is off unless named.
+        "--controllers=*,bootstrapsigner,tokencleaner".to_string(),
         format!("--service-account-private-key-file={}", p("sa.key")),
         format!("--root-ca-file={}", p("ca.crt")),
         format!("--cluster-signing-cert-file={}", p("ca.crt")),

@@ -1,11 +1,14 @@
 //! What lives in a cluster's directory: `ports.json`, `control-plane.json`, `pki/`, `etcd/`, `run/` (pid files),
-//! `logs/`, `admin.kubeconfig`.
+//! `logs/`, `admin.kubeconfig`, and `init-tokens.json` until the control plane has created its bootstrap tokens.
 
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+
+use crate::user_data::InitToken;
 
 /// Loopback ports of one cluster, chosen once and kept, so a restarted process answers where clients expect it.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -106,6 +109,25 @@ impl ClusterDir {
 
     pub fn save_control_plane(&self, record: &ControlPlaneRecord) -> std::io::Result<()> {
         write_json(&self.root.join("control-plane.json"), record)
+    }
+
+    /// The bootstrap tokens of the control plane's init configuration, until they exist in its API.
+    pub fn init_tokens(&self) -> std::io::Result<Option<Vec<InitToken>>> {
+        read_json(&self.root.join("init-tokens.json"))
+    }
+
+    pub fn save_init_tokens(&self, tokens: &[InitToken]) -> std::io::Result<()> {
+        let path = self.root.join("init-tokens.json");
+        write_json(&path, &tokens)?;
+        // A join credential: for the owner only, as kubeadm keeps its config.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+    }
+
+    pub fn remove_init_tokens(&self) -> std::io::Result<()> {
+        match std::fs::remove_file(self.root.join("init-tokens.json")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 
     pub fn remove_control_plane(&self) -> std::io::Result<()> {

@@ -2,15 +2,17 @@
 //! kube-controller-manager, kube-scheduler, kwok) on free loopback ports under `<state>/<namespace>/<name>/`, and
 //! each worker machine is a kwok Node. No cloud account, no Docker.
 //!
-//! A control-plane machine boots from its user data like a real one: the provider reads the cluster's CAs and
-//! service-account key from the kubeadm-init cloud-init the controller renders, and serves with certificates signed
-//! by the cluster's own CA. The processes are not children that die with the manager: they run in their own process
+//! A machine boots from its user data like a real one: the provider reads the cluster's CAs and service-account key
+//! from the kubeadm-init cloud-init the controller renders, serves with certificates signed by the cluster's own
+//! CA and creates the init configuration's bootstrap tokens; a worker joins only when its kubeadm-join data pins
+//! the cluster's CA and carries a token the cluster's API accepts. The processes are not children that die with the manager: they run in their own process
 //! groups with pid files, so a restarted manager adopts the live ones and restarts dead ones on the same data
 //! directory.
 //!
 //! Not a production runtime: etcd listens on plain HTTP on loopback, and one control-plane member per cluster.
 
 mod control_plane;
+mod join;
 mod layout;
 mod nodes;
 mod processes;
@@ -148,8 +150,12 @@ impl InfrastructureProvider for LocalProvider {
                 };
                 let running =
                     control_plane::ensure_running(&dir, &self.bin_dir, &record, &self.children)?;
-                let ready =
-                    running && control_plane::api_ready(&self.workload_client(&dir).await?).await;
+                let client = self.workload_client(&dir).await?;
+                // Like `kubeadm init`, the control plane is ready once its API answers and it has created the
+                // bootstrap tokens workers join with.
+                let ready = running
+                    && control_plane::api_ready(&client).await
+                    && join::create_init_tokens(&dir, &client).await?;
                 Ok(vec![Machine {
                     provider_id: provider_id(cluster, &record.name),
                     name: record.name,
@@ -198,6 +204,8 @@ impl InfrastructureProvider for LocalProvider {
                 } else {
                     let boot = user_data::read(request.user_data.as_deref())?;
                     control_plane::write_pki(&dir, &boot)?;
+                    dir.save_init_tokens(&boot.init_tokens)
+                        .map_err(|e| io("writing the init tokens", e))?;
                     dir.save_control_plane(&ControlPlaneRecord {
                         name: request.name.clone(),
                         template_hash: request.template_hash.clone(),
@@ -223,6 +231,12 @@ impl InfrastructureProvider for LocalProvider {
             MachineRole::Worker { pool } => {
                 let client = self.workload_client(&dir).await?;
                 let id = provider_id(cluster, &request.name);
+                let exists = nodes::get(&client, &request.name).await?;
+                if let Some(machine) = exists {
+                    return Ok(machine);
+                }
+                let join = user_data::read_join(request.user_data.as_deref())?;
+                join::verify(&dir, &join).await?;
                 nodes::create(&client, &request.name, pool, &request.template_hash, &id).await
             }
         }

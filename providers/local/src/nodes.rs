@@ -74,6 +74,17 @@ pub async fn list(
     Ok(listed.items.iter().map(to_machine).collect())
 }
 
+/// The machine `name`, if its Node exists.
+pub async fn get(client: &kube::Client, name: &str) -> Result<Option<Machine>> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    Ok(nodes
+        .get_opt(name)
+        .await
+        .map_err(unreachable)?
+        .as_ref()
+        .map(to_machine))
+}
+
 /// Registers the Node kwok will run; an existing Node of that name is the machine already made.
 pub async fn create(
     client: &kube::Client,

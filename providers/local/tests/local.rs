@@ -4,10 +4,10 @@
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{ConfigMap, Node};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
 use kube::api::{Api, ObjectMeta, PostParams};
 use slipway_api::{InfrastructureSpec, LocalSettings, MachinePhase, MachineSettings};
-use slipway_bootstrap::cloud_init::{ClusterNetwork, NodeSettings, kubeadm_init};
+use slipway_bootstrap::cloud_init::{ClusterNetwork, NodeSettings, kubeadm_init, kubeadm_join};
 use slipway_bootstrap::{BootstrapToken, ClusterPki};
 use slipway_provider::{
     ClusterInfo, Deletion, InfrastructureProvider, MachineRequest, MachineRole,
@@ -97,13 +97,8 @@ async fn local_cluster_runs_survives_a_new_provider_and_is_removed_on_delete() {
         service_cidr: "10.96.0.0/12".into(),
         dns_domain: "cluster.local".into(),
     };
-    let user_data = kubeadm_init(
-        &network,
-        &pki,
-        &BootstrapToken::generate(Timestamp::now()),
-        &NodeSettings::default(),
-    )
-    .unwrap();
+    let token = BootstrapToken::generate(Timestamp::now());
+    let user_data = kubeadm_init(&network, &pki, &token, &NodeSettings::default()).unwrap();
     provider
         .create_machine(
             &cluster,
@@ -140,14 +135,72 @@ async fn local_cluster_runs_survives_a_new_provider_and_is_removed_on_delete() {
         .unwrap();
     let client = kube::Client::try_from(config).unwrap();
 
+    // Like `kubeadm init`, the control plane created the bootstrap token of its init configuration.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "kube-system");
+    let created = secrets
+        .get(&format!("bootstrap-token-{}", token.id))
+        .await
+        .expect("the init token exists in the workload cluster");
+    assert_eq!(
+        created.type_.as_deref(),
+        Some("bootstrap.kubernetes.io/token")
+    );
+    assert!(
+        !dir.join("init-tokens.json").exists(),
+        "the init tokens are not kept once created"
+    );
+
     let pool = MachineRole::Worker {
         pool: "dev-workers".into(),
     };
+    let ca_hash = pki.ca.public_key_hash().unwrap();
+    let join = |token: &BootstrapToken, ca_hash: &str| {
+        Some(kubeadm_join(&network, ca_hash, token, &NodeSettings::default()).unwrap())
+    };
+
+    // A worker whose token the cluster does not know is not let in (and no Node appears for it)...
+    let stranger = BootstrapToken::generate(Timestamp::now());
+    let refused = provider
+        .create_machine(
+            &cluster,
+            &request("dev-workers-9", pool.clone(), join(&stranger, &ca_hash)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.reason(), "JoinTokenRejected", "{refused}");
+    assert!(refused.is_retryable(), "a fresh token may be published yet");
+    // ...nor one that pins another cluster's CA.
+    let other_ca = ClusterPki::generate("other")
+        .unwrap()
+        .ca
+        .public_key_hash()
+        .unwrap();
+    let mismatch = provider
+        .create_machine(
+            &cluster,
+            &request("dev-workers-9", pool.clone(), join(&token, &other_ca)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(mismatch.reason(), "CaHashMismatch", "{mismatch}");
+    let nodes: Api<Node> = Api::all(client.clone());
+    assert!(nodes.get_opt("dev-workers-9").await.unwrap().is_none());
+    // A worker without join data cannot boot at all.
+    let bare = provider
+        .create_machine(&cluster, &request("dev-workers-9", pool.clone(), None))
+        .await
+        .unwrap_err();
+    assert_eq!(bare.reason(), "InvalidUserData", "{bare}");
+
     for i in 0..3 {
         provider
             .create_machine(
                 &cluster,
-                &request(&format!("dev-workers-{i}"), pool.clone(), None),
+                &request(
+                    &format!("dev-workers-{i}"),
+                    pool.clone(),
+                    join(&token, &ca_hash),
+                ),
             )
             .await
             .unwrap();
@@ -160,7 +213,6 @@ async fn local_cluster_runs_survives_a_new_provider_and_is_removed_on_delete() {
                 .all(|m| m.ready && m.phase == MachinePhase::Running)
     })
     .await;
-    let nodes: Api<Node> = Api::all(client.clone());
     let node = nodes.get("dev-workers-1").await.unwrap();
     assert_eq!(
         node.spec.unwrap().provider_id.as_deref(),
