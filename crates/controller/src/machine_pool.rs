@@ -11,13 +11,14 @@ use kube::{Resource, ResourceExt};
 use slipway_api::conditions::{
     self, CONTROL_PLANE_READY, READY, ROLLING_OUT, SCALING_DOWN, SCALING_UP,
 };
-use slipway_api::{Cluster, MachinePool, MachinePoolStatus, MachineStatus};
+use slipway_api::{Cluster, MachinePhase, MachinePool, MachinePoolStatus, MachineStatus};
 use slipway_provider::{MachineRole, ProviderError};
 use tracing::info;
 
 use crate::cluster::{cluster_info, is_paused, report_machine_changes};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::join_token::{self, Publish};
 use crate::machines::{self, Boot, GroupSpec};
 use crate::status::{apply_if_changed, condition, set_all};
 use crate::{MACHINE_POOL_FINALIZER, PAUSED_ANNOTATION, POOL_LABEL, backoff, finalizer};
@@ -139,7 +140,11 @@ pub async fn reconcile(pool: Arc<MachinePool>, ctx: Arc<Context>) -> Result<Acti
         max_surge: usize::try_from(pool.spec.strategy.max_surge).unwrap_or(0),
         max_unavailable: usize::try_from(pool.spec.strategy.max_unavailable).unwrap_or(0),
     };
-    let boot = Boot::Nothing;
+    let pool_name = pool.name_any();
+    let boot = Boot::Worker {
+        cluster: &cluster,
+        pool: &pool_name,
+    };
     let step = match machines::converge_step(&ctx, provider.as_ref(), &info, &spec, boot).await {
         Ok(step) => step,
         // Nothing is known of the machines: say why, and keep what the status said of them.
@@ -173,6 +178,14 @@ pub async fn reconcile(pool: Arc<MachinePool>, ctx: Arc<Context>) -> Result<Acti
         }
     };
     let group = step.state;
+    // Machines that booted with the join token must still be let in when they get to it.
+    let joining = group
+        .machines
+        .iter()
+        .any(|m| !m.ready && m.phase != MachinePhase::Deleting);
+    if joining && provider.needs_user_data() && group.created.is_empty() {
+        join_token::ensure(&ctx, &cluster, Publish::ThroughApi).await?;
+    }
     report_machine_changes(
         &ctx,
         pool.as_ref(),
