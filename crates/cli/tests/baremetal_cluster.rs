@@ -455,3 +455,54 @@ async fn a_baremetal_cluster_claims_boots_outgrows_recovers_scales_down_and_free
         released(&sushy, index_of(&host.name_any())).await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn the_baremetal_sample_is_accepted_by_the_apiserver() {
+    let env = env().await;
+    let ns = env.create_namespace("metal-sample").await;
+    let client = env.client().await;
+    let path = support::repo_path("config/samples/baremetal-cluster.yaml");
+    let yaml = std::fs::read_to_string(&path).unwrap();
+    let dry_run = kube::api::PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let mut kinds = Vec::new();
+    for document in serde_saphyr::from_multiple::<serde_json::Value>(&yaml).unwrap() {
+        let kind = document["kind"].as_str().unwrap().to_string();
+        let created = match kind.as_str() {
+            "Cluster" => Api::<Cluster>::namespaced(client.clone(), &ns)
+                .create(&dry_run, &serde_json::from_value(document).unwrap())
+                .await
+                .map(|_| ()),
+            "MachinePool" => Api::<MachinePool>::namespaced(client.clone(), &ns)
+                .create(&dry_run, &serde_json::from_value(document).unwrap())
+                .await
+                .map(|_| ()),
+            "BareMetalHost" => Api::<BareMetalHost>::namespaced(client.clone(), &ns)
+                .create(&dry_run, &serde_json::from_value(document).unwrap())
+                .await
+                .map(|_| ()),
+            "Secret" => Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns)
+                .create(&dry_run, &serde_json::from_value(document).unwrap())
+                .await
+                .map(|_| ()),
+            other => panic!("{}: unexpected kind {other}", path.display()),
+        };
+        created
+            .unwrap_or_else(|e| panic!("{}: the apiserver refuses a {kind}: {e}", path.display()));
+        kinds.push(kind);
+    }
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "BareMetalHost",
+            "BareMetalHost",
+            "BareMetalHost",
+            "Cluster",
+            "MachinePool",
+            "Secret"
+        ]
+    );
+}
