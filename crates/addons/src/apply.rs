@@ -171,6 +171,9 @@ pub(crate) fn phase(object: &ObjectRef) -> Phase {
     }
 }
 
+/// `app.kubernetes.io/managed-by`, set to `slipway` on every object Slipway applies that does not set it.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+
 fn is_foundation(object: &ObjectRef) -> bool {
     object.is("", "Namespace") || object.is("apiextensions.k8s.io", "CustomResourceDefinition")
 }
@@ -218,6 +221,15 @@ fn prepare(
     object.metadata.uid = None;
     object.metadata.managed_fields = None;
     object.metadata.creation_timestamp = None;
+    // At least one field for Slipway to own: the apiserver drops a field manager that owns no fields, so a bare
+    // Namespace would look as if someone else had made it and prune would never remove it. A manifest that sets
+    // the label already keeps its own value.
+    object
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .entry(MANAGED_BY_LABEL.to_string())
+        .or_insert_with(|| FIELD_MANAGER.to_string());
     Ok(Prepared {
         phase: phase(&reference),
         object,

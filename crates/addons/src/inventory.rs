@@ -157,7 +157,7 @@ pub async fn prune(
             }
             _ => Api::all_with(client.clone(), &resource),
         };
-        match prune_one(client, &api, &resource, &object).await {
+        match prune_one(client, &api, &resource, &object, old).await {
             Ok(Pruned::Deleted) => {
                 tracing::info!(%object, "pruned");
                 report.deleted.push(object);
@@ -184,6 +184,7 @@ async fn prune_one(
     api: &Api<DynamicObject>,
     resource: &ApiResource,
     object: &ObjectRef,
+    inventory: &Inventory,
 ) -> std::result::Result<Pruned, String> {
     let Some(live) = api.get_opt(&object.name).await.map_err(apiserver_message)? else {
         return Ok(Pruned::Gone);
@@ -207,6 +208,24 @@ async fn prune_one(
             )));
         }
     }
+    if phase(object) == Phase::Foundation
+        && resource.group.is_empty()
+        && resource.kind == "Namespace"
+    {
+        let foreign = foreign_objects_in(client, &object.name, inventory).await?;
+        if !foreign.is_empty() {
+            return Ok(Pruned::Kept(format!(
+                "{} object(s) Slipway did not create remain in it ({}); deleting the Namespace would delete them",
+                foreign.len(),
+                foreign
+                    .iter()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
     // The uid precondition makes sure we delete the very object we looked at, not a successor of the same name.
     let params = DeleteParams {
         preconditions: Some(Preconditions {
@@ -223,6 +242,72 @@ async fn prune_one(
         )),
         Err(e) => Err(apiserver_message(e)),
     }
+}
+
+/// The kinds in which people keep what a Namespace must not take with it when a bundle drops it.
+const USER_DATA_KINDS: [(&str, &str, &str, &str); 11] = [
+    ("", "v1", "ConfigMap", "configmaps"),
+    ("", "v1", "Secret", "secrets"),
+    ("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
+    ("", "v1", "Service", "services"),
+    ("", "v1", "ServiceAccount", "serviceaccounts"),
+    ("", "v1", "Pod", "pods"),
+    ("apps", "v1", "Deployment", "deployments"),
+    ("apps", "v1", "StatefulSet", "statefulsets"),
+    ("apps", "v1", "DaemonSet", "daemonsets"),
+    ("batch", "v1", "Job", "jobs"),
+    ("batch", "v1", "CronJob", "cronjobs"),
+];
+
+/// Objects in Namespace `namespace` that the inventory does not list, that no other object owns and that Kubernetes
+/// did not make by itself (`kube-root-ca.crt`, the `default` ServiceAccount): things someone else put there.
+async fn foreign_objects_in(
+    client: &Client,
+    namespace: &str,
+    inventory: &Inventory,
+) -> std::result::Result<Vec<String>, String> {
+    let mut foreign = Vec::new();
+    for (group, version, kind, plural) in USER_DATA_KINDS {
+        let resource = ApiResource {
+            group: group.into(),
+            version: version.into(),
+            api_version: if group.is_empty() {
+                version.into()
+            } else {
+                format!("{group}/{version}")
+            },
+            kind: kind.into(),
+            plural: plural.into(),
+        };
+        let listed = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource)
+            .list_metadata(&ListParams::default())
+            .await
+            .map_err(apiserver_message)?;
+        for item in listed.items {
+            let name = item.metadata.name.clone().unwrap_or_default();
+            let made_by_kubernetes = matches!(
+                (kind, name.as_str()),
+                ("ConfigMap", "kube-root-ca.crt") | ("ServiceAccount", "default")
+            );
+            let owned = item
+                .metadata
+                .owner_references
+                .as_ref()
+                .is_some_and(|o| !o.is_empty());
+            let going = item.metadata.deletion_timestamp.is_some();
+            let ours = inventory.contains(&ObjectRef {
+                group: group.into(),
+                version: version.into(),
+                kind: kind.into(),
+                namespace: Some(namespace.into()),
+                name: name.clone(),
+            });
+            if !(made_by_kubernetes || owned || going || ours) {
+                foreign.push(format!("{kind} {name}"));
+            }
+        }
+    }
+    Ok(foreign)
 }
 
 /// How many custom resources of CRD `name` exist (at most one page: any is enough to keep it).

@@ -20,7 +20,7 @@ mod readiness;
 mod render;
 pub mod source;
 
-pub use apply::{ApplyOptions, ApplyReport, apply};
+pub use apply::{ApplyOptions, ApplyReport, MANAGED_BY_LABEL, apply};
 pub use error::{Error, ObjectFailure, Result};
 pub use inventory::{Inventory, PruneReport, prune};
 pub use manifest::parse;

@@ -497,6 +497,87 @@ async fn prune_deletes_exactly_the_dropped_objects_and_the_inventory_round_trips
 }
 
 #[tokio::test]
+async fn a_dropped_namespace_is_kept_while_objects_slipway_did_not_create_live_in_it() {
+    let (client, namespace) = setup("prune-ns").await;
+    let with_user_data = format!("{namespace}-used");
+    let only_ours = format!("{namespace}-ours");
+    let mut documents = Vec::new();
+    for ns in [&with_user_data, &only_ours] {
+        documents.push(format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"
+        ));
+        documents.push(config_map("settings", "1").replacen(
+            "  name: settings\n",
+            &format!("  name: settings\n  namespace: {ns}\n"),
+            1,
+        ));
+        // A Deployment: its ReplicaSet and Pods are owned, so they never count as someone else's objects.
+        documents.push(deployment("worker").replacen(
+            "  name: worker\n",
+            &format!("  name: worker\n  namespace: {ns}\n"),
+            1,
+        ));
+    }
+    let first = bundle(&documents);
+    let applied = apply(&client, &first, &options(&namespace))
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    assert_eq!(applied.len(), 6, "{:?}", names(&applied));
+    // Someone keeps their own data in one of the bundle's namespaces.
+    let user_data = parse(&config_map("user-data", "precious"))
+        .unwrap()
+        .remove(0)
+        .try_parse::<ConfigMap>()
+        .unwrap();
+    Api::<ConfigMap>::namespaced(client.clone(), &with_user_data)
+        .create(&PostParams::default(), &user_data)
+        .await
+        .unwrap();
+
+    // The next revision drops everything.
+    let report = prune(&client, &Inventory::new(applied), &[]).await.unwrap();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    let kept: Vec<&(ObjectRef, String)> = report.kept.iter().collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(
+        (kept[0].0.kind.as_str(), kept[0].0.name.as_str()),
+        ("Namespace", with_user_data.as_str())
+    );
+    assert!(kept[0].1.contains("ConfigMap user-data"), "{}", kept[0].1);
+    let mut deleted = names(&report.deleted);
+    deleted.sort();
+    assert_eq!(
+        deleted,
+        [
+            "ConfigMap/settings".to_string(),
+            "ConfigMap/settings".to_string(),
+            "Deployment/worker".to_string(),
+            "Deployment/worker".to_string(),
+            format!("Namespace/{only_ours}"),
+        ]
+    );
+
+    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+    let used = namespaces.get(&with_user_data).await.unwrap();
+    assert!(
+        used.metadata.deletion_timestamp.is_none(),
+        "the Namespace with someone's data is being deleted"
+    );
+    let precious = Api::<ConfigMap>::namespaced(client.clone(), &with_user_data)
+        .get("user-data")
+        .await
+        .unwrap();
+    assert_eq!(precious.data.unwrap()["value"], "precious");
+    let ours = namespaces.get_opt(&only_ours).await.unwrap();
+    assert!(
+        ours.is_none_or(|n| n.metadata.deletion_timestamp.is_some()),
+        "the Namespace holding only the bundle's objects was not pruned"
+    );
+}
+
+#[tokio::test]
 async fn wait_ready_names_what_is_not_ready_and_why() {
     let (client, namespace) = setup("not-ready").await;
     let unschedulable = deployment("nowhere").replace(
