@@ -6,7 +6,6 @@ mod support;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams};
 use sha2::{Digest, Sha256};
@@ -148,18 +147,7 @@ async fn local_cluster_with_base_addons_becomes_ready_and_repairs_drift() {
         assert!(entry.ready && entry.revision.is_some(), "{name}: {entry:?}");
     }
 
-    let secret = Api::<Secret>::namespaced(client.clone(), &ns)
-        .get("local-demo-kubeconfig")
-        .await
-        .unwrap();
-    let yaml = String::from_utf8(secret.data.unwrap()["value"].0.clone()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::from_yaml(&yaml).unwrap(),
-        &Default::default(),
-    )
-    .await
-    .unwrap();
-    let workload = kube::Client::try_from(config).unwrap();
+    let workload = support::workload_client(&client, &ns, "local-demo").await;
 
     let flannel = Api::<DaemonSet>::namespaced(workload.clone(), "kube-flannel")
         .get("kube-flannel-ds")
@@ -334,18 +322,7 @@ spec:
     .await;
     wait_ready(&client, &ns, "once", Duration::from_secs(120)).await;
 
-    let secret = Api::<Secret>::namespaced(client.clone(), &ns)
-        .get("once-kubeconfig")
-        .await
-        .unwrap();
-    let yaml = String::from_utf8(secret.data.unwrap()["value"].0.clone()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::from_yaml(&yaml).unwrap(),
-        &Default::default(),
-    )
-    .await
-    .unwrap();
-    let workload = kube::Client::try_from(config).unwrap();
+    let workload = support::workload_client(&client, &ns, "once").await;
     let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
         Api::namespaced(workload, "default");
     for name in ["kept", "left"] {

@@ -12,16 +12,6 @@ use serde_json::json;
 use slipway_api::Cluster;
 use support::{apply_file, env, eventually, local_manager, wait_ready};
 
-async fn workload_client(secrets: &Api<Secret>, name: &str) -> kube::Client {
-    let secret = secrets.get(&format!("{name}-kubeconfig")).await.unwrap();
-    let yaml = String::from_utf8(secret.data.unwrap()["value"].0.clone()).unwrap();
-    let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
-    kube::Client::try_from(config).unwrap()
-}
-
 async fn ready_nodes(nodes: &Api<Node>) -> Result<Vec<Node>, String> {
     let all = nodes
         .list(&ListParams::default())
@@ -133,7 +123,7 @@ async fn sample_local_cluster_becomes_ready_scales_and_leaves_nothing_behind() {
 
     // The kubeconfig Secret reaches the workload cluster; its 3 machines are Ready kwok nodes.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let workload = workload_client(&secrets, "local-demo").await;
+    let workload = support::workload_client(&client, &ns, "local-demo").await;
     let nodes: Api<Node> = Api::all(workload);
     let ready = eventually("3 ready nodes", Duration::from_secs(30), || async {
         let ready = ready_nodes(&nodes).await?;
@@ -218,10 +208,7 @@ async fn sample_local_cluster_becomes_ready_scales_and_leaves_nothing_behind() {
         .unwrap();
     support::wait_deleted(&client, &ns, "local-demo", Duration::from_secs(60)).await;
     for pid in pids {
-        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-            s.rsplit_once(')')
-                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-        });
+        let alive = support::alive(pid);
         assert!(!alive, "process {pid} outlived its cluster");
     }
     assert!(!dir.exists(), "{} not removed", dir.display());

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
 use slipway_api::Cluster;
-use support::{ManagerProcess, apply_file, env, eventually, wait_ready};
+use support::{ManagerProcess, alive, apply_file, env, eventually, wait_ready};
 
 const COMPONENTS: [&str; 5] = [
     "etcd",
@@ -36,23 +36,6 @@ fn pids(dir: &Path) -> BTreeMap<&'static str, u32> {
             (*c, pid)
         })
         .collect()
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-    })
-}
-
-async fn workload_client(secrets: &Api<Secret>, name: &str) -> kube::Client {
-    let secret = secrets.get(&format!("{name}-kubeconfig")).await.unwrap();
-    let yaml = String::from_utf8(secret.data.unwrap()["value"].0.clone()).unwrap();
-    let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
-    kube::Client::try_from(config).unwrap()
 }
 
 /// Ready Nodes by name, with their UIDs: a recreated Node has a new UID.
@@ -125,7 +108,7 @@ async fn a_restarted_manager_adopts_the_local_cluster_recreates_nothing_and_lose
     .await;
     wait_ready(&client, &ns, "local-demo", Duration::from_secs(120)).await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let workload = workload_client(&secrets, "local-demo").await;
+    let workload = support::workload_client(&client, &ns, "local-demo").await;
     let nodes: Api<Node> = Api::all(workload.clone());
     let before = eventually("3 ready nodes", Duration::from_secs(30), || async {
         let ready = ready_nodes(&nodes).await?;

@@ -340,3 +340,27 @@ pub fn local_manager(env: &'static TestEnv, addon_resync: Duration) -> &'static 
         state
     })
 }
+
+/// A client for the workload cluster of Cluster `name`, from its `<name>-kubeconfig` Secret.
+pub async fn workload_client(client: &Client, namespace: &str, name: &str) -> Client {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), namespace);
+    let secret = secrets
+        .get(&format!("{name}-kubeconfig"))
+        .await
+        .unwrap_or_else(|e| panic!("Secret {name}-kubeconfig: {e}"));
+    let yaml = String::from_utf8(secret.data.unwrap()["value"].0.clone()).unwrap();
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+/// Whether process `pid` runs (a zombie does not count).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
