@@ -435,7 +435,8 @@ pub struct ClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
 
-    /// Estimated running cost, from the provider's price list.
+    /// Estimated running cost of the machines the spec asks for, from the provider's price list. Absent when
+    /// the provider has no prices (sim, local, bare metal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<CostEstimate>,
 }
@@ -450,14 +451,21 @@ pub struct ApiEndpoint {
     pub port: i32,
 }
 
-/// Estimated cost of running a cluster.
+/// Estimated cost of running a cluster: the desired machines (control-plane replicas and every MachinePool's
+/// replicas, each at its instance type's hourly price), not the machines that exist at the moment, so the estimate
+/// is what the cluster costs once converged and does not change with every step of a rollout.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CostEstimate {
-    /// Cost per hour as a decimal string, e.g. `0.42`: a string because Kubernetes APIs avoid floats.
+    /// Cost per hour as a decimal string, e.g. `0.42`: a string because Kubernetes APIs avoid floats. `unknown`
+    /// when a machine's instance type has no price (`unpricedInstanceTypes` says which): no guess is made.
     pub per_hour: String,
     /// ISO 4217 currency code, e.g. `USD`.
     pub currency: String,
+    /// Instance types the cluster asks for that the provider's price list does not have; while any is listed,
+    /// `perHour` is `unknown`. Add them to the price list (for AWS, the manager's `--aws-price-configmap`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unpriced_instance_types: Vec<String>,
     /// What the estimate covers or leaves out, e.g. "on-demand prices, excludes traffic".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,

@@ -69,6 +69,14 @@ pub struct Args {
     /// EC2 endpoint of the aws provider, for an EC2-compatible cloud or an emulator such as moto (default: AWS).
     #[arg(long, env = "SLIPWAY_AWS_ENDPOINT_URL")]
     aws_endpoint_url: Option<String>,
+    /// ConfigMap `<namespace>/<name>` whose entries override the aws provider's embedded hourly prices (key: an
+    /// instance type, value: USD per hour, e.g. `m5.large: "0.096"`), for `status.cost`. Read once at start.
+    #[arg(
+        long,
+        env = "SLIPWAY_AWS_PRICE_CONFIGMAP",
+        value_name = "NAMESPACE/NAME"
+    )]
+    aws_price_configmap: Option<String>,
 }
 
 /// The Kubernetes version `hack/build-k8s.sh` builds, so the default binary directory matches it.
@@ -146,13 +154,16 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             .unwrap_or_else(|| cache_dir().join("clusters")),
         args.local_bin_dir.clone().unwrap_or_else(default_bin_dir),
     );
-    let aws = AwsProvider::new(
+    let mut aws = AwsProvider::new(
         AwsConfig {
             endpoint_url: args.aws_endpoint_url.clone(),
             ..AwsConfig::default()
         },
         Arc::new(SecretCredentials::new(client.clone())),
     );
+    if let Some(reference) = &args.aws_price_configmap {
+        aws = aws.with_prices(aws_prices(&client, reference).await?);
+    }
     let providers = ProviderRegistry::new()
         .register(Arc::new(sim))
         .register(Arc::new(local))
@@ -248,6 +259,29 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         anyhow::bail!("lost leadership");
     }
     Ok(())
+}
+
+/// The price overrides in ConfigMap `reference` (`<namespace>/<name>`).
+async fn aws_prices(
+    client: &Client,
+    reference: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, f64>> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let (namespace, name) = reference
+        .split_once('/')
+        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
+        .with_context(|| {
+            format!("--aws-price-configmap {reference:?}: write it as <namespace>/<name>")
+        })?;
+    let config_map = kube::Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .with_context(|| format!("reading the aws price ConfigMap {reference}"))?;
+    let prices =
+        slipway_provider_aws::PriceTable::parse_overrides(&config_map.data.unwrap_or_default())
+            .map_err(|e| anyhow::anyhow!("aws price ConfigMap {reference}: {e}"))?;
+    info!(configmap = %reference, types = prices.len(), "aws prices overridden");
+    Ok(prices)
 }
 
 /// A client for the management cluster (KUBECONFIG or in-cluster config) that sends at most `qps` requests per

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::machines::{self, Boot, GroupSpec, call};
 use crate::status::{apply_if_changed, condition, set_all};
 use crate::{CLUSTER_FINALIZER, PAUSED_ANNOTATION, finalizer};
-use crate::{addon_bundle, cluster_secrets};
+use crate::{addon_bundle, cluster_secrets, cost};
 
 pub const CONTROLLER: &str = "cluster";
 
@@ -104,6 +104,12 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
         }
     };
     let info = cluster_info(&cluster);
+    let pools = current_pools(&cluster, &ctx).await?;
+    // The estimate goes into every status written below, the failing steps' too.
+    status.cost = cost::estimate(
+        |instance_type| provider.price_per_hour(instance_type),
+        &cost::groups(&cluster, &pools),
+    );
 
     // 1. Infrastructure.
     let infrastructure = match call(
@@ -237,7 +243,7 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
     }
 
     // 5. Worker nodes, as their pools report them.
-    let nodes_ready = reconcile_nodes_condition(&cluster, &ctx, &mut status).await?;
+    let nodes_ready = reconcile_nodes_condition(&cluster, &pools, &mut status);
 
     // 6. Add-ons.
     let addons_ready =
@@ -363,25 +369,30 @@ async fn reconcile_control_plane(
     Ok(ready)
 }
 
-async fn reconcile_nodes_condition(
-    cluster: &Cluster,
-    ctx: &Context,
-    status: &mut ClusterStatus,
-) -> Result<bool> {
-    let mut pools = pools_of(ctx, cluster);
-    // The cache this reconcile reads may lag the watch event that woke it: ask the apiserver before waiting.
-    if pools.iter().any(|pool| !pool_is_ready(pool)) {
-        let api: Api<MachinePool> =
-            Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
-        let selector = format!("spec.clusterName={}", cluster.name_any());
-        pools = api
-            .list(&ListParams::default().fields(&selector))
-            .await?
-            .items
-            .into_iter()
-            .map(Arc::new)
-            .collect();
+/// The cluster's pools: from the cache, or from the apiserver when one is not ready, because the cache this
+/// reconcile reads may lag the watch event that woke it (a pool just scaled, or just became ready).
+async fn current_pools(cluster: &Cluster, ctx: &Context) -> Result<Vec<Arc<MachinePool>>> {
+    let pools = pools_of(ctx, cluster);
+    if pools.iter().all(|pool| pool_is_ready(pool)) {
+        return Ok(pools);
     }
+    let api: Api<MachinePool> =
+        Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
+    let selector = format!("spec.clusterName={}", cluster.name_any());
+    Ok(api
+        .list(&ListParams::default().fields(&selector))
+        .await?
+        .items
+        .into_iter()
+        .map(Arc::new)
+        .collect())
+}
+
+fn reconcile_nodes_condition(
+    cluster: &Cluster,
+    pools: &[Arc<MachinePool>],
+    status: &mut ClusterStatus,
+) -> bool {
     let generation = cluster.metadata.generation;
     if pools.is_empty() {
         conditions::set(
@@ -394,7 +405,7 @@ async fn reconcile_nodes_condition(
                 generation,
             ),
         );
-        return Ok(true);
+        return true;
     }
     let not_ready: Vec<String> = pools
         .iter()
@@ -425,7 +436,7 @@ async fn reconcile_nodes_condition(
             generation,
         ),
     );
-    Ok(ready)
+    ready
 }
 
 /// Add-ons: none on clusters without a workload API; otherwise every AddonBundle that selects the cluster must be

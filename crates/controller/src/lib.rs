@@ -36,3 +36,4 @@ pub const MACHINE_POOL_FINALIZER: &str = "slipway.dev/machinepool";
 pub const PAUSED_ANNOTATION: &str = "slipway.dev/paused";
 /// Label on a pool's machines (and Nodes) naming the pool; the scale subresource's selector uses it.
 pub const POOL_LABEL: &str = "slipway.dev/pool";
+mod cost;

@@ -66,6 +66,24 @@ impl PriceTable {
         table
     }
 
+    /// Overrides from a ConfigMap's `data`: each key an instance type, each value its on-demand price in USD per
+    /// hour as a decimal (`m5.large: "0.096"`). The error names the first entry that is not a price.
+    pub fn parse_overrides(
+        data: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, f64>, String> {
+        data.iter()
+            .map(|(instance_type, value)| match value.trim().parse::<f64>() {
+                Ok(price) if price.is_finite() && price >= 0.0 => {
+                    Ok((instance_type.clone(), price))
+                }
+                _ => Err(format!(
+                    "{instance_type}: {value:?} is not a price; write the hourly price in USD as a \
+                         decimal, e.g. \"0.096\""
+                )),
+            })
+            .collect()
+    }
+
     pub fn price(&self, instance_type: &str) -> Option<Price> {
         self.per_hour.get(instance_type).map(|per_hour| Price {
             per_hour: *per_hour,
@@ -88,5 +106,27 @@ mod tests {
         assert_eq!(table.price("x9.huge").unwrap().per_hour, 9.0);
         assert_eq!(table.price("m5.large").unwrap().per_hour, 0.096);
         assert_eq!(table.price("nope.large"), None);
+    }
+
+    #[test]
+    fn configmap_data_parses_as_usd_per_hour_and_names_a_bad_entry() {
+        let data = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            PriceTable::parse_overrides(&data(&[("m5.large", "0.1"), ("x9.huge", " 9 ")])),
+            Ok(BTreeMap::from([
+                ("m5.large".to_string(), 0.1),
+                ("x9.huge".to_string(), 9.0)
+            ]))
+        );
+        for bad in ["", "cheap", "-1", "NaN", "inf", "$0.10"] {
+            let error = PriceTable::parse_overrides(&data(&[("m5.large", "0.1"), ("t3.odd", bad)]))
+                .unwrap_err();
+            assert!(error.starts_with("t3.odd: "), "{bad:?}: {error}");
+        }
     }
 }
