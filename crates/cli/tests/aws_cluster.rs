@@ -1,5 +1,6 @@
 //! A Cluster on the aws provider, reconciled by the manager's controllers against moto's EC2: credentials from the
-//! Cluster's Secret, instances tagged and running, and nothing left after deletion.
+//! Cluster's Secret, instances tagged and running, the cost estimate, pools scaling and rolling to a new instance
+//! type within their strategy, and nothing left after deletion.
 
 mod support;
 
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use aws_sdk_ec2::types::Filter;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use slipway_api::{Cluster, MachinePool};
 use slipway_controller::{ProviderRegistry, Settings};
 use slipway_provider_aws::{AwsConfig, AwsProvider, SecretCredentials};
@@ -54,6 +55,66 @@ fn aws_manager(env: &'static TestEnv) -> &'static str {
     &moto.url
 }
 
+/// Creates the credentials Secret `aws-credentials` in `ns`.
+async fn credentials_secret(client: &kube::Client, ns: &str) {
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "aws-credentials" },
+        "stringData": { "AWS_ACCESS_KEY_ID": "AKIDSLIPWAYE2E", "AWS_SECRET_ACCESS_KEY": "not-a-real-secret" }
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
+
+/// A cluster whose pool `<name>-workers` has `workers` machines of `instance_type` and the given strategy.
+fn aws_cluster_with_pool(
+    name: &str,
+    workers: u32,
+    instance_type: &str,
+    max_surge: u32,
+    max_unavailable: u32,
+) -> String {
+    format!(
+        r#"apiVersion: slipway.dev/v1alpha1
+kind: Cluster
+metadata:
+  name: {name}
+spec:
+  kubernetes:
+    version: v1.37.2
+  controlPlane:
+    replicas: 1
+    machine:
+      image: {ami}
+      instanceType: t3.medium
+  infrastructure:
+    aws:
+      region: us-east-1
+      credentialsSecretRef:
+        name: aws-credentials
+      availabilityZones: [us-east-1a, us-east-1b]
+---
+apiVersion: slipway.dev/v1alpha1
+kind: MachinePool
+metadata:
+  name: {name}-workers
+spec:
+  clusterName: {name}
+  replicas: {workers}
+  template:
+    machine:
+      image: {ami}
+      instanceType: {instance_type}
+  strategy:
+    maxSurge: {max_surge}
+    maxUnavailable: {max_unavailable}
+"#,
+        ami = aws_support::MOTO_UBUNTU_AMI
+    )
+}
+
 fn aws_cluster(name: &str, secret: &str, workers: u32) -> String {
     format!(
         r#"apiVersion: slipway.dev/v1alpha1
@@ -89,6 +150,95 @@ spec:
     )
 }
 
+/// Pending and running instances of one pool in moto, as (instance id, instance type).
+async fn pool_instances(
+    ec2: &aws_sdk_ec2::Client,
+    cluster: &str,
+    pool: &str,
+) -> Result<Vec<(String, String)>, String> {
+    let out = ec2
+        .describe_instances()
+        .filters(
+            Filter::builder()
+                .name("tag:slipway.dev/cluster")
+                .values(cluster)
+                .build(),
+        )
+        .filters(
+            Filter::builder()
+                .name("tag:slipway.dev/pool")
+                .values(pool)
+                .build(),
+        )
+        .filters(
+            Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .map(|i| {
+            (
+                i.instance_id().unwrap_or_default().to_string(),
+                i.instance_type()
+                    .map(|t| t.as_str().to_string())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect())
+}
+
+/// Sets the pool's `spec.replicas` (a merge patch, as `kubectl scale` would).
+async fn scale(client: &kube::Client, ns: &str, pool: &str, replicas: i32) {
+    Api::<MachinePool>::namespaced(client.clone(), ns)
+        .patch(
+            pool,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "spec": { "replicas": replicas } })),
+        )
+        .await
+        .unwrap();
+}
+
+/// Waits until moto holds exactly `count` live instances of the pool and the Cluster's cost says `per_hour`.
+async fn wait_for_pool_size(
+    client: &kube::Client,
+    ec2: &aws_sdk_ec2::Client,
+    ns: &str,
+    cluster: &str,
+    count: usize,
+    per_hour: &str,
+) {
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), ns);
+    let key = format!("{ns}/{cluster}");
+    let pool = format!("{cluster}-workers");
+    eventually(
+        &format!("{count} instances in pool {pool}, cost {per_hour}/h"),
+        Duration::from_secs(60),
+        || async {
+            let instances = pool_instances(ec2, &key, &pool).await?;
+            let cost = clusters
+                .get(cluster)
+                .await
+                .map_err(|e| e.to_string())?
+                .status
+                .and_then(|s| s.cost);
+            match &cost {
+                Some(c) if instances.len() == count && c.per_hour == per_hour => Ok(()),
+                _ => Err(format!("{} instances, cost {cost:?}", instances.len())),
+            }
+        },
+    )
+    .await;
+}
+
 async fn live_instances(ec2: &aws_sdk_ec2::Client, cluster: &str) -> Vec<String> {
     let out = ec2
         .describe_instances()
@@ -121,24 +271,23 @@ async fn aws_cluster_becomes_ready_on_moto_and_leaves_no_instance_behind() {
     let moto = aws_manager(env);
     let ns = env.create_namespace("aws").await;
     let client = env.client().await;
-    let secret: Secret = serde_json::from_value(serde_json::json!({
-        "metadata": { "name": "aws-credentials" },
-        "stringData": { "AWS_ACCESS_KEY_ID": "AKIDSLIPWAYE2E", "AWS_SECRET_ACCESS_KEY": "not-a-real-secret" }
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    credentials_secret(&client, &ns).await;
 
     apply(&client, &ns, &aws_cluster("east", "aws-credentials", 2)).await;
     let cluster = wait_ready(&client, &ns, "east", Duration::from_secs(120)).await;
-    let endpoint = cluster
-        .status
-        .unwrap()
+    let status = cluster.status.unwrap();
+    let endpoint = status
         .control_plane_endpoint
         .expect("the Elastic IP as endpoint");
     assert_eq!(endpoint.port, 6443);
+    // No instance type is named, so all three machines are the provider's default t3.medium, $0.0416 an hour.
+    let cost = status.cost.expect("status.cost");
+    assert_eq!(
+        (cost.per_hour.as_str(), cost.currency.as_str()),
+        ("0.1248", "USD"),
+        "{cost:?}"
+    );
+    assert!(cost.unpriced_instance_types.is_empty(), "{cost:?}");
 
     let ec2 = aws_support::ec2(moto).await;
     let key = format!("{ns}/east");
@@ -203,4 +352,143 @@ async fn a_missing_credentials_secret_is_a_condition_naming_it() {
         message.contains("no-such-secret") && message.contains("AWS_ACCESS_KEY_ID"),
         "{message}"
     );
+}
+
+#[tokio::test]
+async fn a_pool_scaled_up_and_down_is_followed_by_instances_and_cost() {
+    let env = env().await;
+    let moto = aws_manager(env);
+    let ns = env.create_namespace("aws-scale").await;
+    let client = env.client().await;
+    credentials_secret(&client, &ns).await;
+    let ec2 = aws_support::ec2(moto).await;
+
+    apply(
+        &client,
+        &ns,
+        &aws_cluster_with_pool("scaly", 3, "t3.large", 1, 0),
+    )
+    .await;
+    wait_ready(&client, &ns, "scaly", Duration::from_secs(120)).await;
+    // One t3.medium control plane ($0.0416) and t3.large workers ($0.0832 each).
+    wait_for_pool_size(&client, &ec2, &ns, "scaly", 3, "0.2912").await;
+
+    scale(&client, &ns, "scaly-workers", 5).await;
+    wait_for_pool_size(&client, &ec2, &ns, "scaly", 5, "0.4576").await;
+    wait_ready(&client, &ns, "scaly", Duration::from_secs(60)).await;
+
+    scale(&client, &ns, "scaly-workers", 2).await;
+    wait_for_pool_size(&client, &ec2, &ns, "scaly", 2, "0.208").await;
+    wait_ready(&client, &ns, "scaly", Duration::from_secs(60)).await;
+
+    Api::<Cluster>::namespaced(client.clone(), &ns)
+        .delete("scaly", &DeleteParams::default())
+        .await
+        .unwrap();
+    support::wait_deleted(&client, &ns, "scaly", Duration::from_secs(120)).await;
+    assert!(
+        live_instances(&ec2, &format!("{ns}/scaly"))
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_new_instance_type_rolls_through_the_pool_within_its_strategy() {
+    let env = env().await;
+    let moto = aws_manager(env);
+    let ns = env.create_namespace("aws-roll").await;
+    let client = env.client().await;
+    credentials_secret(&client, &ns).await;
+    let ec2 = aws_support::ec2(moto).await;
+    let (replicas, max_surge, max_unavailable) = (3usize, 1usize, 0usize);
+    apply(
+        &client,
+        &ns,
+        &aws_cluster_with_pool("rolly", replicas as u32, "t3.medium", 1, 0),
+    )
+    .await;
+    wait_ready(&client, &ns, "rolly", Duration::from_secs(120)).await;
+    let key = format!("{ns}/rolly");
+    let before = pool_instances(&ec2, &key, "rolly-workers").await.unwrap();
+    assert_eq!(before.len(), replicas, "{before:?}");
+
+    // Watch moto through the whole rollout: the fewest and the most live instances of the pool seen at once.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let (ec2, key, done) = (ec2.clone(), key.clone(), done.clone());
+        tokio::spawn(async move {
+            let (mut fewest, mut most, mut polls) = (usize::MAX, 0, 0);
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Ok(live) = pool_instances(&ec2, &key, "rolly-workers").await {
+                    fewest = fewest.min(live.len());
+                    most = most.max(live.len());
+                    polls += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (fewest, most, polls)
+        })
+    };
+
+    let pools: Api<MachinePool> = Api::namespaced(client.clone(), &ns);
+    pools
+        .patch(
+            "rolly-workers",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({
+                "spec": { "template": { "machine": { "instanceType": "t3.large" } } }
+            })),
+        )
+        .await
+        .unwrap();
+    let after = eventually(
+        "every instance of the pool is a t3.large",
+        Duration::from_secs(90),
+        || async {
+            let live = pool_instances(&ec2, &key, "rolly-workers").await?;
+            let pool = pools
+                .get("rolly-workers")
+                .await
+                .map_err(|e| e.to_string())?;
+            let ready = pool.status.as_ref().is_some_and(|s| {
+                s.observed_generation == pool.metadata.generation
+                    && slipway_api::conditions::is_true(&s.conditions, "Ready")
+            });
+            if ready && live.len() == replicas && live.iter().all(|(_, t)| t == "t3.large") {
+                Ok(live)
+            } else {
+                Err(format!("ready {ready}, instances {live:?}"))
+            }
+        },
+    )
+    .await;
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (fewest, most, polls) = poller.await.unwrap();
+    eprintln!(
+        "rollout: {polls} polls of moto, {fewest} to {most} live instances of the pool at once"
+    );
+    assert!(polls > 10, "the poller looked only {polls} times");
+    assert!(
+        most <= replicas + max_surge,
+        "{most} instances at once: more than replicas {replicas} + maxSurge {max_surge}"
+    );
+    assert!(
+        fewest >= replicas - max_unavailable,
+        "{fewest} instances at once: fewer than replicas {replicas} - maxUnavailable {max_unavailable}"
+    );
+    let old: Vec<&String> = before.iter().map(|(id, _)| id).collect();
+    assert!(
+        after.iter().all(|(id, _)| !old.contains(&id)),
+        "every instance was replaced: before {before:?}, after {after:?}"
+    );
+    // The estimate follows the spec: one t3.medium control plane and three t3.large workers.
+    let cost = Api::<Cluster>::namespaced(client.clone(), &ns)
+        .get("rolly")
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.cost)
+        .unwrap();
+    assert_eq!(cost.per_hour, "0.2912");
 }

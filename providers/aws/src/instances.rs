@@ -161,8 +161,9 @@ pub async fn resolve_image(
         ProviderError::permanent(
             "ImageNotFound",
             format!(
-                "{what}: no such image in region {}; set spec.template.machine.image to an AMI id (ami-…) or a \
-                 name pattern of images owned by {}",
+                "{what}: no such image in region {}; set the machine's image (spec.controlPlane.machine.image, or \
+                 spec.template.machine.image of a MachinePool) to an AMI id (ami-…) or a name pattern of images \
+                 owned by {}",
                 region(cluster),
                 defaults.owners.join(", ")
             ),

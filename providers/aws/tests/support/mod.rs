@@ -216,14 +216,98 @@ pub struct ThrottlingProxy {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// One request that reached a proxy: when, which EC2 action, signed with which access key, and its form body
+/// (the request's parameters, URL-encoded).
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub at: Instant,
+    pub action: String,
+    pub access_key: String,
+    pub body: String,
+}
+
 #[derive(Clone)]
 struct ProxyState {
     upstream: String,
     client: reqwest::Client,
+    /// Throttle every `every`-th request; 0: never.
     every: u64,
     count: Arc<AtomicU64>,
     throttled: Arc<AtomicU64>,
     seen: Arc<Mutex<Vec<(Instant, String)>>>,
+    calls: Arc<Mutex<Vec<Call>>>,
+    /// Access keys answered with EC2's `AuthFailure`, as AWS answers a deleted or revoked key.
+    refused: Arc<Mutex<Vec<String>>>,
+}
+
+impl ProxyState {
+    fn new(upstream: &str, every: u64) -> Self {
+        Self {
+            upstream: upstream.to_string(),
+            client: reqwest::Client::new(),
+            every,
+            count: Arc::default(),
+            throttled: Arc::default(),
+            seen: Arc::default(),
+            calls: Arc::default(),
+            refused: Arc::default(),
+        }
+    }
+
+    async fn serve(self) -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let app = axum::Router::new().fallback(forward).with_state(self);
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        (format!("http://{addr}"), task)
+    }
+}
+
+/// A loopback proxy in front of moto that counts every request by action and access key, and answers the
+/// access keys it is told to refuse with `AuthFailure`: moto accepts any credentials, AWS does not.
+pub struct CountingProxy {
+    pub url: String,
+    calls: Arc<Mutex<Vec<Call>>>,
+    refused: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CountingProxy {
+    pub async fn start(upstream: &str) -> Self {
+        let state = ProxyState::new(upstream, 0);
+        let (calls, refused) = (state.calls.clone(), state.refused.clone());
+        let (url, task) = state.serve().await;
+        Self {
+            url,
+            calls,
+            refused,
+            task,
+        }
+    }
+
+    /// From now on, requests signed with `access_key` get EC2's `AuthFailure` (HTTP 401).
+    pub fn refuse(&self, access_key: &str) {
+        self.refused.lock().unwrap().push(access_key.to_string());
+    }
+
+    /// The requests signed with `access_key` so far.
+    pub fn calls_by(&self, access_key: &str) -> Vec<Call> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.access_key == access_key)
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for CountingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 const THROTTLED_BODY: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -232,23 +316,15 @@ const THROTTLED_BODY: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 impl ThrottlingProxy {
     /// Throttles every `every`-th request (counting from the first).
     pub async fn start(upstream: &str, every: u64) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        let state = ProxyState {
-            upstream: upstream.to_string(),
-            client: reqwest::Client::new(),
-            every,
-            count: Arc::default(),
-            throttled: Arc::default(),
-            seen: Arc::default(),
-        };
+        assert!(
+            every > 0,
+            "a ThrottlingProxy throttles every n-th request, n > 0"
+        );
+        let state = ProxyState::new(upstream, every);
         let (seen, throttled) = (state.seen.clone(), state.throttled.clone());
-        let app = axum::Router::new().fallback(forward).with_state(state);
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
+        let (url, task) = state.serve().await;
         Self {
-            url: format!("http://{addr}"),
+            url,
             seen,
             throttled,
             task,
@@ -275,9 +351,27 @@ async fn forward(
     body: Bytes,
 ) -> Response {
     let action = form_value(&body, "Action").unwrap_or_else(|| "unknown".into());
-    state.seen.lock().unwrap().push((Instant::now(), action));
+    let access_key = access_key(&headers).unwrap_or_default();
+    state
+        .seen
+        .lock()
+        .unwrap()
+        .push((Instant::now(), action.clone()));
+    state.calls.lock().unwrap().push(Call {
+        at: Instant::now(),
+        action,
+        access_key: access_key.clone(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    });
+    if state.refused.lock().unwrap().contains(&access_key) {
+        return Response::builder()
+            .status(StatusCode::UNAUTHORIZED)
+            .header("content-type", "text/xml")
+            .body(Body::from(AUTH_FAILURE_BODY))
+            .unwrap();
+    }
     let n = state.count.fetch_add(1, Ordering::SeqCst);
-    if n % state.every == 0 {
+    if state.every > 0 && n % state.every == 0 {
         state.throttled.fetch_add(1, Ordering::SeqCst);
         return Response::builder()
             .status(StatusCode::SERVICE_UNAVAILABLE)
@@ -304,6 +398,16 @@ async fn forward(
         response = response.header("content-type", content_type);
     }
     response.body(Body::from(bytes)).unwrap()
+}
+
+const AUTH_FAILURE_BODY: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<Response><Errors><Error><Code>AuthFailure</Code><Message>AWS was not able to validate the provided access credentials</Message></Error></Errors><RequestID>00000000-0000-0000-0000-000000000001</RequestID></Response>"#;
+
+/// The access key of a SigV4-signed request: `Authorization: AWS4-HMAC-SHA256 Credential=<key>/<date>/…`.
+fn access_key(headers: &HeaderMap) -> Option<String> {
+    let authorization = headers.get("authorization")?.to_str().ok()?;
+    let credential = authorization.split("Credential=").nth(1)?;
+    Some(credential.split('/').next()?.to_string())
 }
 
 fn form_value(body: &[u8], key: &str) -> Option<String> {
