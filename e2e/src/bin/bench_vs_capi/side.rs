@@ -145,10 +145,16 @@ impl Side {
             let latency_seconds = transition_after_creation(object, condition).unwrap_or(f64::NAN);
             return ClusterState::Ready { latency_seconds };
         }
+        // Object names that carry the cluster's name (its MachineDeployment, say) would make every state unique;
+        // without them, clusters in the same state group together.
+        let name = object.metadata.name.as_deref().unwrap_or("\u{0}");
         let mut message = condition["message"]
             .as_str()
             .unwrap_or_default()
-            .to_string();
+            .split(' ')
+            .map(|word| if word.contains(name) { "<name>" } else { word })
+            .collect::<Vec<_>>()
+            .join(" ");
         if message.len() > 160 {
             let mut cut = 160;
             while !message.is_char_boundary(cut) {
