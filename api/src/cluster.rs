@@ -356,6 +356,12 @@ pub struct BareMetalSettings {
     #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']")
         .message("spec.infrastructure.baremetal.imageUrl: must be an http:// or https:// URL of the OS image"))]
     pub image_url: String,
+
+    /// Where the cluster's API will answer: a virtual IP or load balancer in front of the control-plane hosts
+    /// (Slipway does not run one), or the address of a single control-plane host. Without it Slipway cannot reach
+    /// the workload cluster: it writes no kubeconfig, gives workers no join data and installs no add-ons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_plane_endpoint: Option<ApiEndpoint>,
 }
 
 /// The blueprint a cluster was rendered from.

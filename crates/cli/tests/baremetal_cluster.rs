@@ -14,12 +14,13 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use slipway_api::{BareMetalHost, Cluster, HostState, MachinePool};
 use slipway_controller::{Metrics, ProviderRegistry, Settings};
-use slipway_provider_baremetal::BareMetalProvider;
 use slipway_provider_baremetal::host_controller::{self, HostControllerSettings};
+use slipway_provider_baremetal::{BareMetalProvider, USER_DATA_ANNOTATION};
 use slipway_testenv::TestEnv;
 use support::{apply, env, eventually, wait_ready};
 
@@ -82,6 +83,10 @@ spec:
         matchLabels:
           rack: r1
       imageUrl: {image_url}
+      # A VIP in front of the control plane; nothing in this test connects to it.
+      controlPlaneEndpoint:
+        host: 127.0.0.1
+        port: 1
 ---
 apiVersion: slipway.dev/v1alpha1
 kind: MachinePool
@@ -245,6 +250,43 @@ async fn a_baremetal_cluster_claims_boots_outgrows_recovers_scales_down_and_free
         })
         .await;
     }
+    // With a control-plane endpoint the cluster has a kubeconfig for it, and every host boots what its role needs:
+    // the control plane `k3s server`, the workers `k3s agent` with the cluster's join token.
+    let kubeconfig = Api::<Secret>::namespaced(client.clone(), &ns)
+        .get("metal-kubeconfig")
+        .await
+        .expect("a kubeconfig Secret");
+    let kubeconfig = String::from_utf8(kubeconfig.data.unwrap()["value"].0.clone()).unwrap();
+    assert!(
+        kubeconfig.contains("server: https://127.0.0.1:1"),
+        "{kubeconfig}"
+    );
+    let token = Api::<Secret>::namespaced(client.clone(), &ns)
+        .get("metal-bootstrap-token")
+        .await
+        .expect("a join token");
+    let token_id = String::from_utf8(token.data.unwrap()["token-id"].0.clone()).unwrap();
+    let mut roles = Vec::new();
+    for host in hosts(&host_api).await.unwrap() {
+        let Some(user_data) = host.annotations().get(USER_DATA_ANNOTATION) else {
+            continue;
+        };
+        assert!(
+            user_data.contains(&format!("{token_id}.")),
+            "{}: no join token in its user data",
+            host.name_any()
+        );
+        roles.push(if user_data.contains("INSTALL_K3S_EXEC='server'") {
+            "server"
+        } else if user_data.contains("INSTALL_K3S_EXEC='agent'") {
+            "agent"
+        } else {
+            "neither"
+        });
+    }
+    roles.sort();
+    assert_eq!(roles, ["agent", "agent", "agent", "server"]);
+
     let pool = pools.get("metal-workers").await.unwrap();
     let status = pool.status.clone().unwrap();
     assert_eq!((status.replicas, status.ready_replicas), (3, 3));

@@ -198,12 +198,21 @@ impl InfrastructureProvider for BareMetalProvider {
     async fn reconcile_cluster(&self, cluster: &ClusterInfo) -> Result<InfrastructureStatus> {
         let settings = settings(cluster)?;
         selector(cluster, settings)?;
+        let endpoint = settings
+            .control_plane_endpoint
+            .as_ref()
+            .map(|e| (e.host.clone(), u16::try_from(e.port).unwrap_or(6443)));
+        let message = match &endpoint {
+            Some((host, port)) => format!(
+                "bare metal needs no shared infrastructure; hosts are claimed per machine; the API answers at {host}:{port}"
+            ),
+            None => "bare metal needs no shared infrastructure; hosts are claimed per machine; without spec.infrastructure.baremetal.controlPlaneEndpoint the workload API is out of reach (no kubeconfig, no worker join data, no add-ons)".into(),
+        };
         Ok(InfrastructureStatus {
             ready: true,
-            message: "bare metal needs no shared infrastructure; hosts are claimed per machine"
-                .into(),
-            endpoint: None,
-            workload_api: true,
+            message,
+            workload_api: endpoint.is_some(),
+            endpoint,
         })
     }
 

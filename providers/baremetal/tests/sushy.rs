@@ -102,8 +102,27 @@ async fn pools_claim_hosts_boot_them_from_the_image_and_release_them() {
     let cluster = support::cluster(&namespace, "metal", &image.url);
     let api: Api<BareMetalHost> = Api::namespaced(client.clone(), &namespace);
 
+    // Without a control-plane endpoint the workload API is out of reach, and the status says how to fix that.
     let ready = provider.reconcile_cluster(&cluster).await.unwrap();
-    assert!(ready.ready && ready.workload_api);
+    assert!(ready.ready && !ready.workload_api && ready.endpoint.is_none());
+    assert!(
+        ready.message.contains("controlPlaneEndpoint"),
+        "{}",
+        ready.message
+    );
+    let mut with_endpoint = cluster.clone();
+    with_endpoint
+        .infrastructure
+        .baremetal
+        .as_mut()
+        .unwrap()
+        .control_plane_endpoint = Some(slipway_api::ApiEndpoint {
+        host: "10.0.0.5".into(),
+        port: 6443,
+    });
+    let reachable = provider.reconcile_cluster(&with_endpoint).await.unwrap();
+    assert!(reachable.workload_api);
+    assert_eq!(reachable.endpoint, Some(("10.0.0.5".to_string(), 6443)));
 
     // A control plane of 1 and a pool of 3.
     let mut machines = vec![

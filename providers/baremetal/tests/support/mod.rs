@@ -403,6 +403,7 @@ pub fn cluster(namespace: &str, name: &str, image_url: &str) -> ClusterInfo {
                     ..Default::default()
                 },
                 image_url: image_url.into(),
+                control_plane_endpoint: None,
             }),
             ..Default::default()
         },
