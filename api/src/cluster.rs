@@ -451,6 +451,7 @@ pub struct ClusterStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 pub struct ApiEndpoint {
     /// DNS name or IP address.
+    #[schemars(length(min = 1, max = 253))]
     pub host: String,
     /// TCP port.
     #[schemars(range(min = 1, max = 65535))]

@@ -13,6 +13,7 @@ mod backoff;
 pub mod cluster;
 mod cluster_secrets;
 mod context;
+mod cost;
 mod error;
 mod finalizer;
 mod join_token;
@@ -36,4 +37,3 @@ pub const MACHINE_POOL_FINALIZER: &str = "slipway.dev/machinepool";
 pub const PAUSED_ANNOTATION: &str = "slipway.dev/paused";
 /// Label on a pool's machines (and Nodes) naming the pool; the scale subresource's selector uses it.
 pub const POOL_LABEL: &str = "slipway.dev/pool";
-mod cost;
