@@ -239,7 +239,8 @@ async fn wait_for_pool_size(
     .await;
 }
 
-async fn live_instances(ec2: &aws_sdk_ec2::Client, cluster: &str) -> Vec<String> {
+/// Live instances of the cluster with their `slipway.dev/pool` tag (`control-plane` or the pool's name).
+async fn instance_groups(ec2: &aws_sdk_ec2::Client, cluster: &str) -> Vec<(String, String)> {
     let out = ec2
         .describe_instances()
         .filters(
@@ -261,7 +262,26 @@ async fn live_instances(ec2: &aws_sdk_ec2::Client, cluster: &str) -> Vec<String>
     out.reservations()
         .iter()
         .flat_map(|r| r.instances())
-        .filter_map(|i| i.instance_id().map(str::to_string))
+        .map(|i| {
+            let group = i
+                .tags()
+                .iter()
+                .find(|t| t.key() == Some("slipway.dev/pool"))
+                .and_then(|t| t.value())
+                .unwrap_or_default();
+            (
+                i.instance_id().unwrap_or_default().to_string(),
+                group.to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn live_instances(ec2: &aws_sdk_ec2::Client, cluster: &str) -> Vec<String> {
+    instance_groups(ec2, cluster)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
         .collect()
 }
 
@@ -296,6 +316,50 @@ async fn aws_cluster_becomes_ready_on_moto_and_leaves_no_instance_behind() {
         3,
         "1 control plane + 2 workers"
     );
+    // Each instance boots bootstrap's cloud-init for its role: the control plane `kubeadm init` with the cluster's
+    // CAs, the workers `kubeadm join` with the cluster's join token and its CA's hash, and no keys.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let ca =
+        slipway_bootstrap::secrets::ca_from_secret(&secrets.get("east-ca").await.unwrap()).unwrap();
+    let ca_hash = ca.public_key_hash().unwrap();
+    let token = slipway_bootstrap::secrets::join_token_from_secret(
+        &secrets.get("east-bootstrap-token").await.unwrap(),
+    )
+    .unwrap();
+    let mut roles = Vec::new();
+    for (id, group) in instance_groups(&ec2, &key).await {
+        let user_data = ec2
+            .describe_instance_attribute()
+            .instance_id(&id)
+            .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+            .send()
+            .await
+            .unwrap();
+        let decoded = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            user_data.user_data().unwrap().value().unwrap(),
+        )
+        .unwrap();
+        let cloud_init = String::from_utf8(decoded).unwrap();
+        assert!(cloud_init.starts_with("#cloud-config\n"), "{id}");
+        if group == "control-plane" {
+            assert!(cloud_init.contains("InitConfiguration"), "{id}: {group}");
+            assert!(cloud_init.contains(&token.token()), "{id}: the init token");
+            assert!(cloud_init.contains("BEGIN CERTIFICATE"), "{id}: the CAs");
+        } else {
+            assert!(cloud_init.contains("JoinConfiguration"), "{id}: {group}");
+            assert!(cloud_init.contains(&token.token()), "{id}: the join token");
+            assert!(cloud_init.contains(&ca_hash), "{id}: the CA hash");
+            assert!(
+                !cloud_init.contains("PRIVATE KEY"),
+                "{id}: a worker got a key"
+            );
+        }
+        roles.push(group);
+    }
+    roles.sort();
+    assert_eq!(roles, ["control-plane", "east-workers", "east-workers"]);
+
     let pool = Api::<MachinePool>::namespaced(client.clone(), &ns)
         .get("east-workers")
         .await
