@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::GroupVersionKind;
 use kube::api::{
     DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, Preconditions,
 };
@@ -268,17 +269,8 @@ async fn foreign_objects_in(
 ) -> std::result::Result<Vec<String>, String> {
     let mut foreign = Vec::new();
     for (group, version, kind, plural) in USER_DATA_KINDS {
-        let resource = ApiResource {
-            group: group.into(),
-            version: version.into(),
-            api_version: if group.is_empty() {
-                version.into()
-            } else {
-                format!("{group}/{version}")
-            },
-            kind: kind.into(),
-            plural: plural.into(),
-        };
+        let resource =
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
         let listed = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource)
             .list_metadata(&ListParams::default())
             .await

@@ -11,26 +11,20 @@ use slipway_provider::{ProviderError, Result};
 use tracing::info;
 
 use crate::layout::ClusterDir;
+use crate::nodes::unreachable;
 use crate::user_data::Join;
-
-fn unreachable(e: impl std::fmt::Display) -> ProviderError {
-    ProviderError::transient(
-        "WorkloadApiUnavailable",
-        format!("workload cluster API: {e}"),
-    )
-}
 
 fn split(token: &str) -> Option<(&str, &str)> {
     token.split_once('.')
 }
 
-/// Creates the init configuration's bootstrap tokens in the workload cluster, once; true when none is pending.
-pub async fn create_init_tokens(dir: &ClusterDir, admin: &kube::Client) -> Result<bool> {
+/// Creates the init configuration's bootstrap tokens in the workload cluster, once.
+pub async fn create_init_tokens(dir: &ClusterDir, admin: &kube::Client) -> Result<()> {
     let pending = dir
         .init_tokens()
         .map_err(|e| unreachable(format!("reading init tokens: {e}")))?;
     let Some(tokens) = pending else {
-        return Ok(true);
+        return Ok(());
     };
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), "kube-system");
     for init in &tokens {
@@ -54,8 +48,7 @@ pub async fn create_init_tokens(dir: &ClusterDir, admin: &kube::Client) -> Resul
         }
     }
     dir.remove_init_tokens()
-        .map_err(|e| unreachable(format!("removing init tokens: {e}")))?;
-    Ok(true)
+        .map_err(|e| unreachable(format!("removing init tokens: {e}")))
 }
 
 /// Checks a worker's join the way `kubeadm join` would: the CA it pins is the cluster's, and its token

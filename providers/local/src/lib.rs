@@ -153,9 +153,10 @@ impl InfrastructureProvider for LocalProvider {
                 let client = self.workload_client(&dir).await?;
                 // Like `kubeadm init`, the control plane is ready once its API answers and it has created the
                 // bootstrap tokens workers join with.
-                let ready = running
-                    && control_plane::api_ready(&client).await
-                    && join::create_init_tokens(&dir, &client).await?;
+                let ready = running && control_plane::api_ready(&client).await;
+                if ready {
+                    join::create_init_tokens(&dir, &client).await?;
+                }
                 Ok(vec![Machine {
                     provider_id: provider_id(cluster, &record.name),
                     name: record.name,

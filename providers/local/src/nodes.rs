@@ -14,7 +14,7 @@ use slipway_provider::{Deletion, Machine, ProviderError, Result};
 const POOL_LABEL: &str = "slipway.dev/pool";
 const TEMPLATE_HASH_LABEL: &str = "slipway.dev/template-hash";
 
-fn unreachable(e: impl std::fmt::Display) -> ProviderError {
+pub(crate) fn unreachable(e: impl std::fmt::Display) -> ProviderError {
     ProviderError::transient(
         "WorkloadApiUnavailable",
         format!("workload cluster API: {e}"),
