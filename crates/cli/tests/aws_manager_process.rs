@@ -520,15 +520,25 @@ async fn the_price_configmap_overrides_prices_in_the_cost_estimate() {
     // No credentials Secret: the cluster makes nothing in EC2, yet its estimate is written with the conditions.
     apply(&client, &ns, &cluster_yaml("priced", "m5.large")).await;
     let clusters: Api<Cluster> = Api::namespaced(client.clone(), &ns);
-    let cost = eventually("status.cost", Duration::from_secs(60), || async {
-        clusters
-            .get("priced")
-            .await
-            .map_err(|e| e.to_string())?
-            .status
-            .and_then(|s| s.cost)
-            .ok_or_else(|| "no status.cost yet".to_string())
-    })
+    // The first estimate can come from a reconcile that has not seen the new pool yet (the cache lags): wait
+    // for one that counts it, then check it exactly.
+    let cost = eventually(
+        "status.cost with the pool",
+        Duration::from_secs(60),
+        || async {
+            let cost = clusters
+                .get("priced")
+                .await
+                .map_err(|e| e.to_string())?
+                .status
+                .and_then(|s| s.cost)
+                .ok_or_else(|| "no status.cost yet".to_string())?;
+            match &cost.note {
+                Some(note) if note.contains("4 desired machines") => Ok(cost),
+                _ => Err(format!("{cost:?}")),
+            }
+        },
+    )
     .await;
     // One t3.medium at $0.05 and three m5.large at $0.10 (the embedded table says 0.0416 and 0.096).
     assert_eq!(
