@@ -369,11 +369,12 @@ async fn reconcile_control_plane(
     Ok(ready)
 }
 
-/// The cluster's pools: from the cache, or from the apiserver when one is not ready, because the cache this
-/// reconcile reads may lag the watch event that woke it (a pool just scaled, or just became ready).
+/// The cluster's pools: from the cache when it holds some and all are ready, otherwise from the apiserver, because
+/// the cache this reconcile reads may lag the watch event that woke it (a pool just scaled, just became ready, or
+/// just created with the cluster: without the LIST a cluster would count as having no pools, and be Ready).
 async fn current_pools(cluster: &Cluster, ctx: &Context) -> Result<Vec<Arc<MachinePool>>> {
     let pools = pools_of(ctx, cluster);
-    if pools.iter().all(|pool| pool_is_ready(pool)) {
+    if !pools.is_empty() && pools.iter().all(|pool| pool_is_ready(pool)) {
         return Ok(pools);
     }
     let api: Api<MachinePool> =
@@ -556,10 +557,10 @@ async fn finalize(cluster: &Cluster, api: &Api<Cluster>, ctx: &Context) -> Resul
                 Err(e) => return Err(e.into()),
             }
         }
-        let names: Vec<String> = remaining.iter().map(|p| p.name_any()).collect();
+        let pools: Vec<String> = remaining.iter().map(pool_deletion_progress).collect();
         waiting(
             &mut status,
-            format!("deleting MachinePools: {}", names.join(", ")),
+            format!("deleting MachinePools: {}", pools.join("; ")),
         );
         apply_if_changed(api, &cluster.name_any(), old, &status).await?;
         return Ok(Action::requeue(Duration::from_secs(1)));
@@ -579,7 +580,14 @@ async fn finalize(cluster: &Cluster, api: &Api<Cluster>, ctx: &Context) -> Resul
 
     // 2. Control plane machines.
     let remaining =
-        machines::delete_all(ctx, provider.as_ref(), &info, &MachineRole::ControlPlane).await?;
+        match machines::delete_all(ctx, provider.as_ref(), &info, &MachineRole::ControlPlane).await
+        {
+            Ok(remaining) => remaining,
+            Err(error) => {
+                return deletion_blocked(api, cluster, status, "the control-plane machines", error)
+                    .await;
+            }
+        };
     if !remaining.is_empty() {
         waiting(
             &mut status,
@@ -590,16 +598,22 @@ async fn finalize(cluster: &Cluster, api: &Api<Cluster>, ctx: &Context) -> Resul
     }
 
     // 3. Infrastructure.
-    let deletion = call(
+    let deletion = match call(
         ctx,
         provider.as_ref(),
         "delete_cluster",
         provider.delete_cluster(&info).await,
-    )
-    .map_err(|source| Error::Provider {
-        provider: provider_name.to_string(),
-        source,
-    })?;
+    ) {
+        Ok(deletion) => deletion,
+        Err(source) => {
+            let error = Error::Provider {
+                provider: provider_name.to_string(),
+                source,
+            };
+            return deletion_blocked(api, cluster, status, "the cluster's infrastructure", error)
+                .await;
+        }
+    };
     if let Deletion::InProgress(what) = deletion {
         waiting(&mut status, format!("deleting infrastructure: {what}"));
         apply_if_changed(api, &cluster.name_any(), old, &status).await?;
@@ -618,6 +632,51 @@ async fn finalize(cluster: &Cluster, api: &Api<Cluster>, ctx: &Context) -> Resul
 }
 
 /// `spec.paused`, or the `slipway.dev/paused` annotation set to anything but "false".
+/// A provider that cannot delete (its credentials are gone, say) holds the deletion: nothing is dropped while it
+/// may still exist. Says on the Cluster what is stuck and why, and returns the error for the retry.
+async fn deletion_blocked(
+    api: &Api<Cluster>,
+    cluster: &Cluster,
+    mut status: ClusterStatus,
+    what: &str,
+    error: Error,
+) -> Result<Action> {
+    if let Error::Provider { source, .. } = &error {
+        let message = format!("cannot delete {what}: {source}");
+        conditions::set(
+            &mut status.conditions,
+            condition(
+                READY,
+                false,
+                source.reason(),
+                message,
+                cluster.metadata.generation,
+            ),
+        );
+        apply_if_changed(api, &cluster.name_any(), cluster.status.as_ref(), &status).await?;
+    }
+    Err(error)
+}
+
+/// A pool being deleted, with what holds it up when its own status says so (a provider that cannot delete its
+/// machines), so the cluster shows why its deletion does not move.
+fn pool_deletion_progress(pool: &MachinePool) -> String {
+    let ready = pool
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, READY));
+    match ready {
+        Some(c)
+            if pool.metadata.deletion_timestamp.is_some()
+                && c.status == "False"
+                && c.reason != "Deleting" =>
+        {
+            format!("{} ({}: {})", pool.name_any(), c.reason, c.message)
+        }
+        _ => pool.name_any(),
+    }
+}
+
 pub fn is_paused(cluster: &Cluster) -> bool {
     cluster.spec.paused
         || cluster
