@@ -8,64 +8,38 @@ mod support;
 #[path = "../../../providers/aws/tests/support/mod.rs"]
 mod aws_support;
 
+#[path = "support/aws.rs"]
+mod aws;
+
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use aws::AwsCluster;
 use aws_sdk_ec2::types::Filter;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use slipway_api::{Cluster, MachinePool};
-use slipway_controller::{ProviderRegistry, Settings};
-use slipway_provider_aws::{AwsConfig, AwsProvider, SecretCredentials};
 use slipway_testenv::TestEnv;
 use support::{apply, env, eventually, wait_ready};
 
 /// One moto and one manager with the aws provider (credentials from Secrets) per test binary; returns moto's URL.
 fn aws_manager(env: &'static TestEnv) -> &'static str {
-    static MOTO: OnceLock<aws_support::Moto> = OnceLock::new();
-    let moto = MOTO.get_or_init(|| {
-        // Started on a runtime of its own: moto is a process, it outlives that runtime. A `static` is never dropped,
-        // so it is killed when the test binary exits.
-        let moto = std::thread::spawn(|| {
-            tokio::runtime::Runtime::new()
-                .unwrap()
-                .block_on(aws_support::Moto::start())
-        })
-        .join()
-        .unwrap();
-        slipway_testenv::process::kill_at_exit(moto.pid());
-        let url = moto.url.clone();
-        support::run_manager(
-            env,
-            move |client| {
-                let provider = AwsProvider::new(
-                    AwsConfig {
-                        endpoint_url: Some(url),
-                        retry: aws_support::fast_retries(),
-                        ..AwsConfig::default()
-                    },
-                    Arc::new(SecretCredentials::new(client.clone())),
-                );
-                ProviderRegistry::new().register(Arc::new(provider))
-            },
-            Settings::default(),
-        );
-        moto
-    });
-    &moto.url
+    static MANAGER: OnceLock<&'static str> = OnceLock::new();
+    MANAGER.get_or_init(|| {
+        let url = &aws::moto().url;
+        aws::run_manager(env, url.clone());
+        url
+    })
 }
 
 /// Creates the credentials Secret `aws-credentials` in `ns`.
 async fn credentials_secret(client: &kube::Client, ns: &str) {
-    let secret: Secret = serde_json::from_value(serde_json::json!({
-        "metadata": { "name": "aws-credentials" },
-        "stringData": { "AWS_ACCESS_KEY_ID": "AKIDSLIPWAYE2E", "AWS_SECRET_ACCESS_KEY": "not-a-real-secret" }
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    create_credentials_secret(client, ns, "aws-credentials").await;
+}
+
+/// Creates a credentials Secret named `name` in `ns`.
+async fn create_credentials_secret(client: &kube::Client, ns: &str, name: &str) {
+    aws::create_credentials(client, ns, name, "AKIDSLIPWAYE2E", "not-a-real-secret").await;
 }
 
 /// A cluster whose pool `<name>-workers` has `workers` machines of `instance_type` and the given strategy.
@@ -76,78 +50,23 @@ fn aws_cluster_with_pool(
     max_surge: u32,
     max_unavailable: u32,
 ) -> String {
-    format!(
-        r#"apiVersion: slipway.dev/v1alpha1
-kind: Cluster
-metadata:
-  name: {name}
-spec:
-  kubernetes:
-    version: v1.37.2
-  controlPlane:
-    replicas: 1
-    machine:
-      image: {ami}
-      instanceType: t3.medium
-  infrastructure:
-    aws:
-      region: us-east-1
-      credentialsSecretRef:
-        name: aws-credentials
-      availabilityZones: [us-east-1a, us-east-1b]
----
-apiVersion: slipway.dev/v1alpha1
-kind: MachinePool
-metadata:
-  name: {name}-workers
-spec:
-  clusterName: {name}
-  replicas: {workers}
-  template:
-    machine:
-      image: {ami}
-      instanceType: {instance_type}
-  strategy:
-    maxSurge: {max_surge}
-    maxUnavailable: {max_unavailable}
-"#,
-        ami = aws_support::MOTO_UBUNTU_AMI
-    )
+    AwsCluster {
+        control_plane_type: Some("t3.medium"),
+        workers,
+        worker_type: Some(instance_type),
+        strategy: Some((max_surge, max_unavailable)),
+        ..AwsCluster::new(name)
+    }
+    .yaml()
 }
 
 fn aws_cluster(name: &str, secret: &str, workers: u32) -> String {
-    format!(
-        r#"apiVersion: slipway.dev/v1alpha1
-kind: Cluster
-metadata:
-  name: {name}
-spec:
-  kubernetes:
-    version: v1.37.2
-  controlPlane:
-    replicas: 1
-    machine:
-      image: {ami}
-  infrastructure:
-    aws:
-      region: us-east-1
-      credentialsSecretRef:
-        name: {secret}
-      availabilityZones: [us-east-1a, us-east-1b]
----
-apiVersion: slipway.dev/v1alpha1
-kind: MachinePool
-metadata:
-  name: {name}-workers
-spec:
-  clusterName: {name}
-  replicas: {workers}
-  template:
-    machine:
-      image: {ami}
-"#,
-        ami = aws_support::MOTO_UBUNTU_AMI
-    )
+    AwsCluster {
+        secret,
+        workers,
+        ..AwsCluster::new(name)
+    }
+    .yaml()
 }
 
 /// Pending and running instances of one pool in moto, as (instance id, instance type).
@@ -416,6 +335,97 @@ async fn a_missing_credentials_secret_is_a_condition_naming_it() {
         message.contains("no-such-secret") && message.contains("AWS_ACCESS_KEY_ID"),
         "{message}"
     );
+
+    // Deleting it waits for the credentials, saying so, rather than dropping what it cannot look for; once the
+    // Secret exists the (empty) cleanup goes through.
+    clusters
+        .delete("west", &DeleteParams::default())
+        .await
+        .unwrap();
+    let stuck = deletion_blocked_by(&client, &ns, "west", "CredentialsNotFound").await;
+    assert!(stuck.contains("no-such-secret"), "{stuck}");
+    create_credentials_secret(&client, &ns, "no-such-secret").await;
+    support::wait_deleted(&client, &ns, "west", Duration::from_secs(120)).await;
+}
+
+#[tokio::test]
+async fn a_cluster_whose_credentials_are_gone_is_deleted_only_once_they_are_back() {
+    let env = env().await;
+    let moto = aws_manager(env);
+    let ns = env.create_namespace("aws-lost-creds").await;
+    let client = env.client().await;
+    credentials_secret(&client, &ns).await;
+    let ec2 = aws_support::ec2(moto).await;
+    let key = format!("{ns}/lost");
+    apply(&client, &ns, &aws_cluster("lost", "aws-credentials", 1)).await;
+    wait_ready(&client, &ns, "lost", Duration::from_secs(120)).await;
+    let before = live_instances(&ec2, &key).await;
+    assert_eq!(before.len(), 2, "control plane and one worker: {before:?}");
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .delete("aws-credentials", &DeleteParams::default())
+        .await
+        .unwrap();
+    Api::<Cluster>::namespaced(client.clone(), &ns)
+        .delete("lost", &DeleteParams::default())
+        .await
+        .unwrap();
+    let stuck = deletion_blocked_by(&client, &ns, "lost", "CredentialsNotFound").await;
+    assert!(stuck.contains("aws-credentials"), "{stuck}");
+    // Held, not dropped: the objects that find the instances are still there, and so are the instances.
+    let mut left = live_instances(&ec2, &key).await;
+    left.sort();
+    let mut expected = before.clone();
+    expected.sort();
+    assert_eq!(left, expected);
+    assert!(
+        Api::<MachinePool>::namespaced(client.clone(), &ns)
+            .get_opt("lost-workers")
+            .await
+            .unwrap()
+            .is_some(),
+        "the pool went away while its instance still runs"
+    );
+
+    credentials_secret(&client, &ns).await;
+    support::wait_deleted(&client, &ns, "lost", Duration::from_secs(120)).await;
+    assert!(
+        live_instances(&ec2, &key).await.is_empty(),
+        "instances left behind"
+    );
+}
+
+/// Waits until the Cluster, being deleted, says its pool's deletion is held up with `reason`; checks the pool
+/// says the same, and returns the pool's message.
+async fn deletion_blocked_by(client: &kube::Client, ns: &str, name: &str, reason: &str) -> String {
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), ns);
+    let pools: Api<MachinePool> = Api::namespaced(client.clone(), ns);
+    let pool_name = format!("{name}-workers");
+    eventually(
+        &format!("deletion of {name} held up by {reason}"),
+        Duration::from_secs(60),
+        || async {
+            let cluster = clusters.get(name).await.map_err(|e| e.to_string())?;
+            let conditions = cluster.status.map(|s| s.conditions).unwrap_or_default();
+            let ready = slipway_api::conditions::find(&conditions, "Ready");
+            if !ready.is_some_and(|c| {
+                c.reason == "Deleting" && c.message.contains(&format!("{pool_name} ({reason}: "))
+            }) {
+                return Err(format!(
+                    "cluster: {}",
+                    support::condition_summary(&conditions)
+                ));
+            }
+            let pool = pools.get(&pool_name).await.map_err(|e| e.to_string())?;
+            let conditions = pool.status.map(|s| s.conditions).unwrap_or_default();
+            match slipway_api::conditions::find(&conditions, "Ready") {
+                Some(c) if c.status == "False" && c.reason == reason => Ok(c.message.clone()),
+                _ => Err(format!("pool: {}", support::condition_summary(&conditions))),
+            }
+        },
+    )
+    .await
 }
 
 #[tokio::test]

@@ -354,7 +354,28 @@ async fn finalize(
         let role = MachineRole::Worker {
             pool: pool.name_any(),
         };
-        let remaining = machines::delete_all(ctx, provider.as_ref(), &info, &role).await?;
+        let remaining = match machines::delete_all(ctx, provider.as_ref(), &info, &role).await {
+            Ok(remaining) => remaining,
+            // The machines stay, and so does the pool, until the provider can delete them (say, once a
+            // credentials Secret is back): say so where the person waiting for the deletion looks.
+            Err(error) => {
+                if let Error::Provider { source, .. } = &error {
+                    let message = format!("cannot delete the pool's machines: {source}");
+                    conditions::set(
+                        &mut status.conditions,
+                        condition(
+                            READY,
+                            false,
+                            source.reason(),
+                            message,
+                            pool.metadata.generation,
+                        ),
+                    );
+                    apply_if_changed(api, &pool.name_any(), pool.status.as_ref(), &status).await?;
+                }
+                return Err(error);
+            }
+        };
         if !remaining.is_empty() {
             let message = format!("deleting machines: {}", remaining.join(", "));
             conditions::set(
