@@ -8,14 +8,15 @@ mod support;
 #[path = "../../../providers/aws/tests/support/mod.rs"]
 mod aws_support;
 
-use std::sync::{Arc, OnceLock};
+#[path = "support/aws.rs"]
+mod aws;
+
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PostParams};
+use aws::AwsCluster;
+use kube::api::Api;
 use slipway_api::{Cluster, MachinePool};
-use slipway_controller::{ProviderRegistry, Settings};
-use slipway_provider_aws::{AwsConfig, AwsProvider, SecretCredentials};
 use slipway_testenv::TestEnv;
 use support::{apply, env, eventually};
 
@@ -27,95 +28,53 @@ const WATCH: Duration = Duration::from_secs(20);
 const MAX_TRIES: usize = 8;
 
 struct Aws {
-    _moto: aws_support::Moto,
     proxy: aws_support::CountingProxy,
 }
 
 /// One moto, one counting proxy in front of it, and one manager with the aws provider talking to the proxy, per
 /// test binary. The proxy runs on a runtime of its own: each `#[tokio::test]` has its own, which ends with it.
-fn aws(env: &'static TestEnv) -> &'static Aws {
+fn moto_behind_proxy(env: &'static TestEnv) -> &'static Aws {
     static AWS: OnceLock<Aws> = OnceLock::new();
     AWS.get_or_init(|| {
+        let moto_url = aws::moto().url.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Runtime::new().unwrap();
             runtime.block_on(async move {
-                let moto = aws_support::Moto::start().await;
-                slipway_testenv::process::kill_at_exit(moto.pid());
-                let proxy = aws_support::CountingProxy::start(&moto.url).await;
-                tx.send(Aws { _moto: moto, proxy }).unwrap();
+                tx.send(aws_support::CountingProxy::start(&moto_url).await)
+                    .unwrap();
                 std::future::pending::<()>().await;
             });
         });
-        let aws = rx.recv().unwrap();
-        let url = aws.proxy.url.clone();
-        support::run_manager(
-            env,
-            move |client| {
-                let provider = AwsProvider::new(
-                    AwsConfig {
-                        endpoint_url: Some(url),
-                        retry: aws_support::fast_retries(),
-                        ..AwsConfig::default()
-                    },
-                    Arc::new(SecretCredentials::new(client.clone())),
-                );
-                ProviderRegistry::new().register(Arc::new(provider))
-            },
-            Settings::default(),
-        );
-        aws
+        let proxy = rx.recv().unwrap();
+        aws::run_manager(env, proxy.url.clone());
+        Aws { proxy }
     })
 }
 
 /// A credentials Secret `aws-credentials` in `ns` with the access key `key`.
 async fn credentials(client: &kube::Client, ns: &str, key: &str) {
-    let secret: Secret = serde_json::from_value(serde_json::json!({
-        "metadata": { "name": "aws-credentials" },
-        "stringData": { "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": "failure-test-secret-value" }
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    aws::create_credentials(
+        client,
+        ns,
+        "aws-credentials",
+        key,
+        "failure-test-secret-value",
+    )
+    .await;
 }
 
+/// The cluster of these tests: one zone, a pool of 2.
 fn cluster_yaml(name: &str, control_plane_image: &str, pool_instance_type: &str) -> String {
-    format!(
-        r#"apiVersion: slipway.dev/v1alpha1
-kind: Cluster
-metadata:
-  name: {name}
-spec:
-  kubernetes:
-    version: v1.37.2
-  controlPlane:
-    replicas: 1
-    machine:
-      image: {control_plane_image}
-      instanceType: t3.medium
-  infrastructure:
-    aws:
-      region: us-east-1
-      credentialsSecretRef:
-        name: aws-credentials
-      availabilityZones: [us-east-1a]
----
-apiVersion: slipway.dev/v1alpha1
-kind: MachinePool
-metadata:
-  name: {name}-workers
-spec:
-  clusterName: {name}
-  replicas: 2
-  template:
-    machine:
-      image: {ami}
-      instanceType: {pool_instance_type}
-"#,
-        ami = aws_support::MOTO_UBUNTU_AMI
-    )
+    AwsCluster {
+        zones: &["us-east-1a"],
+        control_plane_image,
+        control_plane_type: Some("t3.medium"),
+        workers: 2,
+        worker_type: Some(pool_instance_type),
+        ..AwsCluster::new(name)
+    }
+    .yaml()
 }
 
 /// Waits until condition `type_` of the Cluster has `reason`; returns its message.
@@ -201,7 +160,7 @@ async fn assert_no_secret_in_status(client: &kube::Client, ns: &str, name: &str)
 #[tokio::test]
 async fn a_bad_image_is_a_condition_naming_it_and_is_retried_with_backoff() {
     let env = env().await;
-    let aws = aws(env);
+    let aws = moto_behind_proxy(env);
     let ns = env.create_namespace("aws-bad-ami").await;
     let client = env.client().await;
     let key = "AKIDBADIMAGE";
@@ -232,7 +191,7 @@ async fn a_bad_image_is_a_condition_naming_it_and_is_retried_with_backoff() {
 #[tokio::test]
 async fn revoked_credentials_are_a_condition_and_are_retried_with_backoff() {
     let env = env().await;
-    let aws = aws(env);
+    let aws = moto_behind_proxy(env);
     let ns = env.create_namespace("aws-revoked").await;
     let client = env.client().await;
     let key = "AKIDREVOKED";
@@ -266,7 +225,7 @@ async fn revoked_credentials_are_a_condition_and_are_retried_with_backoff() {
 #[tokio::test]
 async fn an_unknown_instance_type_fails_the_pool_names_the_type_and_has_no_price() {
     let env = env().await;
-    let aws = aws(env);
+    let aws = moto_behind_proxy(env);
     let ns = env.create_namespace("aws-bad-type").await;
     let client = env.client().await;
     let key = "AKIDBADTYPE";

@@ -9,12 +9,16 @@ mod support;
 #[path = "../../../providers/aws/tests/support/mod.rs"]
 mod aws_support;
 
+#[path = "support/aws.rs"]
+mod aws;
+
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aws::AwsCluster;
 use aws_sdk_ec2::types::Filter;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use rand::Rng;
 use slipway_api::Cluster;
@@ -22,35 +26,20 @@ use support::{ManagerProcess, apply, env, eventually};
 
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The test binary's moto, started on a runtime of its own (it is a process; it outlives that runtime) and killed
-/// when the binary exits.
+/// The test binary's moto.
 fn moto() -> &'static str {
-    static MOTO: OnceLock<aws_support::Moto> = OnceLock::new();
-    &MOTO
-        .get_or_init(|| {
-            let moto = std::thread::spawn(|| {
-                tokio::runtime::Runtime::new()
-                    .unwrap()
-                    .block_on(aws_support::Moto::start())
-            })
-            .join()
-            .unwrap();
-            slipway_testenv::process::kill_at_exit(moto.pid());
-            moto
-        })
-        .url
+    &aws::moto().url
 }
 
 async fn credentials(client: &kube::Client, ns: &str) {
-    let secret: Secret = serde_json::from_value(serde_json::json!({
-        "metadata": { "name": "aws-credentials" },
-        "stringData": { "AWS_ACCESS_KEY_ID": "AKIDCRASH", "AWS_SECRET_ACCESS_KEY": "crash-test-secret" }
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    aws::create_credentials(
+        client,
+        ns,
+        "aws-credentials",
+        "AKIDCRASH",
+        "crash-test-secret",
+    )
+    .await;
 }
 
 const CONTROL_PLANE: usize = 1;
@@ -58,43 +47,14 @@ const WORKERS: usize = 3;
 const MAX_SURGE: usize = 1;
 
 fn cluster_yaml(name: &str, worker_type: &str) -> String {
-    format!(
-        r#"apiVersion: slipway.dev/v1alpha1
-kind: Cluster
-metadata:
-  name: {name}
-spec:
-  kubernetes:
-    version: v1.37.2
-  controlPlane:
-    replicas: {CONTROL_PLANE}
-    machine:
-      image: {ami}
-      instanceType: t3.medium
-  infrastructure:
-    aws:
-      region: us-east-1
-      credentialsSecretRef:
-        name: aws-credentials
-      availabilityZones: [us-east-1a, us-east-1b]
----
-apiVersion: slipway.dev/v1alpha1
-kind: MachinePool
-metadata:
-  name: {name}-workers
-spec:
-  clusterName: {name}
-  replicas: {WORKERS}
-  template:
-    machine:
-      image: {ami}
-      instanceType: {worker_type}
-  strategy:
-    maxSurge: {MAX_SURGE}
-    maxUnavailable: 0
-"#,
-        ami = aws_support::MOTO_UBUNTU_AMI
-    )
+    AwsCluster {
+        control_plane_type: Some("t3.medium"),
+        workers: WORKERS as u32,
+        worker_type: Some(worker_type),
+        strategy: Some((MAX_SURGE as u32, 0)),
+        ..AwsCluster::new(name)
+    }
+    .yaml()
 }
 
 fn tagged() -> Filter {
