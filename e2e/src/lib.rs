@@ -3,12 +3,13 @@
 //!
 //! The library holds what those drivers measure with and that can be proved without a cluster: parsing the
 //! Prometheus text the apiserver and the manager serve, counting apiserver requests, reading a process's memory
-//! and CPU from `/proc`, and percentiles. The drivers are binaries (`bench-scale`, run by `hack/bench-scale.sh`).
+//! and CPU from `/proc`, percentiles, and the setup every driver does before it measures. The drivers are binaries (`bench-scale`, run by `hack/bench-scale.sh`).
 //!
 //! What it is not: part of `cargo test`'s integration suite. A benchmark takes minutes and judges numbers, not
 //! behaviour, so nothing here starts an apiserver from a `#[test]`; the unit tests cover the pure helpers only.
 
 pub mod apiserver_requests;
+pub mod bench_setup;
 pub mod manager_metrics;
 pub mod percentile;
 pub mod process_usage;

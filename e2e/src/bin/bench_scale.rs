@@ -17,15 +17,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Config, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde_json::json;
-use slipway_api::conditions::{self, READY};
+use slipway_api::conditions::{self, NODES_READY, READY};
 use slipway_api::{Cluster, MachinePool};
 use slipway_e2e::apiserver_requests::{RequestCounts, RequestKind};
+use slipway_e2e::bench_setup::{client_for, prepare_namespace, scrape_apiserver};
 use slipway_e2e::manager_metrics::ManagerMetrics;
 use slipway_e2e::percentile::percentile;
 use slipway_e2e::process_usage::{self, ProcessUsage};
@@ -83,7 +82,12 @@ async fn main() -> anyhow::Result<()> {
     let manager = args.manager_pid;
     process_usage::read(manager)
         .with_context(|| format!("the manager (pid {manager}) is not running or not readable"))?;
-    prepare_namespace(&client, &args.namespace).await?;
+    prepare_namespace(
+        &client,
+        &args.namespace,
+        &ApiResource::erase::<Cluster>(&()),
+    )
+    .await?;
     let first_create = warm_up(&client, &args.namespace).await?;
 
     // Before: everything that the run's numbers are differences from.
@@ -143,34 +147,6 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn client_for(kubeconfig: &PathBuf) -> anyhow::Result<Client> {
-    let config = Kubeconfig::read_from(kubeconfig)
-        .with_context(|| format!("reading the kubeconfig {}", kubeconfig.display()))?;
-    let config = Config::from_custom_kubeconfig(config, &KubeConfigOptions::default())
-        .await
-        .context("loading the kubeconfig")?;
-    Client::try_from(config).context("building a Kubernetes client")
-}
-
-/// Creates the namespace if needed, and refuses one that already has Clusters: their reconciles would be counted.
-async fn prepare_namespace(client: &Client, namespace: &str) -> anyhow::Result<()> {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let object: Namespace = serde_json::from_value(json!({ "metadata": { "name": namespace } }))?;
-    match namespaces.create(&PostParams::default(), &object).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.is_already_exists() => {}
-        Err(error) => return Err(error).context(format!("creating namespace {namespace}")),
-    }
-    let existing = Api::<Cluster>::namespaced(client.clone(), namespace)
-        .list_metadata(&ListParams::default().limit(1))
-        .await
-        .context("listing Clusters (are Slipway's CRDs installed?)")?;
-    if !existing.items.is_empty() {
-        bail!("namespace {namespace} already holds Clusters; use a fresh apiserver or --namespace");
-    }
-    Ok(())
-}
-
 /// Sends one Cluster and one MachinePool as server-side dry runs and says how long that took. A fresh apiserver
 /// spends about 2 s on the first create of a Cluster (it builds the CRD's validation, CEL rules included, on first
 /// use); that is a one-off of the apiserver, not of the manager, so it happens before the clock starts.
@@ -198,17 +174,6 @@ async fn warm_up(client: &Client, namespace: &str) -> anyhow::Result<Duration> {
     .await
     .context("creating a MachinePool as a dry run")?;
     Ok(started.elapsed())
-}
-
-/// kube-apiserver's own request counters.
-async fn scrape_apiserver(client: &Client) -> anyhow::Result<RequestCounts> {
-    let request = http::Request::get("/metrics").body(Vec::new())?;
-    let text = client
-        .request_text(request)
-        .await
-        .context("GET /metrics from kube-apiserver")?;
-    let samples = prometheus_text::parse(&text).context("reading kube-apiserver's /metrics")?;
-    Ok(RequestCounts::from_samples(&samples))
 }
 
 /// The manager's reconcile metrics, when its address was given.
@@ -438,8 +403,12 @@ fn observe(
         .as_ref()
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
+    // Every cluster here has a pool: a Ready that does not count it (a reconcile that ran before the pool
+    // existed) is not the Ready being measured.
+    let counts_its_pool =
+        conditions::find(list, NODES_READY).is_some_and(|c| c.reason != "NoMachinePools");
     match conditions::find(list, READY) {
-        Some(condition) if condition.status == conditions::STATUS_TRUE => {
+        Some(condition) if condition.status == conditions::STATUS_TRUE && counts_its_pool => {
             let latency = cluster
                 .metadata
                 .creation_timestamp

@@ -7,16 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use backon::{ExponentialBuilder, Retryable};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Config, ResourceExt};
-use serde_json::json;
+use kube::{Client, ResourceExt};
 use slipway_e2e::apiserver_requests::RequestCounts;
+use slipway_e2e::bench_setup::{client_for, prepare_namespace, scrape_apiserver};
 use slipway_e2e::process_usage::{self, ProcessUsage};
-use slipway_e2e::prometheus_text;
 
 use crate::report::{ProcessResult, RequestRow, SideResult};
 use crate::side::{ClusterState, MACHINES_PER_CLUSTER, Side, machine_running};
@@ -79,7 +77,7 @@ pub async fn run(args: MeasureArgs) -> anyhow::Result<()> {
         process_usage::read(*pid)
             .with_context(|| format!("{name} (pid {pid}) is not running or not readable"))?;
     }
-    prepare_namespace(&client, side, &args.namespace).await?;
+    prepare_namespace(&client, &args.namespace, &side.clusters()).await?;
     let load_before = std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
         .split_whitespace()
@@ -182,40 +180,6 @@ pub async fn run(args: MeasureArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn client_for(kubeconfig: &PathBuf) -> anyhow::Result<Client> {
-    let config = Kubeconfig::read_from(kubeconfig)
-        .with_context(|| format!("reading the kubeconfig {}", kubeconfig.display()))?;
-    let config = Config::from_custom_kubeconfig(config, &KubeConfigOptions::default())
-        .await
-        .context("loading the kubeconfig")?;
-    Client::try_from(config).context("building a Kubernetes client")
-}
-
-/// Creates the namespace if needed, and refuses one that already has clusters: their work would be counted.
-async fn prepare_namespace(client: &Client, side: Side, namespace: &str) -> anyhow::Result<()> {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let object: Namespace = serde_json::from_value(json!({ "metadata": { "name": namespace } }))?;
-    match namespaces.create(&PostParams::default(), &object).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.is_already_exists() => {}
-        Err(error) => return Err(error).context(format!("creating namespace {namespace}")),
-    }
-    let existing =
-        Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &side.clusters())
-            .list_metadata(&ListParams::default().limit(1))
-            .await
-            .with_context(|| {
-                format!(
-                    "listing {} Clusters (are the CRDs installed?)",
-                    side.label()
-                )
-            })?;
-    if !existing.items.is_empty() {
-        bail!("namespace {namespace} already holds Clusters; use a fresh apiserver");
-    }
-    Ok(())
-}
-
 /// Sends one cluster's objects as server-side dry runs: a fresh apiserver spends seconds on the first create of a
 /// custom resource (it builds the CRD's validators, CEL rules included, on first use), and the webhooks' clients
 /// connect. That is a one-off, so it happens before the clock starts, and it is reported on its own.
@@ -232,17 +196,6 @@ async fn warm_up(client: &Client, side: Side, namespace: &str) -> anyhow::Result
             .with_context(|| format!("creating a {} as a dry run", resource.kind))?;
     }
     Ok(started.elapsed())
-}
-
-/// kube-apiserver's own request counters.
-async fn scrape_apiserver(client: &Client) -> anyhow::Result<RequestCounts> {
-    let request = http::Request::get("/metrics").body(Vec::new())?;
-    let text = client
-        .request_text(request)
-        .await
-        .context("GET /metrics from kube-apiserver")?;
-    let samples = prometheus_text::parse(&text).context("reading kube-apiserver's /metrics")?;
-    Ok(RequestCounts::from_samples(&samples))
 }
 
 fn rows(counts: &RequestCounts) -> Vec<RequestRow> {
@@ -495,12 +448,31 @@ async fn create_clusters(
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(name.clone(), Instant::now());
                 for (resource, object) in objects {
-                    Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource)
-                        .create(&PostParams::default(), &object)
-                        .await
-                        .with_context(|| {
-                            format!("creating {} {}", resource.kind, object.name_any())
-                        })?;
+                    let api =
+                        Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource);
+                    let create = || async { api.create(&PostParams::default(), &object).await };
+                    let created = create
+                        .retry(create_backoff())
+                        .when(is_overload)
+                        .notify(|error, delay| {
+                            eprintln!(
+                                "{}: creating {} {} failed ({error}); again in {delay:?}",
+                                side.label(),
+                                resource.kind,
+                                object.name_any()
+                            );
+                        })
+                        .await;
+                    match created {
+                        Ok(_) => {}
+                        // The namespace was empty: only an earlier try of this very create can have made it.
+                        Err(kube::Error::Api(status)) if status.is_already_exists() => {}
+                        Err(error) => {
+                            return Err(error).with_context(|| {
+                                format!("creating {} {}", resource.kind, object.name_any())
+                            });
+                        }
+                    }
                 }
                 anyhow::Ok(())
             }
@@ -508,4 +480,22 @@ async fn create_clusters(
         .buffer_unordered(concurrency)
         .try_collect::<()>()
         .await
+}
+
+/// Creates are tried again, a few times, when the apiserver (or a webhook it calls) is overloaded, as `kubectl`
+/// users would: a side whose admission times out under its own load is still measured, not aborted.
+fn create_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(10))
+        .with_max_times(6)
+        .with_jitter()
+}
+
+/// Overload: 429, a 5xx (a webhook call that timed out is a 500), or no answer at all.
+fn is_overload(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) => status.code == 429 || status.code >= 500,
+        _ => true,
+    }
 }

@@ -141,7 +141,14 @@ impl Side {
         let Some(condition) = condition else {
             return ClusterState::Waiting(format!("no {wanted} condition yet"));
         };
-        if condition["status"] == "True" {
+        // Every Slipway cluster here has a pool: a Ready that does not count it (a reconcile that ran before the
+        // pool existed) is not the Ready being measured.
+        let uncounted_pool = self == Side::Slipway
+            && object.data["status"]["conditions"]
+                .as_array()
+                .and_then(|list| list.iter().find(|c| c["type"] == "NodesReady"))
+                .is_none_or(|c| c["reason"] == "NoMachinePools");
+        if condition["status"] == "True" && !uncounted_pool {
             let latency_seconds = transition_after_creation(object, condition).unwrap_or(f64::NAN);
             return ClusterState::Ready { latency_seconds };
         }
