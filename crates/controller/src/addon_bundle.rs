@@ -31,7 +31,8 @@ const NOT_READY_POLL: Duration = Duration::from_secs(3);
 
 /// Whether `bundle` selects `cluster`: same namespace and matching labels.
 pub fn selects(bundle: &AddonBundle, cluster: &Cluster) -> bool {
-    bundle.namespace() == cluster.namespace()
+    // Compared in place: this runs for every cluster of the cache on each bundle event.
+    bundle.metadata.namespace == cluster.metadata.namespace
         && Selector::try_from(bundle.spec.cluster_selector.clone())
             .is_ok_and(|s| s.matches(cluster.labels()))
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::Api;
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use slipway_api::conditions::{
     self, CONTROL_PLANE_READY, READY, ROLLING_OUT, SCALING_DOWN, SCALING_UP,
@@ -30,9 +31,9 @@ const POLL: Duration = Duration::from_secs(2);
 pub async fn reconcile(pool: Arc<MachinePool>, ctx: Arc<Context>) -> Result<Action> {
     let namespace = pool.namespace().unwrap_or_default();
     let api: Api<MachinePool> = Api::namespaced(ctx.client.clone(), &namespace);
-    let cached = ctx.clusters.state().into_iter().find(|c| {
-        c.namespace().as_deref() == Some(&namespace) && c.name_any() == pool.spec.cluster_name
-    });
+    let cached = ctx
+        .clusters
+        .get(&ObjectRef::new(&pool.spec.cluster_name).within(&namespace));
     // A pool created together with its cluster can be reconciled before the cluster reaches the cache: ask the
     // apiserver before saying the cluster does not exist.
     let cluster = match cached {

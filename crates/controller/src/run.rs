@@ -141,12 +141,8 @@ pub async fn run(
             clusters,
             watcher::Config::default(),
             move |cluster: Cluster| {
-                let namespace = cluster.namespace();
-                let name = cluster.name_any();
-                pool_store
-                    .state()
-                    .into_iter()
-                    .filter(|p| p.namespace() == namespace && p.spec.cluster_name == name)
+                cluster::pools_in(&pool_store, &cluster)
+                    .iter()
                     .map(|p| ObjectRef::from_obj(p.as_ref()))
                     .collect::<Vec<_>>()
             },
