@@ -374,7 +374,7 @@ async fn reconcile_control_plane(
 /// the cache this reconcile reads may lag the watch event that woke it (a pool just scaled, just became ready, or
 /// just created with the cluster: without the LIST a cluster would count as having no pools, and be Ready).
 async fn current_pools(cluster: &Cluster, ctx: &Context) -> Result<Vec<Arc<MachinePool>>> {
-    let pools = pools_of(ctx, cluster);
+    let pools = pools_in(&ctx.pools, cluster);
     if !pools.is_empty() && pools.iter().all(|pool| pool_is_ready(pool)) {
         return Ok(pools);
     }
@@ -509,12 +509,7 @@ fn pool_is_ready(pool: &MachinePool) -> bool {
     })
 }
 
-/// The cluster's pools, from the MachinePool controller's cache.
-fn pools_of(ctx: &Context, cluster: &Cluster) -> Vec<Arc<MachinePool>> {
-    pools_in(&ctx.pools, cluster)
-}
-
-/// The pools of `cluster` in `store`. A scan of every pool, so it compares in place rather than through
+/// The pools of `cluster` in `store` (the MachinePool controller's cache). A scan of every pool, so it compares in place rather than through
 /// `ResourceExt::namespace`, which would allocate a String per pool: at 1000 clusters that allocation was the
 /// manager's largest single cost.
 pub fn pools_in(store: &Store<MachinePool>, cluster: &Cluster) -> Vec<Arc<MachinePool>> {
@@ -640,7 +635,6 @@ async fn finalize(cluster: &Cluster, api: &Api<Cluster>, ctx: &Context) -> Resul
     Ok(Action::await_change())
 }
 
-/// `spec.paused`, or the `slipway.dev/paused` annotation set to anything but "false".
 /// A provider that cannot delete (its credentials are gone, say) holds the deletion: nothing is dropped while it
 /// may still exist. Says on the Cluster what is stuck and why, and returns the error for the retry.
 async fn deletion_blocked(
@@ -677,7 +671,7 @@ fn pool_deletion_progress(pool: &MachinePool) -> String {
     match ready {
         Some(c)
             if pool.metadata.deletion_timestamp.is_some()
-                && c.status == "False"
+                && c.status == conditions::STATUS_FALSE
                 && c.reason != "Deleting" =>
         {
             format!("{} ({}: {})", pool.name_any(), c.reason, c.message)
@@ -686,6 +680,7 @@ fn pool_deletion_progress(pool: &MachinePool) -> String {
     }
 }
 
+/// `spec.paused`, or the `slipway.dev/paused` annotation set to anything but "false".
 pub fn is_paused(cluster: &Cluster) -> bool {
     cluster.spec.paused
         || cluster
