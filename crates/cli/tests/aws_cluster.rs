@@ -15,7 +15,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use aws::AwsCluster;
-use aws_sdk_ec2::types::Filter;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use slipway_api::{Cluster, MachinePool};
@@ -75,34 +74,13 @@ async fn pool_instances(
     cluster: &str,
     pool: &str,
 ) -> Result<Vec<(String, String)>, String> {
-    let out = ec2
-        .describe_instances()
-        .filters(
-            Filter::builder()
-                .name("tag:slipway.dev/cluster")
-                .values(cluster)
-                .build(),
-        )
-        .filters(
-            Filter::builder()
-                .name("tag:slipway.dev/pool")
-                .values(pool)
-                .build(),
-        )
-        .filters(
-            Filter::builder()
-                .name("instance-state-name")
-                .values("pending")
-                .values("running")
-                .build(),
-        )
-        .send()
-        .await
-        .map_err(|e| format!("{e:?}"))?;
-    Ok(out
-        .reservations()
+    let filters = vec![
+        aws::tag_is("slipway.dev/cluster", cluster),
+        aws::tag_is("slipway.dev/pool", pool),
+    ];
+    Ok(aws::live_instances(ec2, filters)
+        .await?
         .iter()
-        .flat_map(|r| r.instances())
         .map(|i| {
             (
                 i.instance_id().unwrap_or_default().to_string(),
@@ -160,43 +138,20 @@ async fn wait_for_pool_size(
 
 /// Live instances of the cluster with their `slipway.dev/pool` tag (`control-plane` or the pool's name).
 async fn instance_groups(ec2: &aws_sdk_ec2::Client, cluster: &str) -> Vec<(String, String)> {
-    let out = ec2
-        .describe_instances()
-        .filters(
-            Filter::builder()
-                .name("tag:slipway.dev/cluster")
-                .values(cluster)
-                .build(),
-        )
-        .filters(
-            Filter::builder()
-                .name("instance-state-name")
-                .values("pending")
-                .values("running")
-                .build(),
-        )
-        .send()
+    aws::live_instances(ec2, vec![aws::tag_is("slipway.dev/cluster", cluster)])
         .await
-        .unwrap();
-    out.reservations()
+        .unwrap()
         .iter()
-        .flat_map(|r| r.instances())
         .map(|i| {
-            let group = i
-                .tags()
-                .iter()
-                .find(|t| t.key() == Some("slipway.dev/pool"))
-                .and_then(|t| t.value())
-                .unwrap_or_default();
             (
                 i.instance_id().unwrap_or_default().to_string(),
-                group.to_string(),
+                aws::tag(i, "slipway.dev/pool").to_string(),
             )
         })
         .collect()
 }
 
-async fn live_instances(ec2: &aws_sdk_ec2::Client, cluster: &str) -> Vec<String> {
+async fn cluster_instances(ec2: &aws_sdk_ec2::Client, cluster: &str) -> Vec<String> {
     instance_groups(ec2, cluster)
         .await
         .into_iter()
@@ -231,7 +186,7 @@ async fn aws_cluster_becomes_ready_on_moto_and_leaves_no_instance_behind() {
     let ec2 = aws_support::ec2(moto).await;
     let key = format!("{ns}/east");
     assert_eq!(
-        live_instances(&ec2, &key).await.len(),
+        cluster_instances(&ec2, &key).await.len(),
         3,
         "1 control plane + 2 workers"
     );
@@ -309,7 +264,7 @@ async fn aws_cluster_becomes_ready_on_moto_and_leaves_no_instance_behind() {
         .unwrap();
     support::wait_deleted(&client, &ns, "east", Duration::from_secs(120)).await;
     assert!(
-        live_instances(&ec2, &key).await.is_empty(),
+        cluster_instances(&ec2, &key).await.is_empty(),
         "instances left behind"
     );
 }
@@ -359,7 +314,7 @@ async fn a_cluster_whose_credentials_are_gone_is_deleted_only_once_they_are_back
     let key = format!("{ns}/lost");
     apply(&client, &ns, &aws_cluster("lost", "aws-credentials", 1)).await;
     wait_ready(&client, &ns, "lost", Duration::from_secs(120)).await;
-    let before = live_instances(&ec2, &key).await;
+    let before = cluster_instances(&ec2, &key).await;
     assert_eq!(before.len(), 2, "control plane and one worker: {before:?}");
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
@@ -374,7 +329,7 @@ async fn a_cluster_whose_credentials_are_gone_is_deleted_only_once_they_are_back
     let stuck = deletion_blocked_by(&client, &ns, "lost", "CredentialsNotFound").await;
     assert!(stuck.contains("aws-credentials"), "{stuck}");
     // Held, not dropped: the objects that find the instances are still there, and so are the instances.
-    let mut left = live_instances(&ec2, &key).await;
+    let mut left = cluster_instances(&ec2, &key).await;
     left.sort();
     let mut expected = before.clone();
     expected.sort();
@@ -391,7 +346,7 @@ async fn a_cluster_whose_credentials_are_gone_is_deleted_only_once_they_are_back
     credentials_secret(&client, &ns).await;
     support::wait_deleted(&client, &ns, "lost", Duration::from_secs(120)).await;
     assert!(
-        live_instances(&ec2, &key).await.is_empty(),
+        cluster_instances(&ec2, &key).await.is_empty(),
         "instances left behind"
     );
 }
@@ -461,7 +416,7 @@ async fn a_pool_scaled_up_and_down_is_followed_by_instances_and_cost() {
         .unwrap();
     support::wait_deleted(&client, &ns, "scaly", Duration::from_secs(120)).await;
     assert!(
-        live_instances(&ec2, &format!("{ns}/scaly"))
+        cluster_instances(&ec2, &format!("{ns}/scaly"))
             .await
             .is_empty()
     );

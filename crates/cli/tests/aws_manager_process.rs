@@ -172,34 +172,14 @@ fn watch_instances(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while !done.load(std::sync::atomic::Ordering::SeqCst) {
-            let Ok(out) = ec2
-                .describe_instances()
-                .filters(tagged())
-                .filters(
-                    Filter::builder()
-                        .name("instance-state-name")
-                        .values("pending")
-                        .values("running")
-                        .build(),
-                )
-                .send()
-                .await
-            else {
+            let Ok(instances) = aws::live_instances(&ec2, vec![tagged()]).await else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
             let mut groups: BTreeMap<(String, String), usize> = BTreeMap::new();
             let mut machines: BTreeMap<(String, String), usize> = BTreeMap::new();
-            for instance in out.reservations().iter().flat_map(|r| r.instances()) {
-                let tag = |key: &str| {
-                    instance
-                        .tags()
-                        .iter()
-                        .find(|t| t.key() == Some(key))
-                        .and_then(|t| t.value())
-                        .unwrap_or_default()
-                        .to_string()
-                };
+            for instance in &instances {
+                let tag = |key: &str| aws::tag(instance, key).to_string();
                 let cluster = tag("slipway.dev/cluster");
                 *groups
                     .entry((cluster.clone(), tag("slipway.dev/pool")))

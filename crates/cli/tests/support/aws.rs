@@ -5,6 +5,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use aws_sdk_ec2::types::{Filter, Instance};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use slipway_controller::{ProviderRegistry, Settings};
@@ -67,6 +68,50 @@ pub async fn create_credentials(
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
+}
+
+/// moto's pending and running instances that match every one of `filters` (say, [`tag_is`] filters).
+pub async fn live_instances(
+    ec2: &aws_sdk_ec2::Client,
+    filters: Vec<Filter>,
+) -> Result<Vec<Instance>, String> {
+    let out = ec2
+        .describe_instances()
+        .set_filters(Some(filters))
+        .filters(
+            Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .cloned()
+        .collect())
+}
+
+/// Instances whose tag `key` is `value`.
+pub fn tag_is(key: &str, value: &str) -> Filter {
+    Filter::builder()
+        .name(format!("tag:{key}"))
+        .values(value)
+        .build()
+}
+
+/// The value of the instance's tag `key`, or "" when it has none.
+pub fn tag<'a>(instance: &'a Instance, key: &str) -> &'a str {
+    instance
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+        .unwrap_or_default()
 }
 
 /// One Cluster with one control-plane machine and its pool `<name>-workers`, on the aws provider in us-east-1.
