@@ -6,16 +6,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::Action;
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 use slipway_addons::{ApplyOptions, Inventory};
 use slipway_api::conditions::{self, ADDONS_READY, CONTROL_PLANE_READY};
 use slipway_api::{AddonBundle, AddonBundleStatus, AddonClusterStatus, AddonMode, Cluster};
-use slipway_bootstrap::secrets::Purpose;
 use tracing::{info, warn};
 
 use crate::context::Context;
@@ -146,7 +144,7 @@ async fn apply_to_cluster(
     let rendered =
         slipway_addons::render(&text, &values(bundle, cluster)).map_err(|e| e.to_string())?;
     let revision = hex::encode(&Sha256::digest(rendered.as_bytes())[..6]);
-    let workload = workload_client(ctx, cluster).await?;
+    let workload = crate::workload::client(ctx, cluster).await?;
 
     let unchanged = previous.is_some_and(|p| p.revision.as_deref() == Some(&revision) && p.ready);
     if bundle.spec.mode == AddonMode::ApplyOnce && unchanged {
@@ -202,48 +200,4 @@ fn values(bundle: &AddonBundle, cluster: &Cluster) -> BTreeMap<String, String> {
     ]);
     values.extend(bundle.spec.values.clone());
     values
-}
-
-/// A client for the cluster's API from its `<cluster>-kubeconfig` Secret, cached per cluster.
-pub(crate) async fn workload_client(ctx: &Context, cluster: &Cluster) -> Result<Client, String> {
-    let key = cluster.uid().unwrap_or_default();
-    if let Some(client) = ctx
-        .workload_clients
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&key)
-    {
-        return Ok(client.clone());
-    }
-    let secrets: Api<Secret> =
-        Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
-    let name = Purpose::Kubeconfig.secret_name(&cluster.name_any());
-    let secret = secrets
-        .get(&name)
-        .await
-        .map_err(|e| format!("reading Secret {name}: {e}"))?;
-    let yaml = secret
-        .data
-        .and_then(|mut d| d.remove("value"))
-        .and_then(|v| String::from_utf8(v.0).ok())
-        .ok_or_else(|| format!("Secret {name} has no kubeconfig under key value"))?;
-    let kubeconfig =
-        kube::config::Kubeconfig::from_yaml(&yaml).map_err(|e| format!("Secret {name}: {e}"))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .map_err(|e| format!("Secret {name}: {e}"))?;
-    let client = Client::try_from(config).map_err(|e| format!("client for {name}: {e}"))?;
-    ctx.workload_clients
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key, client.clone());
-    Ok(client)
-}
-
-/// Forgets a deleted cluster's client.
-pub fn forget_cluster(ctx: &Context, uid: &str) {
-    ctx.workload_clients
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(uid);
 }

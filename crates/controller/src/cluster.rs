@@ -627,7 +627,7 @@ async fn finalize(cluster: &Cluster, api: &Api<Cluster>, ctx: &Context) -> Resul
     // 4. Its Secrets (the apiserver's garbage collector would too, but only where a controller-manager runs).
     cluster_secrets::delete_owned(ctx, cluster).await?;
 
-    addon_bundle::forget_cluster(ctx, &cluster.uid().unwrap_or_default());
+    crate::workload::forget_cluster(ctx, &cluster.uid().unwrap_or_default());
 
     // 5. Nothing of the cluster is left: let the object go.
     finalizer::remove(api, cluster, CLUSTER_FINALIZER).await?;

@@ -17,7 +17,6 @@ use slipway_bootstrap::secrets::{self, Purpose};
 use slipway_bootstrap::token::Renewal;
 use tracing::info;
 
-use crate::addon_bundle;
 use crate::context::Context;
 use crate::error::{Error, Result};
 
@@ -49,7 +48,7 @@ pub async fn ensure(ctx: &Context, cluster: &Cluster, publish: Publish) -> Resul
         _ => (BootstrapToken::generate(now), "created"),
     };
     if publish == Publish::ThroughApi {
-        let workload = addon_bundle::workload_client(ctx, cluster)
+        let workload = crate::workload::client(ctx, cluster)
             .await
             .map_err(|message| Error::WorkloadApi {
                 cluster: name.clone(),

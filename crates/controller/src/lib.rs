@@ -23,6 +23,7 @@ pub mod metrics;
 mod run;
 mod status;
 mod user_data;
+mod workload;
 
 pub use context::{Context, ProviderRegistry};
 pub use error::{Error, Result};
