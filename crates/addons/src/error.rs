@@ -52,6 +52,15 @@ pub enum Error {
     #[error("source: download {url}: {message}")]
     Download { url: String, message: String },
 
+    /// The manager's egress policy refused the URL, a redirect, or an address its host resolves to: nothing
+    /// was fetched, so the message holds no status, size or digest of an answer.
+    #[error("source: {url}: {source}")]
+    EgressRefused {
+        url: String,
+        #[source]
+        source: slipway_egress::EgressError,
+    },
+
     #[error(
         "source: {url}: sha256 mismatch: expected {expected}, got {got}; refusing the download"
     )]
@@ -117,6 +126,7 @@ impl Error {
             Self::Source(_) => "source",
             Self::ConfigMapNotFound { .. } | Self::ConfigMapKeyMissing { .. } => "config_map",
             Self::Download { .. } => "download",
+            Self::EgressRefused { .. } => "egress_refused",
             Self::DigestMismatch { .. } => "digest_mismatch",
             Self::Kube { .. } => "kube",
             Self::CrdsNotEstablished { .. } => "crd_not_established",

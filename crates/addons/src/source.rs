@@ -1,10 +1,13 @@
 //! Where a bundle's manifest text comes from: written inline, a ConfigMap key in the management cluster, or a
 //! URL pinned by its SHA-256.
 
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Api, Client};
 use sha2::{Digest, Sha256};
 use slipway_api::AddonSource;
+use slipway_egress::{BodyError, ClientSettings, EgressError, EgressPolicy, HttpClient};
 
 use crate::error::{Error, Result};
 
@@ -12,12 +15,12 @@ use crate::error::{Error, Result};
 pub const MAX_MANIFEST_BYTES: usize = 16 * 1024 * 1024;
 
 /// The manifest text of a bundle's source. `client` and `namespace` are the management cluster's and the bundle's
-/// (a `configMapRef` is looked up there); `http` downloads `url` sources.
+/// (a `configMapRef` is looked up there); `http` downloads `url` sources (see [`download_client`]).
 pub async fn resolve(
     source: &AddonSource,
     client: &Client,
     namespace: &str,
-    http: &reqwest::Client,
+    http: &HttpClient,
 ) -> Result<String> {
     match (&source.inline, &source.config_map_ref, &source.url) {
         (Some(text), None, None) => Ok(text.clone()),
@@ -56,12 +59,32 @@ pub async fn from_config_map(
         })
 }
 
+/// How long an add-on download may take: connecting, and the whole request including the body. A stalled or
+/// slow server fails the fetch instead of holding a reconcile.
+pub const DOWNLOAD_SETTINGS: ClientSettings = ClientSettings {
+    connect_timeout: Duration::from_secs(10),
+    timeout: Duration::from_secs(60),
+    accept_invalid_certificates: false,
+};
+
+/// The client `url` sources are fetched with: bound to `policy`, timing out after [`DOWNLOAD_SETTINGS`]. Fails
+/// only when the TLS backend cannot start.
+pub fn download_client(policy: EgressPolicy) -> Result<HttpClient> {
+    HttpClient::new(policy, &DOWNLOAD_SETTINGS).map_err(|e| {
+        Error::Source(format!(
+            "cannot build the HTTP client for add-on downloads: {}",
+            error_chain(&e)
+        ))
+    })
+}
+
 /// Downloads `url` (http or https only) and returns its text if its SHA-256 is `sha256` (hex, either case).
 ///
-/// The whole body is hashed before anything is parsed, so a tampered or moved file is refused outright. The body
-/// is read in chunks and cut off at [`MAX_MANIFEST_BYTES`]. reqwest sets no timeout by default: give `http` one
-/// (`reqwest::Client::builder().timeout(…)`) so a stalled server cannot hold a reconcile forever.
-pub async fn fetch_url(http: &reqwest::Client, url: &str, sha256: &str) -> Result<String> {
+/// `http`'s egress policy decides which addresses may be connected to (see `slipway-egress`); a refused fetch
+/// fails with [`Error::EgressRefused`], which names the host or address and the manager flag that allows it,
+/// and nothing else: nothing was read. The whole body is hashed before anything is parsed, so a tampered or
+/// moved file is refused outright. The body is cut off at [`MAX_MANIFEST_BYTES`].
+pub async fn fetch_url(http: &HttpClient, url: &str, sha256: &str) -> Result<String> {
     let parsed =
         reqwest::Url::parse(url).map_err(|e| Error::Source(format!("invalid URL: {e}")))?;
     let shown = redacted(&parsed);
@@ -70,27 +93,34 @@ pub async fn fetch_url(http: &reqwest::Client, url: &str, sha256: &str) -> Resul
             "{shown}: only http:// and https:// URLs are fetched"
         )));
     }
-    let download_error = |e: reqwest::Error| Error::Download {
+    let refused = |source: EgressError| Error::EgressRefused {
         url: shown.clone(),
-        // reqwest's message repeats the URL, query and all; ours shows the redacted one.
-        message: e.without_url().to_string(),
+        source,
     };
-    let mut response = http
+    let download_error = |e: reqwest::Error| match slipway_egress::refusal(&e) {
+        Some(refusal) => refused(refusal.clone()),
+        None => Error::Download {
+            url: shown.clone(),
+            // reqwest's message repeats the URL, query and all; ours shows the redacted one.
+            message: error_chain(&e.without_url()),
+        },
+    };
+    let response = http
         .get(parsed.clone())
+        .map_err(refused)?
         .send()
         .await
         .and_then(reqwest::Response::error_for_status)
         .map_err(download_error)?;
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(download_error)? {
-        if body.len() + chunk.len() > MAX_MANIFEST_BYTES {
-            return Err(Error::Download {
-                url: shown,
+    let body = slipway_egress::read_body(response, MAX_MANIFEST_BYTES)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge(_) => Error::Download {
+                url: shown.clone(),
                 message: format!("larger than {MAX_MANIFEST_BYTES} bytes"),
-            });
-        }
-        body.extend_from_slice(&chunk);
-    }
+            },
+            BodyError::Read(e) => download_error(e),
+        })?;
 
     let got = hex::encode(Sha256::digest(&body));
     if !got.eq_ignore_ascii_case(sha256.trim()) {
@@ -104,6 +134,21 @@ pub async fn fetch_url(http: &reqwest::Client, url: &str, sha256: &str) -> Resul
         url: shown,
         message: "not UTF-8 text".to_string(),
     })
+}
+
+/// An error and its causes on one line: reqwest's own message says little ("error sending request").
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The URL without user info and query, which may hold credentials that must not reach an error or a log.
@@ -134,7 +179,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_http_and_https_urls_are_fetched() {
-        let http = reqwest::Client::new();
+        let http = download_client(EgressPolicy::default()).unwrap();
         for url in ["file:///etc/passwd", "ftp://example.com/a.yaml"] {
             let err = fetch_url(&http, url, &"0".repeat(64)).await.unwrap_err();
             assert!(

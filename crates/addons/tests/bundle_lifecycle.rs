@@ -92,11 +92,57 @@ async fn serve(path: &'static str, body: String) -> String {
     format!("http://{address}{path}")
 }
 
+/// The add-on download client with loopback allowed, as `slipway manager --allow-egress 127.0.0.0/8` makes it.
+fn loopback_client() -> slipway_egress::HttpClient {
+    let loopback = slipway_egress::parse_cidr("127.0.0.0/8").unwrap();
+    source::download_client(slipway_egress::EgressPolicy::allowing([loopback])).unwrap()
+}
+
+#[tokio::test]
+async fn url_source_on_loopback_is_refused_without_the_allow_flag_and_nothing_is_fetched() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = requests.clone();
+    let router = axum::Router::new().route(
+        "/kube-flannel.yml",
+        axum::routing::get(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { fixture(FLANNEL) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let http = source::download_client(slipway_egress::EgressPolicy::default()).unwrap();
+
+    for url in [
+        format!("http://{address}/kube-flannel.yml"),
+        format!("http://localhost:{}/kube-flannel.yml", address.port()),
+    ] {
+        let err = source::fetch_url(&http, &url, FLANNEL_SHA256)
+            .await
+            .unwrap_err();
+        assert_eq!(err.metric_label(), "egress_refused", "{url}: {err}");
+        let message = err.to_string();
+        assert!(
+            message.contains("refused to connect to")
+                && message.contains("(loopback)")
+                && message.contains("--allow-egress"),
+            "{message}"
+        );
+        assert!(!message.contains(FLANNEL_SHA256), "{message}");
+    }
+    assert_eq!(
+        requests.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a refused URL was fetched"
+    );
+}
+
 #[tokio::test]
 async fn url_source_is_fetched_when_its_sha256_matches_and_refused_naming_both_hashes_when_not() {
     let (client, namespace) = setup("url-source").await;
     let url = serve("/kube-flannel.yml", fixture(FLANNEL)).await;
-    let http = reqwest::Client::new();
+    let http = loopback_client();
 
     let right = AddonSource {
         url: Some(UrlSource {
@@ -159,7 +205,7 @@ async fn config_map_source_reads_its_key_from_the_management_cluster() {
         }),
         ..AddonSource::default()
     };
-    let http = reqwest::Client::new();
+    let http = loopback_client();
     let text = source::resolve(&by_ref("manifests.yaml"), &client, &namespace, &http)
         .await
         .unwrap();

@@ -77,6 +77,15 @@ pub struct Args {
         value_name = "NAMESPACE/NAME"
     )]
     aws_price_configmap: Option<String>,
+    /// A CIDR (or single address) the manager may reach although it is loopback, link-local, private, reserved
+    /// or in the Service range; add-on URLs and BMC addresses there are refused otherwise. Repeat the flag or
+    /// separate CIDRs with commas: e.g. the BMC network (10.20.0.0/16), or 127.0.0.0/8 for a local mirror.
+    #[arg(long, env = "SLIPWAY_ALLOW_EGRESS", value_name = "CIDR", value_delimiter = ',', value_parser = slipway_egress::parse_cidr)]
+    allow_egress: Vec<slipway_egress::IpNet>,
+    /// The management cluster's Service range(s): refused as add-on URL or BMC addresses unless --allow-egress
+    /// allows them.
+    #[arg(long, env = "SLIPWAY_SERVICE_CIDR", value_name = "CIDR", value_delimiter = ',', default_value = slipway_egress::DEFAULT_SERVICE_CIDR, value_parser = slipway_egress::parse_cidr)]
+    service_cidr: Vec<slipway_egress::IpNet>,
 }
 
 /// The Kubernetes version `hack/build-k8s.sh` builds, so the default binary directory matches it.
@@ -164,15 +173,31 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     if let Some(reference) = &args.aws_price_configmap {
         aws = aws.with_prices(aws_prices(&client, reference).await?);
     }
+    let egress = slipway_egress::EgressPolicy::allowing(args.allow_egress.clone())
+        .with_service_ranges(args.service_cidr.clone());
+    info!(allowed = ?egress.allowed(), service_ranges = ?egress.service_ranges(), "egress policy for add-on URLs and BMCs");
+    let redfish = slipway_provider_baremetal::ClientOptions {
+        egress: egress.clone(),
+        ..Default::default()
+    };
+    let hosts = HostControllerSettings {
+        redfish: redfish.clone(),
+        ..HostControllerSettings::default()
+    };
     let providers = ProviderRegistry::new()
         .register(Arc::new(sim))
         .register(Arc::new(local))
         .register(Arc::new(aws))
-        .register(Arc::new(BareMetalProvider::new(client.clone())));
+        .register(Arc::new(BareMetalProvider::with_options(
+            client.clone(),
+            redfish,
+        )));
     let settings = Settings {
         concurrency: args.concurrency,
         instance: identity.clone(),
         addon_resync: Duration::from_secs(args.addon_resync_seconds),
+        egress,
+        ..Settings::default()
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -192,6 +217,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             providers,
             metrics,
             settings,
+            hosts,
             stopped(stop_rx.clone()),
         );
         finish_within_grace(controllers, stop_rx).await;
@@ -241,7 +267,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             _ = lost_rx.wait_for(|lost| *lost) => warn!("lost the leader lease; stopping controllers"),
         }
     };
-    let controllers = run_controllers(client, providers, metrics, settings, shutdown);
+    let controllers = run_controllers(client, providers, metrics, settings, hosts, shutdown);
     finish_within_grace(controllers, stop_rx).await;
     let lost = !*leader.borrow();
     watcher.abort();
@@ -310,6 +336,7 @@ async fn run_controllers(
     providers: ProviderRegistry,
     metrics: Arc<Metrics>,
     settings: Settings,
+    hosts: HostControllerSettings,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -322,7 +349,7 @@ async fn run_controllers(
     };
     let hosts = slipway_provider_baremetal::host_controller::run(
         client.clone(),
-        HostControllerSettings::default(),
+        hosts,
         stopped(stop_rx.clone()),
     );
     let clusters = slipway_controller::run(client, providers, metrics, settings, stopped(stop_rx));

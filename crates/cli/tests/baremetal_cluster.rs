@@ -20,7 +20,7 @@ use kube::{Client, ResourceExt};
 use slipway_api::{BareMetalHost, Cluster, HostState, MachinePool};
 use slipway_controller::{Metrics, ProviderRegistry, Settings};
 use slipway_provider_baremetal::host_controller::{self, HostControllerSettings};
-use slipway_provider_baremetal::{BareMetalProvider, USER_DATA_ANNOTATION};
+use slipway_provider_baremetal::{BareMetalProvider, ClientOptions, USER_DATA_ANNOTATION};
 use slipway_testenv::TestEnv;
 use support::{apply, env, eventually, wait_ready};
 
@@ -28,7 +28,7 @@ use support::{apply, env, eventually, wait_ready};
 const POWER_WAIT: Duration = Duration::from_secs(90);
 
 /// One manager per test binary with the baremetal provider and the host controller, as `slipway manager` runs
-/// them (default settings); returns its metrics.
+/// them (default settings, loopback allowed); returns its metrics.
 fn baremetal_manager(env: &'static TestEnv) -> &'static Arc<Metrics> {
     static METRICS: OnceLock<Arc<Metrics>> = OnceLock::new();
     METRICS.get_or_init(|| {
@@ -43,18 +43,30 @@ fn baremetal_manager(env: &'static TestEnv) -> &'static Arc<Metrics> {
                 .unwrap();
             runtime.block_on(async move {
                 let client = env.client().await;
-                let providers = ProviderRegistry::new()
-                    .register(Arc::new(BareMetalProvider::new(client.clone())));
+                // sushy-tools listens on loopback: allowed as `--allow-egress 127.0.0.0/8` allows it.
+                let redfish = ClientOptions {
+                    egress: support::loopback_egress(),
+                    ..ClientOptions::default()
+                };
+                let providers = ProviderRegistry::new().register(Arc::new(
+                    BareMetalProvider::with_options(client.clone(), redfish.clone()),
+                ));
                 let hosts = host_controller::run(
                     client.clone(),
-                    HostControllerSettings::default(),
+                    HostControllerSettings {
+                        redfish,
+                        ..HostControllerSettings::default()
+                    },
                     std::future::pending(),
                 );
                 let clusters = slipway_controller::run(
                     client,
                     providers,
                     for_manager,
-                    Settings::default(),
+                    Settings {
+                        egress: support::loopback_egress(),
+                        ..Settings::default()
+                    },
                     std::future::pending(),
                 );
                 tokio::join!(clusters, hosts);

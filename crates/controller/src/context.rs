@@ -53,12 +53,14 @@ pub struct Context {
     pub secrets: Store<PartialObjectMeta<Secret>>,
     /// The AddonBundle controller's cache, read by the cluster reconciler for `AddonsReady`.
     pub bundles: Store<AddonBundle>,
-    /// Downloads `url` add-on sources.
-    pub http: reqwest::Client,
+    /// Downloads `url` add-on sources, within the manager's egress policy.
+    pub http: slipway_egress::HttpClient,
     /// Clients for workload clusters, by Cluster UID, made from their kubeconfig Secrets.
     pub workload_clients: Mutex<HashMap<String, Client>>,
     /// How often `Reconcile`-mode bundles are re-applied to repair drift.
     pub addon_resync: std::time::Duration,
+    /// How long one reconcile may run before it is stopped as failed.
+    pub reconcile_deadline: std::time::Duration,
     /// Consecutive failures per object, for the error backoff.
     pub(crate) failures: Mutex<HashMap<String, u32>>,
 }

@@ -19,6 +19,13 @@ pub enum Error {
     #[error("bootstrap: {0}")]
     Bootstrap(#[from] slipway_bootstrap::Error),
 
+    /// The reconcile ran past its deadline and was cut short; the next attempt starts over (each step is
+    /// idempotent), after the usual error backoff.
+    #[error(
+        "the reconcile did not finish within {seconds}s and was stopped; a URL, BMC or API it waited on is too slow"
+    )]
+    Deadline { seconds: u64 },
+
     /// The workload cluster's API could not be used for a step that needs it.
     #[error("the API of cluster {cluster}: {message}")]
     WorkloadApi { cluster: String, message: String },
@@ -31,6 +38,7 @@ impl Error {
             Self::Provider { source, .. } => source.metric_label(),
             Self::UnknownProvider(_) => "unknown_provider",
             Self::Bootstrap(e) => e.metric_label(),
+            Self::Deadline { .. } => "deadline",
             Self::WorkloadApi { .. } => "workload_api",
         }
     }

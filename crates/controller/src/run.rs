@@ -22,6 +22,10 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::{addon_bundle, backoff, cluster, machine_pool};
 
+/// How long a reconcile may run by default: well past the add-on download timeout (60 s) and a BMC task wait,
+/// and short of holding a worker indefinitely.
+pub const RECONCILE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// How the controllers run.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -31,6 +35,11 @@ pub struct Settings {
     pub instance: String,
     /// How often `Reconcile`-mode add-on bundles are re-applied to repair drift.
     pub addon_resync: std::time::Duration,
+    /// What `url` add-on sources may be fetched from (`slipway manager --allow-egress`, `--service-cidr`).
+    pub egress: slipway_egress::EgressPolicy,
+    /// How long one reconcile may run before it is stopped and counted as failed, so that a slow URL or BMC
+    /// cannot hold a worker.
+    pub reconcile_deadline: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -39,6 +48,8 @@ impl Default for Settings {
             concurrency: 16,
             instance: "slipway-manager".into(),
             addon_resync: std::time::Duration::from_secs(60),
+            egress: slipway_egress::EgressPolicy::default(),
+            reconcile_deadline: RECONCILE_DEADLINE,
         }
     }
 }
@@ -92,9 +103,12 @@ pub async fn run(
         pools: pool_controller.store(),
         secrets: secrets.clone(),
         bundles: bundle_controller.store(),
-        http: reqwest::Client::new(),
+        // Fails only when the TLS backend cannot start; reqwest::Client::new() panics the same way.
+        http: slipway_addons::source::download_client(settings.egress.clone())
+            .expect("building the add-on download client"),
         workload_clients: Default::default(),
         addon_resync: settings.addon_resync,
+        reconcile_deadline: settings.reconcile_deadline,
         failures: Default::default(),
     });
 
@@ -184,9 +198,12 @@ fn key(kind: &str, obj: &impl ResourceExt) -> String {
 async fn reconcile_cluster(obj: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let span = info_span!("reconcile", controller = cluster::CONTROLLER, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
     let started = Instant::now();
-    let result = cluster::reconcile(obj.clone(), ctx.clone())
-        .instrument(span)
-        .await;
+    let result = within_deadline(
+        ctx.reconcile_deadline,
+        cluster::reconcile(obj.clone(), ctx.clone()),
+    )
+    .instrument(span)
+    .await;
     ctx.metrics
         .reconciled(cluster::CONTROLLER, started.elapsed());
     if result.is_ok() {
@@ -198,9 +215,12 @@ async fn reconcile_cluster(obj: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
 async fn reconcile_pool(obj: Arc<MachinePool>, ctx: Arc<Context>) -> Result<Action, Error> {
     let span = info_span!("reconcile", controller = machine_pool::CONTROLLER, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
     let started = Instant::now();
-    let result = machine_pool::reconcile(obj.clone(), ctx.clone())
-        .instrument(span)
-        .await;
+    let result = within_deadline(
+        ctx.reconcile_deadline,
+        machine_pool::reconcile(obj.clone(), ctx.clone()),
+    )
+    .instrument(span)
+    .await;
     ctx.metrics
         .reconciled(machine_pool::CONTROLLER, started.elapsed());
     if result.is_ok() {
@@ -212,15 +232,31 @@ async fn reconcile_pool(obj: Arc<MachinePool>, ctx: Arc<Context>) -> Result<Acti
 async fn reconcile_bundle(obj: Arc<AddonBundle>, ctx: Arc<Context>) -> Result<Action, Error> {
     let span = info_span!("reconcile", controller = addon_bundle::CONTROLLER, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
     let started = Instant::now();
-    let result = addon_bundle::reconcile(obj.clone(), ctx.clone())
-        .instrument(span)
-        .await;
+    let result = within_deadline(
+        ctx.reconcile_deadline,
+        addon_bundle::reconcile(obj.clone(), ctx.clone()),
+    )
+    .instrument(span)
+    .await;
     ctx.metrics
         .reconciled(addon_bundle::CONTROLLER, started.elapsed());
     if result.is_ok() {
         backoff::reset(&ctx, &key(addon_bundle::CONTROLLER, obj.as_ref()));
     }
     result
+}
+
+/// Runs `reconcile`, or stops it at `deadline` with [`Error::Deadline`] (dropping it mid-step is safe: every step
+/// is idempotent and the next attempt starts over).
+async fn within_deadline(
+    deadline: std::time::Duration,
+    reconcile: impl Future<Output = Result<Action, Error>>,
+) -> Result<Action, Error> {
+    tokio::time::timeout(deadline, reconcile)
+        .await
+        .unwrap_or(Err(Error::Deadline {
+            seconds: deadline.as_secs(),
+        }))
 }
 
 fn error_policy_bundle(obj: Arc<AddonBundle>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -258,4 +294,30 @@ fn error_policy(
     };
     warn!(controller, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(), %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reconcile_past_its_deadline_is_stopped_as_an_error() {
+        let slow = async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(Action::await_change())
+        };
+        let started = tokio::time::Instant::now();
+        let result = within_deadline(Duration::from_secs(300), slow).await;
+        assert!(
+            matches!(result, Err(Error::Deadline { seconds: 300 })),
+            "{result:?}"
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(300));
+        assert_eq!(result.unwrap_err().metric_label(), "deadline");
+
+        let quick = async { Ok(Action::requeue(Duration::from_secs(1))) };
+        assert!(within_deadline(Duration::from_secs(300), quick).await.is_ok());
+    }
 }

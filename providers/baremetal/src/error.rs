@@ -19,6 +19,12 @@ pub enum Error {
     #[error("BareMetalHost {host}: {message}")]
     Credentials { host: String, message: String },
 
+    /// Talking to the BMC took longer than the host controller's reconcile deadline and was stopped.
+    #[error(
+        "BareMetalHost {host}: the BMC did not finish within {seconds}s and was left alone; it is tried again later"
+    )]
+    Deadline { host: String, seconds: u64 },
+
     /// The management cluster's apiserver failed a request.
     #[error("{action}: {source}")]
     Kube {
@@ -41,7 +47,7 @@ impl Error {
         match self {
             Self::Redfish { source, .. } => source.is_retryable(),
             Self::Credentials { .. } => false,
-            Self::Kube { .. } => true,
+            Self::Deadline { .. } | Self::Kube { .. } => true,
         }
     }
 
@@ -50,6 +56,7 @@ impl Error {
         match self {
             Self::Redfish { source, .. } => source.reason(),
             Self::Credentials { .. } => "BMCCredentialsInvalid",
+            Self::Deadline { .. } => "BMCTooSlow",
             Self::Kube { .. } => "KubernetesAPIError",
         }
     }
@@ -59,6 +66,7 @@ impl Error {
         match self {
             Self::Redfish { .. } => "redfish",
             Self::Credentials { .. } => "credentials",
+            Self::Deadline { .. } => "deadline",
             Self::Kube { .. } => "kube",
         }
     }

@@ -41,7 +41,11 @@ pub struct HostControllerSettings {
     pub resync: Duration,
     /// Reconciles in flight.
     pub concurrency: u16,
+    /// Timeouts, size limits and the egress policy of the Redfish client.
     pub redfish: ClientOptions,
+    /// How long one pass may talk to a BMC before it is stopped and the host is put in `Error`, so that a slow
+    /// BMC cannot hold a worker.
+    pub deadline: Duration,
 }
 
 impl Default for HostControllerSettings {
@@ -53,6 +57,7 @@ impl Default for HostControllerSettings {
             resync: Duration::from_secs(300),
             concurrency: 8,
             redfish: ClientOptions::default(),
+            deadline: Duration::from_secs(300),
         }
     }
 }
@@ -114,7 +119,14 @@ pub async fn reconcile_host_with(
     let namespace = host.namespace().unwrap_or_default();
     let api: Api<BareMetalHost> = Api::namespaced(client.clone(), &namespace);
     let name = host.name_any();
-    let outcome = drive(client, &api, host, settings).await;
+    let outcome = tokio::time::timeout(settings.deadline, drive(client, &api, host, settings))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Deadline {
+                host: host_key(host),
+                seconds: settings.deadline.as_secs(),
+            })
+        });
 
     let (observed, error) = match outcome {
         Ok(observed) => (Some(observed), None),

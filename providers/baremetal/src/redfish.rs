@@ -9,6 +9,12 @@
 //! with capped exponential backoff (backon) on connection errors, timeouts, 429 and 5xx answers. An action the
 //! BMC answers with `202 Accepted` is followed through its task monitor (`Location`) until it ends.
 //!
+//! The BMC is not trusted further than its own origin: every link it names (`@odata.id`, action targets, task
+//! monitors in `Location`) and every redirect must stay within the scheme, host and port of `spec.bmc.address`,
+//! or the call fails before anything (credentials included) is sent there. The BMC's address itself must be
+//! allowed by the manager's egress policy (`slipway manager --allow-egress`), answers are read up to
+//! [`ClientOptions::max_body_bytes`], and requests are never sent through an HTTP proxy.
+//!
 //! Passwords never reach a log, an error or a `Debug` print: [`Credentials`] redacts itself.
 
 use std::fmt;
@@ -17,6 +23,10 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Value, json};
+use slipway_egress::{BodyError, ClientSettings, EgressError, EgressPolicy, HttpClient};
+
+/// How much of an error answer is read for its message.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
 /// A BMC's System, parsed from a BareMetalHost's `spec.bmc.address`
 /// (`redfish+https://10.0.0.5:443/redfish/v1/Systems/1`).
@@ -111,7 +121,7 @@ impl fmt::Debug for Credentials {
     }
 }
 
-/// How patient the client is.
+/// How patient the client is, and what it may reach.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientOptions {
     /// Accept any certificate (`spec.bmc.disableCertificateVerification`).
@@ -120,9 +130,15 @@ pub struct ClientOptions {
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub retry: RetryPolicy,
-    /// How long a task started by a `202 Accepted` may run, and how often its monitor is polled.
+    /// How long a task started by a `202 Accepted` may run, and how often its monitor is polled. Shorter than
+    /// a reconcile's deadline, so that a task that never ends is reported as such.
     pub task_timeout: Duration,
     pub task_poll_interval: Duration,
+    /// Which BMC addresses may be connected to (`slipway manager --allow-egress`). BMCs usually live on a
+    /// private management network, which the default policy refuses: the operator allows it explicitly.
+    pub egress: EgressPolicy,
+    /// Answers longer than this are refused; Redfish resources are a few KiB.
+    pub max_body_bytes: usize,
 }
 
 impl Default for ClientOptions {
@@ -132,8 +148,10 @@ impl Default for ClientOptions {
             timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
-            task_timeout: Duration::from_secs(600),
+            task_timeout: Duration::from_secs(240),
             task_poll_interval: Duration::from_secs(2),
+            egress: EgressPolicy::default(),
+            max_body_bytes: 1024 * 1024,
         }
     }
 }
@@ -185,6 +203,21 @@ pub enum RedfishError {
         message: String,
     },
 
+    #[error("BMC at {url}: {source}")]
+    AddressNotAllowed {
+        url: String,
+        #[source]
+        source: EgressError,
+    },
+
+    #[error(
+        "BMC at {bmc} named a link or redirect to {link}, outside its own scheme, host and port; it was not followed and no credentials were sent there"
+    )]
+    LinkLeavesOrigin { bmc: String, link: String },
+
+    #[error("BMC {url} answered with more than {limit} bytes; refused")]
+    ResponseTooLarge { url: String, limit: usize },
+
     #[error("BMC at {url}: {detail}")]
     Unexpected { url: String, detail: String },
 
@@ -214,6 +247,9 @@ impl RedfishError {
             Self::UntrustedCertificate { .. } => "BMCCertificateUntrusted",
             Self::Unauthorized { .. } => "BMCCredentialsRefused",
             Self::Http { .. } => "BMCRequestFailed",
+            Self::AddressNotAllowed { .. } => "BMCAddressNotAllowed",
+            Self::LinkLeavesOrigin { .. } => "BMCLinkLeavesOrigin",
+            Self::ResponseTooLarge { .. } => "BMCResponseTooLarge",
             Self::Unexpected { .. } => "BMCUnexpectedResponse",
             Self::TaskFailed { .. } => "BMCTaskFailed",
         }
@@ -348,7 +384,7 @@ impl VirtualMedia {
 /// A session with one BMC System. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct RedfishClient {
-    http: reqwest::Client,
+    http: HttpClient,
     address: BmcAddress,
     credentials: Credentials,
     options: ClientOptions,
@@ -360,15 +396,17 @@ impl RedfishClient {
         credentials: Credentials,
         options: ClientOptions,
     ) -> Result<Self, RedfishError> {
-        let http = reqwest::Client::builder()
-            .timeout(options.timeout)
-            .connect_timeout(options.connect_timeout)
-            .tls_danger_accept_invalid_certs(options.disable_certificate_verification)
-            .build()
-            .map_err(|e| RedfishError::Unexpected {
+        let settings = ClientSettings {
+            connect_timeout: options.connect_timeout,
+            timeout: options.timeout,
+            accept_invalid_certificates: options.disable_certificate_verification,
+        };
+        let http = HttpClient::new(options.egress.clone(), &settings).map_err(|e| {
+            RedfishError::Unexpected {
                 url: address.origin.to_string(),
                 detail: format!("cannot build an HTTP client: {}", error_chain(&e)),
-            })?;
+            }
+        })?;
         Ok(Self {
             http,
             address,
@@ -534,7 +572,12 @@ impl RedfishClient {
         loop {
             let response = self.call(Method::GET, monitor, None, true).await?;
             if response.status() != StatusCode::ACCEPTED {
-                let task = self.json(response).await.unwrap_or(Value::Null);
+                // The action's own answer may be empty or not JSON; an oversized one is refused all the same.
+                let task = match self.json(response).await {
+                    Ok(task) => task,
+                    Err(too_large @ RedfishError::ResponseTooLarge { .. }) => return Err(too_large),
+                    Err(_) => Value::Null,
+                };
                 let state = task["TaskState"].as_str();
                 let message = task["Messages"][0]["Message"]
                     .as_str()
@@ -578,7 +621,8 @@ impl RedfishClient {
         }
     }
 
-    /// One request, retried on what retrying can fix. Returns only 2xx answers.
+    /// One request, retried on what retrying can fix. Returns only 2xx answers. `target` is a path or a link the
+    /// BMC gave; one that leaves the BMC's origin is refused before anything is sent.
     async fn call(
         &self,
         method: Method,
@@ -591,18 +635,29 @@ impl RedfishClient {
             .origin
             .join(target)
             .map_err(|e| RedfishError::Unexpected {
-                url: target.to_string(),
-                detail: format!("not a path or URL the BMC could have meant: {e}"),
+                url: origin_text(&self.address.origin),
+                detail: format!("named a link that is not a path or URL ({e})"),
             })?;
+        if url.origin() != self.address.origin.origin() {
+            return Err(RedfishError::LinkLeavesOrigin {
+                bmc: origin_text(&self.address.origin),
+                link: origin_text(&url),
+            });
+        }
         let backoff = ExponentialBuilder::default()
             .with_min_delay(self.options.retry.min_delay)
             .with_max_delay(self.options.retry.max_delay)
             .with_max_times(self.options.retry.max_retries)
             .with_jitter();
-        let attempt = || {
+        let (method, url) = (&method, &url);
+        let attempt = move || async move {
             let mut request = self
                 .http
                 .request(method.clone(), url.clone())
+                .map_err(|source| RedfishError::AddressNotAllowed {
+                    url: origin_text(url),
+                    source,
+                })?
                 .header(reqwest::header::ACCEPT, "application/json");
             if authenticate {
                 request = request
@@ -615,31 +670,32 @@ impl RedfishClient {
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(body.to_string());
             }
-            let (method, url) = (method.clone(), url.clone());
-            async move {
-                let response = request
-                    .send()
-                    .await
-                    .map_err(|e| classify_send_error(&url, &e))?;
-                let status = response.status();
-                tracing::debug!(%method, %url, status = status.as_u16(), "redfish");
-                if status.is_success() {
-                    return Ok(response);
-                }
-                if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-                    return Err(RedfishError::Unauthorized {
-                        url: origin_text(&url),
-                        status: status.as_u16(),
-                    });
-                }
-                let text = response.text().await.unwrap_or_default();
-                Err(RedfishError::Http {
-                    method: method.to_string(),
-                    url: url.to_string(),
-                    status: status.as_u16(),
-                    message: redfish_message(&text),
-                })
+            let response = request
+                .send()
+                .await
+                .map_err(|e| classify_send_error(url, &e))?;
+            let status = response.status();
+            tracing::debug!(%method, %url, status = status.as_u16(), "redfish");
+            if status.is_success() {
+                return Ok(response);
             }
+            if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                return Err(RedfishError::Unauthorized {
+                    url: origin_text(url),
+                    status: status.as_u16(),
+                });
+            }
+            let limit = ERROR_BODY_LIMIT.min(self.options.max_body_bytes);
+            let text = slipway_egress::read_body(response, limit)
+                .await
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                .unwrap_or_default();
+            Err(RedfishError::Http {
+                method: method.to_string(),
+                url: url.to_string(),
+                status: status.as_u16(),
+                message: redfish_message(&text),
+            })
         };
         attempt
             .retry(backoff)
@@ -653,10 +709,16 @@ impl RedfishClient {
 
     async fn json(&self, response: reqwest::Response) -> Result<Value, RedfishError> {
         let url = response.url().clone();
-        let bytes = response
-            .bytes()
+        let limit = self.options.max_body_bytes;
+        let bytes = slipway_egress::read_body(response, limit)
             .await
-            .map_err(|e| classify_send_error(&url, &e))?;
+            .map_err(|e| match e {
+                BodyError::TooLarge(_) => RedfishError::ResponseTooLarge {
+                    url: url.to_string(),
+                    limit,
+                },
+                BodyError::Read(e) => classify_send_error(&url, &e),
+            })?;
         if bytes.is_empty() {
             return Ok(Value::Null);
         }
@@ -693,8 +755,30 @@ fn origin_text(url: &Url) -> String {
     url.origin().ascii_serialization()
 }
 
-/// Tells an untrusted certificate (a person must act) from a network failure (retry).
+/// Tells a refusal of the egress policy and an untrusted certificate (a person must act) from a network failure
+/// (retry).
 fn classify_send_error(url: &Url, error: &reqwest::Error) -> RedfishError {
+    match slipway_egress::refusal(error) {
+        Some(EgressError::RedirectLeavesOrigin { from, to }) => {
+            return RedfishError::LinkLeavesOrigin {
+                bmc: from.clone(),
+                link: to.clone(),
+            };
+        }
+        Some(refused @ EgressError::AddressRefused { .. }) => {
+            return RedfishError::AddressNotAllowed {
+                url: origin_text(url),
+                source: refused.clone(),
+            };
+        }
+        Some(other) => {
+            return RedfishError::Unexpected {
+                url: origin_text(url),
+                detail: other.to_string(),
+            };
+        }
+        None => {}
+    }
     let detail = error_chain(error);
     let lower = detail.to_ascii_lowercase();
     if lower.contains("certificate") || lower.contains("unknownissuer") {

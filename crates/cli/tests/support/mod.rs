@@ -315,6 +315,12 @@ pub async fn apply_file(client: &Client, namespace: &str, path: &Path) {
     apply(client, namespace, &yaml).await;
 }
 
+/// The egress policy of `slipway manager --allow-egress 127.0.0.0/8`: what tests whose add-on servers and BMC
+/// emulators listen on loopback give their managers.
+pub fn loopback_egress() -> slipway_egress::EgressPolicy {
+    slipway_egress::EgressPolicy::allowing([slipway_egress::parse_cidr("127.0.0.0/8").unwrap()])
+}
+
 /// One manager with the local provider per test binary, its clusters under a temporary directory removed at exit;
 /// `addon_resync` is how often `Reconcile` bundles repair drift.
 pub fn local_manager(env: &'static TestEnv, addon_resync: Duration) -> &'static PathBuf {
@@ -330,6 +336,8 @@ pub fn local_manager(env: &'static TestEnv, addon_resync: Duration) -> &'static 
         ));
         let settings = Settings {
             addon_resync,
+            // The tests serve add-on manifests on loopback, as `--allow-egress 127.0.0.0/8` lets a manager fetch.
+            egress: loopback_egress(),
             ..Settings::default()
         };
         run_manager(

@@ -68,8 +68,15 @@ pub fn fast_redfish() -> ClientOptions {
             max_retries: 3,
         },
         task_poll_interval: Duration::from_millis(200),
+        egress: loopback_egress(),
         ..ClientOptions::default()
     }
+}
+
+/// sushy-tools and the test servers listen on loopback, which the default egress policy refuses: allowed here
+/// as `slipway manager --allow-egress 127.0.0.0/8` allows it.
+pub fn loopback_egress() -> slipway_egress::EgressPolicy {
+    slipway_egress::EgressPolicy::allowing([slipway_egress::parse_cidr("127.0.0.0/8").unwrap()])
 }
 
 pub fn controller_settings(namespace: &str) -> HostControllerSettings {
@@ -80,6 +87,7 @@ pub fn controller_settings(namespace: &str) -> HostControllerSettings {
         resync: Duration::from_secs(3),
         concurrency: 8,
         redfish: fast_redfish(),
+        ..HostControllerSettings::default()
     }
 }
 
