@@ -19,7 +19,8 @@ use sha2::{Digest, Sha256};
 use slipway_api::{AddonBundle, Cluster};
 use support::{ManagerProcess, apply, env, eventually};
 
-const MANIFEST: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-url\ndata:\n  a: \"1\"\n";
+const MANIFEST: &str =
+    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-url\ndata:\n  a: \"1\"\n";
 
 /// A loopback HTTP server that counts every request it receives; `/redirect` sends the client to `redirect_to`.
 async fn counting_server(redirect_to: Option<String>) -> (String, Arc<AtomicUsize>) {
@@ -67,7 +68,10 @@ spec:
 /// A paused Cluster whose control plane is said to be ready: the bundle controller works on it, nothing else does.
 async fn target_cluster(client: &kube::Client, ns: &str) {
     let yaml = support::sim_cluster("target", 1, 0, "{}")
-        .replace("  name: target\n", "  name: target\n  labels:\n    egress-test: \"yes\"\n")
+        .replace(
+            "  name: target\n",
+            "  name: target\n  labels:\n    egress-test: \"yes\"\n",
+        )
         .replace("  controlPlane:", "  paused: true\n  controlPlane:");
     apply(client, ns, &yaml).await;
     let now = "2026-01-01T00:00:00Z";
@@ -182,13 +186,10 @@ async fn addon_urls_to_metadata_loopback_and_other_origins_are_refused_unless_al
     .await;
     let redirected = message_when(&bundles, "redirected", |m| m.contains("redirect")).await;
     assert!(
-        redirected.contains(&format!(
-            "refused a redirect from {mirror} to {elsewhere}"
-        )),
+        redirected.contains(&format!("refused a redirect from {mirror} to {elsewhere}")),
         "{redirected}"
     );
-    let loopback =
-        message_when(&bundles, "loopback", |m| !m.contains("refused to connect")).await;
+    let loopback = message_when(&bundles, "loopback", |m| !m.contains("refused to connect")).await;
     assert!(
         mirror_requests.load(Ordering::SeqCst) >= 1,
         "the allowed loopback bundle was not fetched; its message: {loopback}"

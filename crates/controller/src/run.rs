@@ -302,22 +302,30 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_reconcile_past_its_deadline_is_stopped_as_an_error() {
         let slow = async {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             Ok(Action::await_change())
         };
-        let started = tokio::time::Instant::now();
-        let result = within_deadline(Duration::from_secs(300), slow).await;
+        let started = std::time::Instant::now();
+        let result = within_deadline(Duration::from_millis(200), slow).await;
         assert!(
-            matches!(result, Err(Error::Deadline { seconds: 300 })),
+            matches!(result, Err(Error::Deadline { seconds: 0 })),
             "{result:?}"
         );
-        assert_eq!(started.elapsed(), Duration::from_secs(300));
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_secs(10),
+            "{took:?}"
+        );
         assert_eq!(result.unwrap_err().metric_label(), "deadline");
 
         let quick = async { Ok(Action::requeue(Duration::from_secs(1))) };
-        assert!(within_deadline(Duration::from_secs(300), quick).await.is_ok());
+        assert!(
+            within_deadline(Duration::from_secs(300), quick)
+                .await
+                .is_ok()
+        );
     }
 }

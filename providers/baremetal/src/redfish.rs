@@ -575,7 +575,9 @@ impl RedfishClient {
                 // The action's own answer may be empty or not JSON; an oversized one is refused all the same.
                 let task = match self.json(response).await {
                     Ok(task) => task,
-                    Err(too_large @ RedfishError::ResponseTooLarge { .. }) => return Err(too_large),
+                    Err(too_large @ RedfishError::ResponseTooLarge { .. }) => {
+                        return Err(too_large);
+                    }
                     Err(_) => Value::Null,
                 };
                 let state = task["TaskState"].as_str();

@@ -133,12 +133,12 @@ impl Elsewhere {
                 request.headers().contains_key(header::AUTHORIZATION),
             ));
             async {
-                let body = json!({ "@odata.id": "/elsewhere", "Members": [], "TaskState": "Completed" });
+                let body =
+                    json!({ "@odata.id": "/elsewhere", "Members": [], "TaskState": "Completed" });
                 let mut response = Response::new(Body::from(body.to_string()));
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    "application/json".parse().unwrap(),
-                );
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
                 response
             }
         });
@@ -188,9 +188,14 @@ fn assert_leaves_origin(error: &RedfishError, proxy: &Proxy, elsewhere: &Elsewhe
     assert!(!error.to_string().contains(PASSWORD), "{error}");
 }
 
+/// One sushy behind four proxies, each rewriting one answer. (One emulator for all four: starting several at once
+/// on a busy machine is slow.)
 #[tokio::test]
-async fn an_odata_link_to_another_origin_is_not_followed_and_gets_no_credentials() {
+async fn links_redirects_and_task_monitors_off_the_bmc_origin_are_refused_and_oversized_answers_too()
+ {
     let sushy = Sushy::start(1, false).await;
+
+    // A link: the System names its virtual media collection on another origin.
     let elsewhere = Elsewhere::start().await;
     let target = format!("{}{}/VirtualMedia", elsewhere.origin, system_path());
     let rewrite: Rewrite = Arc::new(move |method, path, answer| {
@@ -203,7 +208,6 @@ async fn an_odata_link_to_another_origin_is_not_followed_and_gets_no_credentials
     });
     let proxy = Proxy::start(sushy.origin(), rewrite).await;
     let client = proxy.client(support::fast_redfish());
-
     // The System itself reads fine through the proxy.
     client.system().await.unwrap();
     let error = client
@@ -212,11 +216,8 @@ async fn an_odata_link_to_another_origin_is_not_followed_and_gets_no_credentials
         .unwrap_err();
     assert_leaves_origin(&error, &proxy, &elsewhere);
     elsewhere.assert_untouched();
-}
 
-#[tokio::test]
-async fn a_redirect_to_another_origin_is_refused_before_it_is_followed() {
-    let sushy = Sushy::start(1, false).await;
+    // A redirect: the System answers 307 to another origin.
     let elsewhere = Elsewhere::start().await;
     let target = format!("{}{}", elsewhere.origin, system_path());
     let rewrite: Rewrite = Arc::new(move |method, path, mut answer| {
@@ -231,19 +232,15 @@ async fn a_redirect_to_another_origin_is_refused_before_it_is_followed() {
     });
     let proxy = Proxy::start(sushy.origin(), rewrite).await;
     let client = proxy.client(support::fast_redfish());
-
     client.service_root().await.unwrap();
     let error = client.system().await.unwrap_err();
     assert_leaves_origin(&error, &proxy, &elsewhere);
     elsewhere.assert_untouched();
-}
 
-#[tokio::test]
-async fn a_task_monitor_on_another_origin_is_not_polled() {
-    let sushy = Sushy::start(1, false).await;
+    // A task monitor: sushy answers a reset at once; a BMC that runs it as a task answers 202 and names its
+    // monitor in Location, here on another origin.
     let elsewhere = Elsewhere::start().await;
     let monitor = format!("{}/redfish/v1/TaskService/TaskMonitors/1", elsewhere.origin);
-    // sushy answers a reset at once; a BMC that runs it as a task answers 202 and names its monitor.
     let rewrite: Rewrite = Arc::new(move |method, path, mut answer| {
         if method == Method::POST && path.ends_with("/Actions/ComputerSystem.Reset") {
             answer.status = StatusCode::ACCEPTED;
@@ -256,15 +253,11 @@ async fn a_task_monitor_on_another_origin_is_not_polled() {
     });
     let proxy = Proxy::start(sushy.origin(), rewrite).await;
     let client = proxy.client(support::fast_redfish());
-
     let error = client.set_power(ResetType::On).await.unwrap_err();
     assert_leaves_origin(&error, &proxy, &elsewhere);
     elsewhere.assert_untouched();
-}
 
-#[tokio::test]
-async fn an_oversized_answer_is_refused() {
-    let sushy = Sushy::start(1, false).await;
+    // An oversized answer: the System padded to 2 MiB.
     let rewrite: Rewrite = Arc::new(|method, path, answer| {
         if method == Method::GET && path == system_path() && answer.status.is_success() {
             let mut system = json_body(&answer);
@@ -275,7 +268,6 @@ async fn an_oversized_answer_is_refused() {
     });
     let proxy = Proxy::start(sushy.origin(), rewrite).await;
     let client = proxy.client(support::fast_redfish());
-
     client.service_root().await.unwrap();
     let error = client.system().await.unwrap_err();
     assert!(
@@ -286,7 +278,8 @@ async fn an_oversized_answer_is_refused() {
 }
 
 #[tokio::test]
-async fn a_bmc_address_outside_the_egress_policy_is_refused_and_the_host_says_which_flag_allows_it() {
+async fn a_bmc_address_outside_the_egress_policy_is_refused_and_the_host_says_which_flag_allows_it()
+{
     let sushy = Sushy::start(1, false).await;
     let proxy = Proxy::start(sushy.origin(), Arc::new(|_, _, answer| answer)).await;
     let refusing = ClientOptions {

@@ -116,9 +116,10 @@ async fn start(outcome: &'static str) -> (Bmc, RedfishClient, tokio::task::JoinH
             },
             task_poll_interval: Duration::from_millis(20),
             // This BMC listens on loopback, which the default egress policy refuses.
-            egress: slipway_egress::EgressPolicy::allowing([
-                slipway_egress::parse_cidr("127.0.0.0/8").unwrap()
-            ]),
+            egress: slipway_egress::EgressPolicy::allowing([slipway_egress::parse_cidr(
+                "127.0.0.0/8",
+            )
+            .unwrap()]),
             ..ClientOptions::default()
         },
     )
