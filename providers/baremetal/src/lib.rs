@@ -67,8 +67,9 @@ impl BareMetalProvider {
         Self::with_options(client, ClientOptions::default())
     }
 
-    /// A provider whose Redfish calls use `redfish` (timeouts, retries); certificate verification still
-    /// follows each host's `spec.bmc.disableCertificateVerification`.
+    /// A provider whose Redfish calls use `redfish` (timeouts, retries, size limit, and the egress policy that
+    /// decides which BMC addresses may be reached: the default refuses private and loopback ones); certificate
+    /// verification still follows each host's `spec.bmc.disableCertificateVerification`.
     pub fn with_options(client: kube::Client, redfish: ClientOptions) -> Self {
         Self { client, redfish }
     }
