@@ -302,7 +302,6 @@ async fn the_manager_as_its_service_account_does_every_journey_and_leaks_no_secr
         &log,
         &[
             "--enable-provider=sim,local",
-            "--allow-egress=127.0.0.0/8",
             "--lease-namespace=slipway-system",
             &aws_endpoint,
             &state_arg,

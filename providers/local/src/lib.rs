@@ -159,7 +159,10 @@ impl InfrastructureProvider for LocalProvider {
         cluster: &ClusterInfo,
         role: &MachineRole,
     ) -> Result<Vec<Machine>> {
-        let dir = self.dir(cluster)?;
+        // No machine was ever made for a stateDir outside the root: reconcile and create refuse it.
+        let Ok(dir) = self.dir(cluster) else {
+            return Ok(Vec::new());
+        };
         match role {
             MachineRole::ControlPlane => {
                 let Some(record) = dir
@@ -269,7 +272,9 @@ impl InfrastructureProvider for LocalProvider {
         role: &MachineRole,
         name: &str,
     ) -> Result<Deletion> {
-        let dir = self.dir(cluster)?;
+        let Ok(dir) = self.dir(cluster) else {
+            return Ok(Deletion::Done);
+        };
         match role {
             MachineRole::ControlPlane => {
                 processes::stop_all(&dir, &self.children);
