@@ -121,7 +121,7 @@ else
   # The mirror serves on loopback, which the manager refuses to fetch from unless allowed.
   egress=()
   [[ -z "$mirror" ]] || egress=(--allow-egress 127.0.0.0/8)
-  nohup "$slipway" manager --leader-elect=false --metrics-addr 127.0.0.1:0 --local-state-dir "$clusters" \
+  nohup "$slipway" manager --enable-provider local,sim --leader-elect=false --metrics-addr 127.0.0.1:0 --local-state-dir "$clusters" \
     "${egress[@]}" >"$state/manager.log" 2>&1 &
   echo $! >"$state/manager.pid"
   echo "started the manager (log: $state/manager.log)"

@@ -25,6 +25,13 @@ pub enum Error {
         "the reconcile did not finish within {seconds}s and was stopped; a URL, BMC or API it waited on is too slow"
     )]
     Deadline { seconds: u64 },
+    /// No client could be made for the workload cluster (its kubeconfig Secret was refused or unreadable).
+    #[error("the API of cluster {cluster}: {source}")]
+    Workload {
+        cluster: String,
+        #[source]
+        source: crate::workload::Error,
+    },
 
     /// The workload cluster's API could not be used for a step that needs it.
     #[error("the API of cluster {cluster}: {message}")]
@@ -39,6 +46,7 @@ impl Error {
             Self::UnknownProvider(_) => "unknown_provider",
             Self::Bootstrap(e) => e.metric_label(),
             Self::Deadline { .. } => "deadline",
+            Self::Workload { source, .. } => source.metric_label(),
             Self::WorkloadApi { .. } => "workload_api",
         }
     }
