@@ -19,6 +19,10 @@ pub enum Error {
     #[error("bootstrap: {0}")]
     Bootstrap(#[from] slipway_bootstrap::Error),
 
+    /// Reading or writing an add-on inventory failed.
+    #[error("add-ons: {0}")]
+    Addons(#[from] slipway_addons::Error),
+
     /// The workload cluster's API could not be used for a step that needs it.
     #[error("the API of cluster {cluster}: {message}")]
     WorkloadApi { cluster: String, message: String },
@@ -32,6 +36,7 @@ impl Error {
             Self::UnknownProvider(_) => "unknown_provider",
             Self::Bootstrap(e) => e.metric_label(),
             Self::WorkloadApi { .. } => "workload_api",
+            Self::Addons(e) => e.metric_label(),
         }
     }
 }
