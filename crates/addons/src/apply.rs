@@ -345,9 +345,11 @@ async fn drop_shared_manager(api: &Api<DynamicObject>, object: &ObjectRef, live:
     let Some(entries) = &live.metadata.managed_fields else {
         return;
     };
-    let is_shared = |entry: &&k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry| {
-        entry.manager.as_deref() == Some(FIELD_MANAGER) && entry.operation.as_deref() == Some("Apply")
-    };
+    let is_shared =
+        |entry: &&k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry| {
+            entry.manager.as_deref() == Some(FIELD_MANAGER)
+                && entry.operation.as_deref() == Some("Apply")
+        };
     if !entries.iter().any(|e| is_shared(&e)) {
         return;
     }
@@ -358,7 +360,11 @@ async fn drop_shared_manager(api: &Api<DynamicObject>, object: &ObjectRef, live:
     ]);
     let patch: json_patch::Patch = serde_json::from_value(patch).expect("a valid JSON patch");
     match api
-        .patch(&object.name, &PatchParams::default(), &Patch::<()>::Json(patch))
+        .patch(
+            &object.name,
+            &PatchParams::default(),
+            &Patch::<()>::Json(patch),
+        )
         .await
     {
         Ok(_) => tracing::debug!(%object, "dropped the shared field manager {FIELD_MANAGER}"),

@@ -280,7 +280,9 @@ pub async fn load_legacy(client: &Client, key: &InventoryKey) -> Result<Option<I
     let name = key.legacy_name();
     Ok(read(client, &key.namespace, &name)
         .await?
-        .filter(|(_, labels)| labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(FIELD_MANAGER))
+        .filter(|(_, labels)| {
+            labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(FIELD_MANAGER)
+        })
         .map(|(inventory, _)| inventory))
 }
 
@@ -332,7 +334,12 @@ pub async fn list(client: &Client, namespace: &str, bundle: &str) -> Result<Vec<
     let config_maps = Api::<ConfigMap>::namespaced(client.clone(), namespace)
         .list(&ListParams::default().labels(&selector))
         .await
-        .map_err(|e| Error::kube(format!("list inventories of bundle {namespace}/{bundle}"), e))?;
+        .map_err(|e| {
+            Error::kube(
+                format!("list inventories of bundle {namespace}/{bundle}"),
+                e,
+            )
+        })?;
     let mut stored = Vec::new();
     for config_map in config_maps {
         let name = config_map.metadata.name.clone().unwrap_or_default();
@@ -517,15 +524,10 @@ async fn prune_one(
             "re-created by someone else since Slipway created it (its UID changed)".to_string(),
         ));
     }
-    let managed = live
-        .metadata
-        .managed_fields
-        .iter()
-        .flatten()
-        .any(|entry| {
-            entry.manager.as_deref() == Some(target.field_manager)
-                || entry.manager.as_deref() == Some(FIELD_MANAGER)
-        });
+    let managed = live.metadata.managed_fields.iter().flatten().any(|entry| {
+        entry.manager.as_deref() == Some(target.field_manager)
+            || entry.manager.as_deref() == Some(FIELD_MANAGER)
+    });
     if !managed {
         return Ok(Pruned::Kept(format!(
             "no field of it is managed by {} any more (someone else took it over)",
@@ -596,7 +598,8 @@ async fn foreign_objects_in(
     let mut found: Vec<Found> = Vec::new();
     for group in discovery.groups() {
         for (resource, capabilities) in group.recommended_resources() {
-            if capabilities.scope != Scope::Namespaced || !capabilities.supports_operation(verbs::LIST)
+            if capabilities.scope != Scope::Namespaced
+                || !capabilities.supports_operation(verbs::LIST)
             {
                 continue;
             }
@@ -618,7 +621,8 @@ async fn foreign_objects_in(
                     let core = resource.group.is_empty();
                     let made_by_kubernetes = matches!(
                         (core, resource.kind.as_str(), name.as_str()),
-                        (true, "ConfigMap", "kube-root-ca.crt") | (true, "ServiceAccount", "default")
+                        (true, "ConfigMap", "kube-root-ca.crt")
+                            | (true, "ServiceAccount", "default")
                     ) || (resource.kind == "Event"
                         && (core || resource.group == "events.k8s.io"));
                     found.push(Found {
@@ -631,7 +635,8 @@ async fn foreign_objects_in(
                             .flatten()
                             .map(|o| o.uid.clone())
                             .collect(),
-                        incidental: made_by_kubernetes || item.metadata.deletion_timestamp.is_some(),
+                        incidental: made_by_kubernetes
+                            || item.metadata.deletion_timestamp.is_some(),
                         endpoints: core && resource.kind == "Endpoints",
                     });
                 }
@@ -804,8 +809,14 @@ mod tests {
         );
         let new = Inventory::after_apply(Some(&old), &report);
         let entry = |o: &ObjectRef| new.get(o).cloned().unwrap();
-        assert_eq!(entry(&made_now), Entry::created(made_now.clone(), "uid-new"));
-        assert_eq!(entry(&made_before), Entry::created(made_before.clone(), "uid-1"));
+        assert_eq!(
+            entry(&made_now),
+            Entry::created(made_now.clone(), "uid-new")
+        );
+        assert_eq!(
+            entry(&made_before),
+            Entry::created(made_before.clone(), "uid-1")
+        );
         assert_eq!(entry(&there_before), Entry::adopted(there_before.clone()));
         assert_eq!(entry(&replaced), Entry::adopted(replaced.clone()));
         assert_eq!(entry(&legacy), Entry::unknown(legacy.clone()));
@@ -813,8 +824,14 @@ mod tests {
 
         // On a first apply, whatever was there already is adopted.
         let first = Inventory::after_apply(None, &report);
-        assert_eq!(first.get(&made_before).unwrap(), &Entry::adopted(made_before.clone()));
-        assert_eq!(first.get(&refused).unwrap(), &Entry::unknown(refused.clone()));
+        assert_eq!(
+            first.get(&made_before).unwrap(),
+            &Entry::adopted(made_before.clone())
+        );
+        assert_eq!(
+            first.get(&refused).unwrap(),
+            &Entry::unknown(refused.clone())
+        );
     }
 
     #[test]
@@ -862,12 +879,20 @@ mod tests {
         // Same names, another Cluster object (re-created): another inventory.
         assert_ne!(key("a", "uid-1", "b").name(), key("a", "uid-3", "b").name());
 
-        let long = key(&"c".repeat(63), "uid", &format!("{}.{}", "b".repeat(150), "x".repeat(100)));
+        let long = key(
+            &"c".repeat(63),
+            "uid",
+            &format!("{}.{}", "b".repeat(150), "x".repeat(100)),
+        );
         let name = long.name();
         assert!(name.len() <= 253, "{}", name.len());
         assert!(is_dns_subdomain(&name), "{name}");
         // A cut that would end on '.' or '-' is trimmed.
-        let dotted = key(&"c".repeat(63), "uid", &format!("{}.{}", "b".repeat(135), "x".repeat(100)));
+        let dotted = key(
+            &"c".repeat(63),
+            "uid",
+            &format!("{}.{}", "b".repeat(135), "x".repeat(100)),
+        );
         assert!(is_dns_subdomain(&dotted.name()), "{}", dotted.name());
     }
 
@@ -913,7 +938,11 @@ mod tests {
         ];
         assert_eq!(
             not_slipways(&items, &ours),
-            ["Endpoints/theirs", "Widget/theirs", "Gadget/owned-by-theirs"]
+            [
+                "Endpoints/theirs",
+                "Widget/theirs",
+                "Gadget/owned-by-theirs"
+            ]
         );
     }
 }

@@ -379,11 +379,12 @@ metadata:
     #[test]
     fn a_billion_laughs_document_is_refused_quickly() {
         // Nine levels of nine aliases each: 9^9 = 387 420 489 strings from under 1 KiB of YAML.
-        let mut text = String::from("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: laughs}\ndata:\n");
+        let mut text =
+            String::from("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: laughs}\ndata:\n");
         text.push_str("  a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
         for level in 1..9 {
             let previous = format!("*a{}", level - 1);
-            let items = vec![previous.as_str(); 9].join(", ");
+            let items = [previous.as_str(); 9].join(", ");
             text.push_str(&format!("  a{level}: &a{level} [{items}]\n"));
         }
         assert!(text.len() < 1024, "{}", text.len());
@@ -403,7 +404,8 @@ metadata:
 
     #[test]
     fn aliases_within_the_bounds_still_work() {
-        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, labels: &l {app: x}}\ndata: *l\n";
+        let text =
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, labels: &l {app: x}}\ndata: *l\n";
         let objects = parse(text).unwrap();
         assert_eq!(objects[0].data["data"]["app"], "x");
     }
@@ -422,7 +424,8 @@ metadata:
         assert_eq!(max, MAX_YAML_DEPTH);
         assert!(seen > MAX_YAML_DEPTH, "{err}");
         // Block style too, not only flow style.
-        let mut block = String::from("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: deep}\ndata:\n");
+        let mut block =
+            String::from("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: deep}\ndata:\n");
         for level in 0..depth {
             block.push_str(&format!("{}k{level}:\n", "  ".repeat(level + 1)));
         }
@@ -444,7 +447,11 @@ metadata:
             limit(&err),
             ("objects in one bundle", 2 * MAX_OBJECTS, MAX_OBJECTS)
         );
-        assert!(err.to_string().contains("2000, more than the limit of 1000"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("2000, more than the limit of 1000"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -454,5 +461,4 @@ metadata:
         let (what, _, max) = limit(&err);
         assert_eq!((what, max), ("YAML documents", MAX_DOCUMENTS));
     }
-
 }

@@ -21,8 +21,7 @@ pub const MIN_RENDER_LIMIT: usize = 64 * 1024;
 pub fn render_limit(input: usize) -> usize {
     input
         .saturating_mul(MAX_RENDER_GROWTH)
-        .max(MIN_RENDER_LIMIT)
-        .min(MAX_RENDERED_BYTES)
+        .clamp(MIN_RENDER_LIMIT, MAX_RENDERED_BYTES)
 }
 
 /// Replaces every `${name}` in `text` by `values[name]`.
@@ -32,12 +31,14 @@ pub fn render_limit(input: usize) -> usize {
 /// the result would be larger than [`render_limit`] of the text and values together. The size is counted in a
 /// first pass that allocates nothing, so an oversized result is refused before any of it is built.
 pub fn render(text: &str, values: &BTreeMap<String, String>) -> Result<String> {
-    let input = values
-        .iter()
-        .fold(text.len(), |sum, (k, v)| sum.saturating_add(k.len() + v.len()));
+    let input = values.iter().fold(text.len(), |sum, (k, v)| {
+        sum.saturating_add(k.len() + v.len())
+    });
     let limit = render_limit(input);
     let mut size = 0usize;
-    substitute(text, values, |piece| size = size.saturating_add(piece.len()))?;
+    substitute(text, values, |piece| {
+        size = size.saturating_add(piece.len())
+    })?;
     if size > limit {
         return Err(Error::Limit {
             what: format!(
@@ -199,7 +200,11 @@ mod tests {
         let text = "${A}".repeat(100_000);
         let started = std::time::Instant::now();
         let err = render(&text, &values).unwrap_err();
-        assert!(started.elapsed() < std::time::Duration::from_secs(1), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
         match &err {
             Error::Limit { seen, limit, .. } => {
                 assert_eq!(*seen, 100_000 * 1024 * 1024);
@@ -210,7 +215,10 @@ mod tests {
         }
         let message = err.to_string();
         assert!(message.contains("104857600000"), "{message}");
-        assert!(message.contains("more than the limit of 5794308"), "{message}");
+        assert!(
+            message.contains("more than the limit of 5794308"),
+            "{message}"
+        );
         assert_eq!(err.metric_label(), "limit");
     }
 
@@ -227,7 +235,10 @@ mod tests {
             "{err:?}"
         );
         // Three references are 300 KiB: within 4 times.
-        assert_eq!(render(&"${A}".repeat(3), &values).unwrap().len(), 300 * 1024);
+        assert_eq!(
+            render(&"${A}".repeat(3), &values).unwrap().len(),
+            300 * 1024
+        );
     }
 
     #[test]
@@ -238,6 +249,9 @@ mod tests {
         assert_eq!(render_limit(usize::MAX), MAX_RENDERED_BYTES);
         // A 1 KiB value used 20 times in a tiny manifest fits under the floor.
         let values = BTreeMap::from([("CA".to_string(), "c".repeat(1024))]);
-        assert_eq!(render(&"${CA}\n".repeat(20), &values).unwrap().len(), 20 * 1025);
+        assert_eq!(
+            render(&"${CA}\n".repeat(20), &values).unwrap().len(),
+            20 * 1025
+        );
     }
 }

@@ -401,15 +401,24 @@ static SLIPWAY_CRDS: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_ne
 
 /// A Cluster object named `cluster` in `namespace` (nothing reconciles it here) and the inventory key of `bundle`
 /// on it.
-async fn inventory_key(client: &Client, namespace: &str, cluster: &str, bundle: &str) -> InventoryKey {
+async fn inventory_key(
+    client: &Client,
+    namespace: &str,
+    cluster: &str,
+    bundle: &str,
+) -> InventoryKey {
     SLIPWAY_CRDS
         .get_or_init(|| async {
             let crds = Api::<CustomResourceDefinition>::all(client.clone());
             for crd in slipway_api::crds() {
                 let name = crd.metadata.name.clone().unwrap();
-                crds.patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&crd))
-                    .await
-                    .unwrap();
+                crds.patch(
+                    &name,
+                    &PatchParams::apply("test").force(),
+                    &Patch::Apply(&crd),
+                )
+                .await
+                .unwrap();
                 tokio::time::timeout(
                     Duration::from_secs(30),
                     kube::runtime::wait::await_condition(
@@ -468,12 +477,13 @@ async fn prune_deletes_exactly_the_dropped_objects_slipway_created_and_the_inven
         config_map("recreated", "1"),
         deployment("dropped-deployment"),
     ]);
-    let report = apply(&client, &first, &options(&namespace))
-        .await
-        .unwrap();
+    let report = apply(&client, &first, &options(&namespace)).await.unwrap();
     assert_eq!(report.applied.len(), 4, "{:?}", report.failures);
     assert!(
-        report.applied.iter().all(|a| a.created && !a.uid.is_empty()),
+        report
+            .applied
+            .iter()
+            .all(|a| a.created && !a.uid.is_empty()),
         "{:?}",
         report.applied
     );
@@ -497,9 +507,7 @@ async fn prune_deletes_exactly_the_dropped_objects_slipway_created_and_the_inven
         .unwrap();
 
     let second = bundle(&[config_map("kept", "2"), config_map("added", "1")]);
-    let report = apply(&client, &second, &options(&namespace))
-        .await
-        .unwrap();
+    let report = apply(&client, &second, &options(&namespace)).await.unwrap();
     let old = inventory::load(&client, &key)
         .await
         .unwrap()
@@ -523,7 +531,11 @@ async fn prune_deletes_exactly_the_dropped_objects_slipway_created_and_the_inven
         names(&report.kept.iter().map(|k| k.0.clone()).collect::<Vec<_>>()),
         ["ConfigMap/recreated"]
     );
-    assert!(report.kept[0].1.contains("UID changed"), "{}", report.kept[0].1);
+    assert!(
+        report.kept[0].1.contains("UID changed"),
+        "{}",
+        report.kept[0].1
+    );
 
     for (name, exists) in [
         ("kept", true),
@@ -591,7 +603,10 @@ async fn an_object_that_existed_before_the_first_apply_is_adopted_and_never_prun
         .await
         .unwrap();
 
-    let objects = bundle(&[config_map("was-here", "bundle"), config_map("made-here", "1")]);
+    let objects = bundle(&[
+        config_map("was-here", "bundle"),
+        config_map("made-here", "1"),
+    ]);
     let report = apply(&client, &objects, &options(&namespace))
         .await
         .unwrap();
@@ -603,7 +618,10 @@ async fn an_object_that_existed_before_the_first_apply_is_adopted_and_never_prun
             .unwrap()
             .created
     };
-    assert!(!created("was-here"), "an apply over an existing object does not create it");
+    assert!(
+        !created("was-here"),
+        "an apply over an existing object does not create it"
+    );
     assert!(created("made-here"));
     let first = Inventory::after_apply(None, &report);
     // The bundle still sets its fields (it forces them), and a second apply keeps both entries as they were.
@@ -691,7 +709,13 @@ async fn an_inventory_from_before_uids_still_reads_and_prunes_nothing() {
             .is_some()
     );
     inventory::delete_legacy(&client, &key).await.unwrap();
-    assert!(config_maps.get_opt(&key.legacy_name()).await.unwrap().is_none());
+    assert!(
+        config_maps
+            .get_opt(&key.legacy_name())
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -761,9 +785,7 @@ async fn a_dropped_namespace_is_kept_while_objects_slipway_did_not_create_live_i
         ));
     }
     let first = bundle(&documents);
-    let report = apply(&client, &first, &options(&namespace))
-        .await
-        .unwrap();
+    let report = apply(&client, &first, &options(&namespace)).await.unwrap();
     let created = Inventory::after_apply(None, &report);
     let applied = report.into_result().unwrap();
     assert_eq!(applied.len(), 6, "{:?}", names(&applied));
@@ -916,7 +938,10 @@ async fn a_dropped_namespace_holding_a_custom_resource_slipway_did_not_create_is
     assert_eq!(names(&report.deleted), ["ConfigMap/settings"]);
     assert_eq!(report.blocked.len(), 1, "{:?}", report.blocked);
     let (object, reason) = &report.blocked[0];
-    assert_eq!((object.kind.as_str(), object.name.as_str()), ("Namespace", team.as_str()));
+    assert_eq!(
+        (object.kind.as_str(), object.name.as_str()),
+        ("Namespace", team.as_str())
+    );
     assert!(
         reason.starts_with("1 object(s) Slipway did not create remain in it: Gizmo/precious;"),
         "{reason}"
@@ -932,7 +957,10 @@ async fn a_dropped_namespace_holding_a_custom_resource_slipway_did_not_create_is
             .is_none(),
         "the Namespace holding someone's custom resource is being deleted"
     );
-    assert_eq!(gizmos.get("precious").await.unwrap().data["spec"]["keep"], "me");
+    assert_eq!(
+        gizmos.get("precious").await.unwrap().data["spec"]["keep"],
+        "me"
+    );
 
     // Once the custom resource is gone, the next prune of what was left deletes the Namespace.
     gizmos

@@ -488,7 +488,10 @@ async fn inventories_of(
             let json = cm.data.unwrap_or_default()["inventory.json"].clone();
             (
                 cm.metadata.name.unwrap(),
-                labels.get("slipway.dev/cluster").cloned().unwrap_or_default(),
+                labels
+                    .get("slipway.dev/cluster")
+                    .cloned()
+                    .unwrap_or_default(),
                 serde_json::from_str(&json).unwrap(),
             )
         })
@@ -505,7 +508,8 @@ fn inventory_names(inventory: &serde_json::Value) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn a_namespace_the_bundle_drops_is_kept_while_it_holds_a_custom_resource_slipway_did_not_create() {
+async fn a_namespace_the_bundle_drops_is_kept_while_it_holds_a_custom_resource_slipway_did_not_create()
+ {
     let (client, ns) = safety_clusters().await;
     let workload = support::workload_client(&client, &ns, "a").await;
     let first = [
@@ -589,12 +593,20 @@ async fn a_namespace_the_bundle_drops_is_kept_while_it_holds_a_custom_resource_s
 
     let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
         Api::namespaced(workload.clone(), "team-data");
-    eventually("the bundle's own ConfigMap pruned", Duration::from_secs(30), || async {
-        match config_maps.get_opt("settings").await.map_err(|e| e.to_string())? {
-            None => Ok(()),
-            Some(_) => Err("still there".to_string()),
-        }
-    })
+    eventually(
+        "the bundle's own ConfigMap pruned",
+        Duration::from_secs(30),
+        || async {
+            match config_maps
+                .get_opt("settings")
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                None => Ok(()),
+                Some(_) => Err("still there".to_string()),
+            }
+        },
+    )
     .await;
     let namespace = Api::<k8s_openapi::api::core::v1::Namespace>::all(workload.clone())
         .get("team-data")
@@ -604,11 +616,15 @@ async fn a_namespace_the_bundle_drops_is_kept_while_it_holds_a_custom_resource_s
         namespace.metadata.deletion_timestamp.is_none(),
         "the Namespace holding someone's Gizmo is being deleted"
     );
-    assert_eq!(gizmos.get("precious").await.unwrap().data["spec"]["keep"], "me");
+    assert_eq!(
+        gizmos.get("precious").await.unwrap().data["spec"]["keep"],
+        "me"
+    );
 }
 
 #[tokio::test]
-async fn an_object_that_existed_before_the_first_apply_is_adopted_and_not_deleted_when_the_bundle_drops_it() {
+async fn an_object_that_existed_before_the_first_apply_is_adopted_and_not_deleted_when_the_bundle_drops_it()
+ {
     let (client, ns) = safety_clusters().await;
     let workload = support::workload_client(&client, &ns, "a").await;
     let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
@@ -618,7 +634,10 @@ async fn an_object_that_existed_before_the_first_apply_is_adopted_and_not_delete
         "data": {"owner": "them"}
     }))
     .unwrap();
-    config_maps.create(&Default::default(), &theirs).await.unwrap();
+    config_maps
+        .create(&Default::default(), &theirs)
+        .await
+        .unwrap();
 
     let first = [
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: was-here\n  namespace: default\ndata:\n  owner: bundle\n"
@@ -636,17 +655,28 @@ async fn an_object_that_existed_before_the_first_apply_is_adopted_and_not_delete
 
     let second = config_map_in("default", "adopter-marker", "1");
     support::apply(&client, &ns, &inline_bundle("adopter", "a", &second, &[])).await;
-    eventually("the bundle's own ConfigMap pruned", Duration::from_secs(60), || async {
-        match config_maps.get_opt("made-here").await.map_err(|e| e.to_string())? {
-            None => Ok(()),
-            Some(_) => Err("still there".to_string()),
-        }
-    })
+    eventually(
+        "the bundle's own ConfigMap pruned",
+        Duration::from_secs(60),
+        || async {
+            match config_maps
+                .get_opt("made-here")
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                None => Ok(()),
+                Some(_) => Err("still there".to_string()),
+            }
+        },
+    )
     .await;
     // A few resyncs later the adopted object is still there.
     tokio::time::sleep(Duration::from_secs(7)).await;
     let kept = config_maps.get_opt("was-here").await.unwrap();
-    assert!(kept.is_some(), "the object that existed before the bundle was deleted");
+    assert!(
+        kept.is_some(),
+        "the object that existed before the bundle was deleted"
+    );
 }
 
 #[tokio::test]
@@ -656,7 +686,12 @@ async fn clusters_and_bundles_whose_old_inventory_names_collide_keep_separate_in
     support::apply(
         &client,
         &ns,
-        &inline_bundle("c", "a-addons-b", &config_map_in("default", "from-c", "1"), &[]),
+        &inline_bundle(
+            "c",
+            "a-addons-b",
+            &config_map_in("default", "from-c", "1"),
+            &[],
+        ),
     )
     .await;
     support::apply(
@@ -687,19 +722,28 @@ async fn clusters_and_bundles_whose_old_inventory_names_collide_keep_separate_in
     support::apply(
         &client,
         &ns,
-        &inline_bundle("c", "a-addons-b", &config_map_in("default", "from-c-2", "1"), &[]),
+        &inline_bundle(
+            "c",
+            "a-addons-b",
+            &config_map_in("default", "from-c-2", "1"),
+            &[],
+        ),
     )
     .await;
     let on_ab: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(
         support::workload_client(&client, &ns, "a-addons-b").await,
         "default",
     );
-    eventually("from-c pruned from a-addons-b", Duration::from_secs(60), || async {
-        match on_ab.get_opt("from-c").await.map_err(|e| e.to_string())? {
-            None => Ok(()),
-            Some(_) => Err("still there".to_string()),
-        }
-    })
+    eventually(
+        "from-c pruned from a-addons-b",
+        Duration::from_secs(60),
+        || async {
+            match on_ab.get_opt("from-c").await.map_err(|e| e.to_string())? {
+                None => Ok(()),
+                Some(_) => Err("still there".to_string()),
+            }
+        },
+    )
     .await;
     let on_a: Api<k8s_openapi::api::core::v1::ConfigMap> =
         Api::namespaced(support::workload_client(&client, &ns, "a").await, "default");
@@ -762,18 +806,28 @@ async fn deleting_a_bundle_removes_what_it_created_and_its_inventory() {
 }
 
 #[tokio::test]
-async fn a_render_bomb_is_refused_with_the_limit_in_the_bundle_status_and_the_manager_stays_responsive() {
+async fn a_render_bomb_is_refused_with_the_limit_in_the_bundle_status_and_the_manager_stays_responsive()
+ {
     let (client, ns) = safety_clusters().await;
     // 600 kB of `${BIG}` and a 10 KiB BIG: a gigabyte once rendered.
     let big = "x".repeat(10 * 1024);
     let bomb = "${BIG}".repeat(100_000);
-    support::apply(&client, &ns, &inline_bundle("bomb", "a", &bomb, &[("BIG", &big)])).await;
+    support::apply(
+        &client,
+        &ns,
+        &inline_bundle("bomb", "a", &bomb, &[("BIG", &big)]),
+    )
+    .await;
     // Nine levels of nine aliases: 387 million strings from 600 bytes of YAML.
-    let mut laughs = String::from("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: laughs\ndata:\n");
+    let mut laughs =
+        String::from("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: laughs\ndata:\n");
     laughs.push_str("  a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
     for level in 1..9 {
         let previous = format!("*a{}", level - 1);
-        laughs.push_str(&format!("  a{level}: &a{level} [{}]\n", vec![previous.as_str(); 9].join(", ")));
+        laughs.push_str(&format!(
+            "  a{level}: &a{level} [{}]\n",
+            [previous.as_str(); 9].join(", ")
+        ));
     }
     support::apply(&client, &ns, &inline_bundle("laughs", "a", &laughs, &[])).await;
 
@@ -796,18 +850,37 @@ async fn a_render_bomb_is_refused_with_the_limit_in_the_bundle_status_and_the_ma
         }
     };
     let message = refused("bomb", "limit exceeded: rendered manifest size").await;
-    assert!(message.contains(": 1024000000, more than the limit of"), "{message}");
-    let message = refused("laughs", "limit exceeded: YAML events expanded from aliases").await;
-    assert!(message.contains("more than the limit of 100000"), "{message}");
+    assert!(
+        message.contains(": 1024000000, more than the limit of"),
+        "{message}"
+    );
+    let message = refused(
+        "laughs",
+        "limit exceeded: YAML events expanded from aliases",
+    )
+    .await;
+    assert!(
+        message.contains("more than the limit of 100000"),
+        "{message}"
+    );
 
     // Meanwhile the manager goes on with everyone else's bundles.
     support::apply(
         &client,
         &ns,
-        &inline_bundle("after-bomb", "a", &config_map_in("default", "after-bomb", "1"), &[]),
+        &inline_bundle(
+            "after-bomb",
+            "a",
+            &config_map_in("default", "after-bomb", "1"),
+            &[],
+        ),
     )
     .await;
     let started = Instant::now();
     bundle_ready(&client, &ns, "after-bomb", "a").await;
-    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -107,8 +107,11 @@ pub async fn reconcile(bundle: Arc<AddonBundle>, ctx: Arc<Context>) -> Result<Ac
                 Ok(outcome) => {
                     status.revision = Some(outcome.revision);
                     status.ready = outcome.not_ready.is_empty();
-                    let message: Vec<String> =
-                        outcome.not_ready.into_iter().chain(outcome.pruning).collect();
+                    let message: Vec<String> = outcome
+                        .not_ready
+                        .into_iter()
+                        .chain(outcome.pruning)
+                        .collect();
                     if !message.is_empty() {
                         status.message = Some(message.join("; "));
                     }
