@@ -850,8 +850,9 @@ async fn a_render_bomb_is_refused_with_the_limit_in_the_bundle_status_and_the_ma
         }
     };
     let message = refused("bomb", "limit exceeded: rendered manifest size").await;
+    // 100 000 times 10 KiB, and the newline that ends the inline text.
     assert!(
-        message.contains(": 1024000000, more than the limit of"),
+        message.contains(": 1024000001, more than the limit of"),
         "{message}"
     );
     let message = refused(
