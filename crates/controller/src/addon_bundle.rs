@@ -187,7 +187,9 @@ async fn apply_to_cluster(
     let rendered =
         slipway_addons::render(&text, &values(bundle, cluster)).map_err(|e| e.to_string())?;
     let revision = hex::encode(&Sha256::digest(rendered.as_bytes())[..6]);
-    let workload = crate::workload::client(ctx, cluster).await?;
+    let workload = crate::workload::client(ctx, cluster)
+        .await
+        .map_err(|e| e.to_string())?;
 
     let unchanged = previous.is_some_and(|p| p.revision.as_deref() == Some(&revision) && p.ready);
     if bundle.spec.mode == AddonMode::ApplyOnce && unchanged {
@@ -422,7 +424,9 @@ async fn prune_everything(
     cluster: &Cluster,
     stored: &Stored,
 ) -> Result<PruneReport, String> {
-    let workload = crate::workload::client(ctx, cluster).await?;
+    let workload = crate::workload::client(ctx, cluster)
+        .await
+        .map_err(|e| e.to_string())?;
     slipway_addons::wait_for_api(&workload, DELETION_API_WAIT)
         .await
         .map_err(|e| e.to_string())?;
