@@ -26,6 +26,13 @@ use serde::{Deserialize, Serialize};
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    // The name is a label value on the bundle's inventories and part of its field manager in workload clusters.
+    validation = Rule::new(
+        "self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')"
+    )
+    .message(
+        "metadata.name: use at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit"
     )
 )]
 #[serde(rename_all = "camelCase")]
@@ -138,7 +145,7 @@ pub struct AddonClusterStatus {
     /// Whether every applied object is ready.
     #[serde(default)]
     pub ready: bool,
-    /// What is missing, or why applying failed.
+    /// What is missing, why applying failed, or what pruning left in place for now and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// The bundle's `metadata.generation` last applied.

@@ -8,12 +8,19 @@
 //!    yet would refuse the very objects that start it.
 //!
 //! From phase 2 on, a refused object is recorded and the apply goes on with the rest.
+//!
+//! Each apply says, per object, whether it created the object (the apiserver answers `201 Created` to an apply
+//! that made it, `200 OK` to one that changed an existing object) and the object's UID: the inventory keeps that,
+//! so prune deletes only what Slipway created.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use http::StatusCode;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::client::Body;
+use kube::core::{Request, Status};
 use kube::discovery::{ApiResource, Discovery, Scope};
 use kube::{Api, Client};
 use slipway_api::FIELD_MANAGER;
@@ -33,6 +40,9 @@ pub struct ApplyOptions {
     pub default_namespace: String,
     /// How long CRDs may take to become `Established` and served.
     pub crd_timeout: Duration,
+    /// The server-side apply field manager: one per bundle (see [`field_manager`]), so two bundles never share
+    /// ownership of a field without the apiserver saying so.
+    pub field_manager: String,
 }
 
 impl Default for ApplyOptions {
@@ -40,8 +50,25 @@ impl Default for ApplyOptions {
         Self {
             default_namespace: "default".to_string(),
             crd_timeout: Duration::from_secs(60),
+            field_manager: FIELD_MANAGER.to_string(),
         }
     }
+}
+
+/// The longest field manager name the apiserver accepts.
+const MAX_FIELD_MANAGER: usize = 128;
+
+/// The field manager of bundle `bundle`: `slipway-addon-<bundle>`, shortened with a hash of the name when it would
+/// be longer than the apiserver's 128 characters.
+pub fn field_manager(bundle: &str) -> String {
+    let manager = format!("slipway-addon-{bundle}");
+    if manager.len() <= MAX_FIELD_MANAGER {
+        return manager;
+    }
+    let hash = crate::inventory::short_hash(bundle);
+    let keep = MAX_FIELD_MANAGER - hash.len() - 1;
+    // Bundle names are ASCII (DNS subdomains), so any byte offset is a character boundary.
+    format!("{}-{hash}", &manager[..keep])
 }
 
 /// What one apply did.
@@ -50,8 +77,20 @@ pub struct ApplyReport {
     /// Every object of the bundle, namespaces resolved, whether or not it was accepted: the inventory of the new
     /// set (see [`crate::Inventory`]). An object refused this time is still the bundle's and must not be pruned.
     pub objects: Vec<ObjectRef>,
+    /// The objects the apiserver accepted, with their UID and whether this apply created them.
+    pub applied: Vec<Applied>,
     /// The objects the apiserver refused, with its message.
     pub failures: Vec<ObjectFailure>,
+}
+
+/// One object the apiserver accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub object: ObjectRef,
+    /// Its UID after the apply.
+    pub uid: String,
+    /// Whether this apply created it (`201 Created`) rather than changed an object that was there already.
+    pub created: bool,
 }
 
 impl ApplyReport {
@@ -65,8 +104,9 @@ impl ApplyReport {
     }
 }
 
-/// Server-side applies `objects` with field manager `slipway`, forcing ownership of conflicting fields: the
-/// bundle is the source of truth, and forcing is what repairs drift.
+/// Server-side applies `objects` with `options.field_manager`, forcing ownership of conflicting fields: the
+/// bundle is the source of truth, and forcing is what repairs drift. An object that existed before is changed
+/// to the bundle's fields too, but [`Applied::created`] says it was not created here.
 ///
 /// Returns `Err` when the apply could not go on at all (discovery failed, a Namespace or CRD was refused, CRDs did
 /// not become Established); otherwise a report of every object and every refusal.
@@ -94,11 +134,13 @@ pub async fn apply(
             }
         };
         report.objects.push(prepared.reference.clone());
-        match apply_one(client, &prepared).await {
-            Ok(()) if prepared.reference.kind == "CustomResourceDefinition" => {
-                crds.push(prepared.object)
+        match apply_one(client, &prepared, &options.field_manager).await {
+            Ok(applied) => {
+                report.applied.push(applied);
+                if prepared.reference.kind == "CustomResourceDefinition" {
+                    crds.push(prepared.object);
+                }
             }
-            Ok(()) => {}
             Err(message) => report.failures.push(ObjectFailure {
                 object: prepared.reference,
                 message,
@@ -129,11 +171,12 @@ pub async fn apply(
     prepared.sort_by_key(|p| p.phase);
     for object in prepared {
         report.objects.push(object.reference.clone());
-        if let Err(message) = apply_one(client, &object).await {
-            report.failures.push(ObjectFailure {
+        match apply_one(client, &object, &options.field_manager).await {
+            Ok(applied) => report.applied.push(applied),
+            Err(message) => report.failures.push(ObjectFailure {
                 object: object.reference,
                 message,
-            });
+            }),
         }
     }
     tracing::info!(
@@ -238,27 +281,95 @@ fn prepare(
     })
 }
 
-async fn apply_one(client: &Client, prepared: &Prepared) -> std::result::Result<(), String> {
-    let api: Api<DynamicObject> = match &prepared.reference.namespace {
-        Some(namespace) => Api::namespaced_with(client.clone(), namespace, &prepared.resource),
-        None => Api::all_with(client.clone(), &prepared.resource),
-    };
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    match api
+/// Applies one object. Sent as a raw request rather than through `Api::patch` because only the response's status
+/// code tells a create (`201`) from a change (`200`), and that is what decides whether Slipway may ever delete it.
+async fn apply_one(
+    client: &Client,
+    prepared: &Prepared,
+    field_manager: &str,
+) -> std::result::Result<Applied, String> {
+    let api = api_for(client, prepared);
+    let params = PatchParams::apply(field_manager).force();
+    let request = Request::new(api.resource_url())
         .patch(
             &prepared.reference.name,
             &params,
             &Patch::Apply(&prepared.object),
         )
+        .map_err(|e| e.to_string())?;
+    let response = client
+        .send(request.map(Body::from))
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect_bytes()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        let message = serde_json::from_slice::<Status>(&body)
+            .ok()
+            .map(|s| s.message)
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| format!("HTTP {status}"));
+        tracing::debug!(object = %prepared.reference, %message, "apply refused");
+        return Err(message);
+    }
+    let live: DynamicObject = serde_json::from_slice(&body)
+        .map_err(|e| format!("the apiserver's answer is not an object: {e}"))?;
+    let created = status == StatusCode::CREATED;
+    tracing::debug!(object = %prepared.reference, created, "applied");
+    if field_manager != FIELD_MANAGER {
+        drop_shared_manager(&api, &prepared.reference, &live).await;
+    }
+    Ok(Applied {
+        object: prepared.reference.clone(),
+        uid: live.metadata.uid.clone().unwrap_or_default(),
+        created,
+    })
+}
+
+fn api_for(client: &Client, prepared: &Prepared) -> Api<DynamicObject> {
+    match &prepared.reference.namespace {
+        Some(namespace) => Api::namespaced_with(client.clone(), namespace, &prepared.resource),
+        None => Api::all_with(client.clone(), &prepared.resource),
+    }
+}
+
+/// Removes the apply entry of the field manager every bundle used to share (`slipway`) from an object its bundle's
+/// own manager now applies. Both own the same fields after the first apply under the new name, and a field the bundle
+/// drops would stay as long as the old entry still owned it. A JSON patch that tests the resourceVersion, as
+/// client-go's `csaupgrade` does; if the object changed meanwhile, the next apply tries again.
+async fn drop_shared_manager(api: &Api<DynamicObject>, object: &ObjectRef, live: &DynamicObject) {
+    let Some(entries) = &live.metadata.managed_fields else {
+        return;
+    };
+    let is_shared =
+        |entry: &&k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry| {
+            entry.manager.as_deref() == Some(FIELD_MANAGER)
+                && entry.operation.as_deref() == Some("Apply")
+        };
+    if !entries.iter().any(|e| is_shared(&e)) {
+        return;
+    }
+    let kept: Vec<_> = entries.iter().filter(|e| !is_shared(e)).collect();
+    let patch = serde_json::json!([
+        {"op": "test", "path": "/metadata/resourceVersion", "value": live.metadata.resource_version},
+        {"op": "replace", "path": "/metadata/managedFields", "value": kept},
+    ]);
+    let patch: json_patch::Patch = serde_json::from_value(patch).expect("a valid JSON patch");
+    match api
+        .patch(
+            &object.name,
+            &PatchParams::default(),
+            &Patch::<()>::Json(patch),
+        )
         .await
     {
-        Ok(_) => {
-            tracing::debug!(object = %prepared.reference, "applied");
-            Ok(())
-        }
-        Err(e) => {
-            tracing::debug!(object = %prepared.reference, error = %e, "apply refused");
-            Err(apiserver_message(e))
+        Ok(_) => tracing::debug!(%object, "dropped the shared field manager {FIELD_MANAGER}"),
+        Err(error) => {
+            tracing::debug!(%object, %error, "could not drop the shared field manager yet")
         }
     }
 }

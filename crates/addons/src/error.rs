@@ -22,6 +22,14 @@ pub enum Error {
     #[error("render: line {line}: {problem}")]
     Template { line: usize, problem: String },
 
+    /// A bound on the work one bundle may cause was reached: render size, objects, YAML depth or aliases.
+    #[error("limit exceeded: {what}: {seen}, more than the limit of {limit}")]
+    Limit {
+        what: String,
+        seen: usize,
+        limit: usize,
+    },
+
     #[error("YAML: {}{message}", at(*document, *line))]
     Yaml {
         document: Option<usize>,
@@ -121,6 +129,7 @@ impl Error {
         match self {
             Self::UnknownVariables { .. } => "unknown_variable",
             Self::Template { .. } => "template",
+            Self::Limit { .. } => "limit",
             Self::Yaml { .. } => "yaml",
             Self::Manifest { .. } => "manifest",
             Self::Source(_) => "source",

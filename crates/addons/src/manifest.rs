@@ -1,10 +1,31 @@
-//! Multi-document YAML → Kubernetes objects.
+//! Multi-document YAML → Kubernetes objects, within bounds a bundle cannot talk its way past.
 
 use kube::api::DynamicObject;
 use serde_json::Value;
 use serde_saphyr::Spanned;
+use serde_saphyr::budget::BudgetBreach;
 
 use crate::error::{Error, Result};
+use crate::render::MAX_RENDERED_BYTES;
+
+/// Objects one bundle may hold (List items count one each). The largest upstream add-on we ship, cert-manager,
+/// has 49.
+pub const MAX_OBJECTS: usize = 1000;
+/// YAML documents in one bundle. Higher than [`MAX_OBJECTS`] because empty documents (only comments, or nothing
+/// between two `---`) count here but make no object.
+pub const MAX_DOCUMENTS: usize = 2 * MAX_OBJECTS;
+/// Nesting of mappings and sequences. The deepest upstream manifest we ship (cert-manager's CRD schemas) is 38.
+/// Building the document recurses once per level: at about 100 levels that overflows a 2 MiB thread stack (tokio's
+/// default) in a debug build and aborts the whole manager, so the bound stays well below that.
+pub const MAX_YAML_DEPTH: usize = 64;
+/// Values, mappings and sequences in the whole stream: cert-manager's 1 MB has 17 000, so 16 MiB of real
+/// manifests stays well below; a stream of tiny values would otherwise cost far more memory than its bytes.
+pub const MAX_YAML_NODES: usize = 500_000;
+/// Aliases (`*name`) and anchors (`&name`). Kubernetes manifests rarely use either.
+pub const MAX_YAML_ALIASES: usize = 1000;
+/// Nodes produced by expanding aliases, over the whole stream: what stops a "billion laughs" document, whose
+/// nested aliases expand a few hundred bytes into billions of nodes.
+pub const MAX_ALIAS_EXPANSION: usize = 100_000;
 
 /// Parses a multi-document YAML stream into objects, in document order.
 ///
@@ -13,20 +34,54 @@ use crate::error::{Error, Result};
 /// `apiVersion`, `kind` and `metadata.name`: server-side apply cannot use `generateName`.
 ///
 /// Errors name the document (1-based, counting `---` separators as a reader would, empty documents included) and
-/// the line where it starts.
+/// the line where it starts. A stream past one of the bounds above ([`MAX_OBJECTS`], [`MAX_YAML_DEPTH`], …) is
+/// refused with [`Error::Limit`] naming the bound and what was seen; serde-saphyr's budget stops the parser as soon
+/// as one is crossed, before the document is built.
 pub fn parse(text: &str) -> Result<Vec<DynamicObject>> {
-    let options = serde_saphyr::options! { with_snippet: false };
+    let options = serde_saphyr::options! {
+        with_snippet: false,
+        budget: serde_saphyr::budget! {
+            max_depth: MAX_YAML_DEPTH,
+            max_documents: MAX_DOCUMENTS,
+            max_nodes: MAX_YAML_NODES,
+            // Each node is one or two parser events (a mapping's start and end); this never binds before nodes do.
+            max_events: 4 * MAX_YAML_NODES,
+            max_aliases: MAX_YAML_ALIASES,
+            max_anchors: MAX_YAML_ALIASES,
+            max_total_scalar_bytes: MAX_RENDERED_BYTES,
+        },
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: MAX_ALIAS_EXPANSION,
+        },
+    };
     let documents: Vec<Spanned<Value>> = serde_saphyr::from_multiple_with_options(text, options)
         .map_err(|e| {
-            let line = e.location().map(|l| l.line() as usize).filter(|&l| l > 0);
-            Error::Yaml {
-                document: line.map(|l| document_number(text, l)),
-                line,
-                message: e.to_string(),
-            }
+            limit_of(&e).unwrap_or_else(|| {
+                let line = e.location().map(|l| l.line() as usize).filter(|&l| l > 0);
+                Error::Yaml {
+                    document: line.map(|l| document_number(text, l)),
+                    line,
+                    message: e.to_string(),
+                }
+            })
         })?;
 
-    let mut objects = Vec::with_capacity(documents.len());
+    let count: usize = documents
+        .iter()
+        .map(|document| match &document.value {
+            Value::Object(map) if is_list(map) => map["items"].as_array().map_or(0, Vec::len),
+            _ => 1,
+        })
+        .sum();
+    if count > MAX_OBJECTS {
+        return Err(Error::Limit {
+            what: "objects in one bundle".to_string(),
+            seen: count,
+            limit: MAX_OBJECTS,
+        });
+    }
+
+    let mut objects = Vec::with_capacity(count);
     for document in documents {
         let line = Some(document.referenced.line() as usize).filter(|&l| l > 0);
         let number = line.map_or(objects.len() + 1, |l| document_number(text, l));
@@ -56,6 +111,68 @@ pub fn parse(text: &str) -> Result<Vec<DynamicObject>> {
         }
     }
     Ok(objects)
+}
+
+/// The bound a parse error reports crossing, if it is one.
+fn limit_of(error: &serde_saphyr::Error) -> Option<Error> {
+    let limit = |what: &str, seen: usize, limit: usize| Error::Limit {
+        what: what.to_string(),
+        seen,
+        limit,
+    };
+    let mut error = error;
+    // serde-saphyr wraps errors met inside aliases or with a snippet; the breach is the innermost one.
+    while let serde_saphyr::Error::AliasError { error: inner, .. }
+    | serde_saphyr::Error::WithSnippet { error: inner, .. } = error
+    {
+        error = inner;
+    }
+    Some(match error {
+        serde_saphyr::Error::Budget { breach, .. } => match breach {
+            BudgetBreach::Depth { depth } => limit("YAML nesting depth", *depth, MAX_YAML_DEPTH),
+            BudgetBreach::Documents { documents } => {
+                limit("YAML documents", *documents, MAX_DOCUMENTS)
+            }
+            BudgetBreach::Nodes { nodes } => limit(
+                "YAML nodes (values, mappings and sequences)",
+                *nodes,
+                MAX_YAML_NODES,
+            ),
+            BudgetBreach::Events { events } => {
+                limit("YAML parser events", *events, 4 * MAX_YAML_NODES)
+            }
+            BudgetBreach::Aliases { aliases } => {
+                limit("YAML aliases (*name)", *aliases, MAX_YAML_ALIASES)
+            }
+            BudgetBreach::Anchors { anchors } => {
+                limit("YAML anchors (&name)", *anchors, MAX_YAML_ALIASES)
+            }
+            BudgetBreach::AliasAnchorRatio { aliases, anchors } => limit(
+                &format!("YAML aliases for {anchors} anchor(s) (at most 10 per anchor)"),
+                *aliases,
+                anchors.saturating_mul(10),
+            ),
+            BudgetBreach::ScalarBytes { total_scalar_bytes } => limit(
+                "bytes of YAML scalar text",
+                *total_scalar_bytes,
+                MAX_RENDERED_BYTES,
+            ),
+            _ => return None,
+        },
+        serde_saphyr::Error::AliasReplayLimitExceeded {
+            total_replayed_events,
+            max_total_replayed_events,
+            ..
+        } => limit(
+            "YAML events expanded from aliases",
+            *total_replayed_events,
+            *max_total_replayed_events,
+        ),
+        serde_saphyr::Error::AliasReplayStackDepthExceeded {
+            depth, max_depth, ..
+        } => limit("YAML aliases nested in aliases", *depth, *max_depth),
+        _ => return None,
+    })
 }
 
 fn is_list(map: &serde_json::Map<String, Value>) -> bool {
@@ -250,5 +367,98 @@ metadata:
         assert_eq!(document_number(text, 2), 1);
         assert_eq!(document_number(text, 5), 3);
         assert_eq!(document_number("a: 1\n---\nb: 2\n", 3), 2);
+    }
+
+    fn limit(err: &Error) -> (&str, usize, usize) {
+        match err {
+            Error::Limit { what, seen, limit } => (what.as_str(), *seen, *limit),
+            other => panic!("expected Limit, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_billion_laughs_document_is_refused_quickly() {
+        // Nine levels of nine aliases each: 9^9 = 387 420 489 strings from under 1 KiB of YAML.
+        let mut text =
+            String::from("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: laughs}\ndata:\n");
+        text.push_str("  a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        for level in 1..9 {
+            let previous = format!("*a{}", level - 1);
+            let items = [previous.as_str(); 9].join(", ");
+            text.push_str(&format!("  a{level}: &a{level} [{items}]\n"));
+        }
+        assert!(text.len() < 1024, "{}", text.len());
+        let started = std::time::Instant::now();
+        let err = parse(&text).unwrap_err();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "took {:?}",
+            started.elapsed()
+        );
+        let (what, seen, max) = limit(&err);
+        assert!(what.contains("alias"), "{err}");
+        assert!(seen > max, "{err}");
+        assert_eq!(max, MAX_ALIAS_EXPANSION);
+        assert!(err.to_string().starts_with("limit exceeded: "), "{err}");
+    }
+
+    #[test]
+    fn aliases_within_the_bounds_still_work() {
+        let text =
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, labels: &l {app: x}}\ndata: *l\n";
+        let objects = parse(text).unwrap();
+        assert_eq!(objects[0].data["data"]["app"], "x");
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_refused_naming_the_depth() {
+        let depth = MAX_YAML_DEPTH + 20;
+        let text = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: deep}}\ndata: {}1{}\n",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        let err = parse(&text).unwrap_err();
+        let (what, seen, max) = limit(&err);
+        assert_eq!(what, "YAML nesting depth", "{err}");
+        assert_eq!(max, MAX_YAML_DEPTH);
+        assert!(seen > MAX_YAML_DEPTH, "{err}");
+        // Block style too, not only flow style.
+        let mut block =
+            String::from("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: deep}\ndata:\n");
+        for level in 0..depth {
+            block.push_str(&format!("{}k{level}:\n", "  ".repeat(level + 1)));
+        }
+        assert_eq!(limit(&parse(&block).unwrap_err()).0, "YAML nesting depth");
+    }
+
+    #[test]
+    fn more_objects_than_the_limit_are_refused_with_their_count() {
+        let one = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n";
+        let documents = vec![one; MAX_OBJECTS].join("---\n");
+        assert_eq!(parse(&documents).unwrap().len(), MAX_OBJECTS);
+        // Over the limit through a List's items, not only through documents.
+        let items: String = (0..MAX_OBJECTS)
+            .map(|i| format!("- {{apiVersion: v1, kind: ConfigMap, metadata: {{name: i{i}}}}}\n"))
+            .collect();
+        let text = format!("{documents}---\napiVersion: v1\nkind: List\nitems:\n{items}");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(
+            limit(&err),
+            ("objects in one bundle", 2 * MAX_OBJECTS, MAX_OBJECTS)
+        );
+        assert!(
+            err.to_string()
+                .contains("2000, more than the limit of 1000"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_storm_of_document_separators_is_refused() {
+        let text = "---\n".repeat(MAX_DOCUMENTS + 10);
+        let err = parse(&text).unwrap_err();
+        let (what, _, max) = limit(&err);
+        assert_eq!((what, max), ("YAML documents", MAX_DOCUMENTS));
     }
 }

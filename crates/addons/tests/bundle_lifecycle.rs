@@ -7,14 +7,15 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;
 use kube::{Api, Client};
 use slipway_addons::{
-    ApplyOptions, Error, Inventory, ObjectRef, apply, inventory, parse, prune, readiness, render,
-    source, wait_for_api, wait_ready,
+    ApplyOptions, Error, Inventory, InventoryKey, ObjectRef, apply, inventory, parse, prune,
+    readiness, render, source, wait_for_api, wait_ready,
 };
-use slipway_api::{AddonSource, ConfigMapKeyRef, UrlSource};
+use slipway_api::{AddonSource, Cluster, ConfigMapKeyRef, FIELD_MANAGER, UrlSource};
 use slipway_testenv::TestEnv;
 
 const FLANNEL: &str = "flannel/v0.28.9/kube-flannel.yml";
@@ -342,11 +343,11 @@ async fn a_crd_and_its_custom_resources_apply_in_one_bundle_and_prune_keeps_a_cr
     .join("---\n");
     let values = BTreeMap::from([("clusterName".to_string(), "prod-eu".to_string())]);
     let objects = parse(&render(&text, &values).unwrap()).unwrap();
-    let applied = apply(&client, &objects, &options(&namespace))
+    let report = apply(&client, &objects, &options(&namespace))
         .await
-        .unwrap()
-        .into_result()
         .unwrap();
+    let created = Inventory::after_apply(None, &report);
+    let applied = report.into_result().unwrap();
     assert_eq!(applied[0].kind, "CustomResourceDefinition");
     assert!(
         readiness(&client, &applied).await.unwrap().is_empty(),
@@ -376,16 +377,21 @@ async fn a_crd_and_its_custom_resources_apply_in_one_bundle_and_prune_keeps_a_cr
         .await
         .unwrap();
 
-    let report = prune(&client, &Inventory::new(applied), &[]).await.unwrap();
+    let report = prune(&client, &created, &Inventory::default(), FIELD_MANAGER)
+        .await
+        .unwrap();
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     assert_eq!(names(&report.deleted), ["DNSEndpoint/from-bundle"]);
-    assert_eq!(report.kept.len(), 1);
-    assert_eq!(report.kept[0].0.kind, "CustomResourceDefinition");
+    assert!(report.kept.is_empty(), "{:?}", report.kept);
+    assert_eq!(report.blocked.len(), 1);
+    assert_eq!(report.blocked[0].0.kind, "CustomResourceDefinition");
     assert!(
-        report.kept[0].1.contains("custom resource"),
+        report.blocked[0].1.contains("custom resource"),
         "{}",
-        report.kept[0].1
+        report.blocked[0].1
     );
+    // Blocked, not given up: the CRD stays in what is left to prune.
+    assert_eq!(report.unfinished.len(), 1);
     assert!(endpoints.get_opt("theirs").await.unwrap().is_some());
 }
 
@@ -436,10 +442,70 @@ async fn reapplying_repairs_a_deleted_deployment_and_a_hand_changed_config_map()
     assert_eq!(settings["extra"], "added by hand");
 }
 
+/// Slipway's CRDs, once per test binary: inventories are owned by a Cluster.
+static SLIPWAY_CRDS: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+/// A Cluster object named `cluster` in `namespace` (nothing reconciles it here) and the inventory key of `bundle`
+/// on it.
+async fn inventory_key(
+    client: &Client,
+    namespace: &str,
+    cluster: &str,
+    bundle: &str,
+) -> InventoryKey {
+    SLIPWAY_CRDS
+        .get_or_init(|| async {
+            let crds = Api::<CustomResourceDefinition>::all(client.clone());
+            for crd in slipway_api::crds() {
+                let name = crd.metadata.name.clone().unwrap();
+                crds.patch(
+                    &name,
+                    &PatchParams::apply("test").force(),
+                    &Patch::Apply(&crd),
+                )
+                .await
+                .unwrap();
+                tokio::time::timeout(
+                    Duration::from_secs(30),
+                    kube::runtime::wait::await_condition(
+                        crds.clone(),
+                        &name,
+                        kube::runtime::wait::conditions::is_crd_established(),
+                    ),
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            }
+        })
+        .await;
+    let object: Cluster = serde_json::from_value(serde_json::json!({
+        "apiVersion": "slipway.dev/v1alpha1",
+        "kind": "Cluster",
+        "metadata": {"name": cluster},
+        "spec": {
+            "kubernetes": {"version": "v1.37.2"},
+            "controlPlane": {"replicas": 1},
+            "infrastructure": {"sim": {}}
+        }
+    }))
+    .unwrap();
+    let created = Api::<Cluster>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap();
+    InventoryKey {
+        namespace: namespace.to_string(),
+        cluster: cluster.to_string(),
+        cluster_uid: created.metadata.uid.unwrap(),
+        bundle: bundle.to_string(),
+    }
+}
+
 #[tokio::test]
-async fn prune_deletes_exactly_the_dropped_objects_and_the_inventory_round_trips_through_a_config_map()
- {
+async fn prune_deletes_exactly_the_dropped_objects_slipway_created_and_the_inventory_round_trips() {
     let (client, namespace) = setup("prune").await;
+    let key = inventory_key(&client, &namespace, "owner", "prune").await;
     let config_maps = Api::<ConfigMap>::namespaced(client.clone(), &namespace);
     let bystander = parse(&config_map("bystander", "not ours"))
         .unwrap()
@@ -457,19 +523,19 @@ async fn prune_deletes_exactly_the_dropped_objects_and_the_inventory_round_trips
         config_map("recreated", "1"),
         deployment("dropped-deployment"),
     ]);
-    let applied = apply(&client, &first, &options(&namespace))
+    let report = apply(&client, &first, &options(&namespace)).await.unwrap();
+    assert_eq!(report.applied.len(), 4, "{:?}", report.failures);
+    assert!(
+        report
+            .applied
+            .iter()
+            .all(|a| a.created && !a.uid.is_empty()),
+        "{:?}",
+        report.applied
+    );
+    inventory::store(&client, &key, &Inventory::after_apply(None, &report))
         .await
-        .unwrap()
-        .into_result()
         .unwrap();
-    inventory::store(
-        &client,
-        &namespace,
-        "inventory-prune",
-        &Inventory::new(applied),
-    )
-    .await
-    .unwrap();
 
     // "recreated" is deleted and made again by someone else: its name is in the inventory, but it is not ours.
     config_maps
@@ -487,19 +553,22 @@ async fn prune_deletes_exactly_the_dropped_objects_and_the_inventory_round_trips
         .unwrap();
 
     let second = bundle(&[config_map("kept", "2"), config_map("added", "1")]);
-    let new_objects = apply(&client, &second, &options(&namespace))
-        .await
-        .unwrap()
-        .into_result()
-        .unwrap();
-    let old = inventory::load(&client, &namespace, "inventory-prune")
+    let report = apply(&client, &second, &options(&namespace)).await.unwrap();
+    let old = inventory::load(&client, &key)
         .await
         .unwrap()
         .expect("stored");
     assert_eq!(old.objects.len(), 4);
+    assert!(old.objects.iter().all(|e| e.uid.is_some()), "{old:?}");
+    let new = Inventory::after_apply(Some(&old), &report);
+    assert!(
+        new.objects.iter().all(|e| e.uid.is_some()),
+        "kept and added are both Slipway's: {new:?}"
+    );
 
-    let report = prune(&client, &old, &new_objects).await.unwrap();
+    let report = prune(&client, &old, &new, FIELD_MANAGER).await.unwrap();
     assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert!(report.blocked.is_empty(), "{:?}", report.blocked);
     assert_eq!(
         names(&report.deleted),
         ["ConfigMap/dropped", "Deployment/dropped-deployment"]
@@ -507,6 +576,11 @@ async fn prune_deletes_exactly_the_dropped_objects_and_the_inventory_round_trips
     assert_eq!(
         names(&report.kept.iter().map(|k| k.0.clone()).collect::<Vec<_>>()),
         ["ConfigMap/recreated"]
+    );
+    assert!(
+        report.kept[0].1.contains("UID changed"),
+        "{}",
+        report.kept[0].1
     );
 
     for (name, exists) in [
@@ -532,14 +606,206 @@ async fn prune_deletes_exactly_the_dropped_objects_and_the_inventory_round_trips
     );
 
     // A second prune against the same sets has nothing left to do.
-    let again = prune(&client, &old, &new_objects).await.unwrap();
+    let again = prune(&client, &old, &new, FIELD_MANAGER).await.unwrap();
     assert!(again.deleted.is_empty());
+
+    // The inventory is labelled with its cluster and bundle, owned by the Cluster, and found by the bundle's label.
+    let stored = config_maps.get(&key.name()).await.unwrap();
+    let labels = stored.metadata.labels.unwrap();
+    assert_eq!(labels[inventory::CLUSTER_LABEL], "owner");
+    assert_eq!(labels[inventory::BUNDLE_LABEL], "prune");
+    let owners = stored.metadata.owner_references.unwrap();
+    assert_eq!(
+        (owners[0].kind.as_str(), owners[0].uid.as_str()),
+        ("Cluster", key.cluster_uid.as_str())
+    );
+    let listed = inventory::list(&client, &namespace, "prune").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key, key);
+    assert_eq!(listed[0].inventory, old);
+    inventory::delete(&client, &namespace, &key.name())
+        .await
+        .unwrap();
+    assert!(inventory::load(&client, &key).await.unwrap().is_none());
     assert!(
-        inventory::load(&client, &namespace, "no-such-inventory")
+        inventory::list(&client, &namespace, "prune")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn an_object_that_existed_before_the_first_apply_is_adopted_and_never_pruned() {
+    let (client, namespace) = setup("adopt").await;
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), &namespace);
+    let theirs = parse(&config_map("was-here", "theirs"))
+        .unwrap()
+        .remove(0)
+        .try_parse::<ConfigMap>()
+        .unwrap();
+    config_maps
+        .create(&PostParams::default(), &theirs)
+        .await
+        .unwrap();
+
+    let objects = bundle(&[
+        config_map("was-here", "bundle"),
+        config_map("made-here", "1"),
+    ]);
+    let report = apply(&client, &objects, &options(&namespace))
+        .await
+        .unwrap();
+    let created = |name: &str| {
+        report
+            .applied
+            .iter()
+            .find(|a| a.object.name == name)
+            .unwrap()
+            .created
+    };
+    assert!(
+        !created("was-here"),
+        "an apply over an existing object does not create it"
+    );
+    assert!(created("made-here"));
+    let first = Inventory::after_apply(None, &report);
+    // The bundle still sets its fields (it forces them), and a second apply keeps both entries as they were.
+    assert_eq!(
+        config_maps.get("was-here").await.unwrap().data.unwrap()["value"],
+        "bundle"
+    );
+    let again = apply(&client, &objects, &options(&namespace))
+        .await
+        .unwrap();
+    let second = Inventory::after_apply(Some(&first), &again);
+    assert_eq!(second, first);
+    let entry = |name: &str| {
+        second
+            .objects
+            .iter()
+            .find(|e| e.object.name == name)
+            .cloned()
+            .unwrap()
+    };
+    assert!(entry("was-here").adopted && entry("was-here").uid.is_none());
+    assert!(!entry("made-here").adopted && entry("made-here").uid.is_some());
+
+    let report = prune(&client, &second, &Inventory::default(), FIELD_MANAGER)
+        .await
+        .unwrap();
+    assert_eq!(names(&report.deleted), ["ConfigMap/made-here"]);
+    assert_eq!(report.kept.len(), 1);
+    assert!(report.kept[0].1.contains("adopted"), "{}", report.kept[0].1);
+    assert!(config_maps.get_opt("was-here").await.unwrap().is_some());
+    assert!(config_maps.get_opt("made-here").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn an_inventory_from_before_uids_still_reads_and_prunes_nothing() {
+    let (client, namespace) = setup("legacy").await;
+    let key = inventory_key(&client, &namespace, "old", "bundle").await;
+    let objects = bundle(&[config_map("applied-long-ago", "1")]);
+    apply(&client, &objects, &options(&namespace))
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    // What an older Slipway stored: `<cluster>-addons-<bundle>`, entries without UIDs.
+    let legacy = ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some(key.legacy_name()),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_string(),
+                "slipway".to_string(),
+            )])),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            inventory::INVENTORY_KEY.to_string(),
+            format!(
+                r#"{{"objects":[{{"version":"v1","kind":"ConfigMap","namespace":"{namespace}","name":"applied-long-ago"}}]}}"#
+            ),
+        )])),
+        ..Default::default()
+    };
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), &namespace);
+    config_maps
+        .create(&PostParams::default(), &legacy)
+        .await
+        .unwrap();
+    assert!(inventory::load(&client, &key).await.unwrap().is_none());
+    let old = inventory::load_legacy(&client, &key)
+        .await
+        .unwrap()
+        .expect("the old inventory reads");
+    assert_eq!(old.objects.len(), 1);
+    assert!(old.objects[0].uid.is_none());
+
+    let report = prune(&client, &old, &Inventory::default(), FIELD_MANAGER)
+        .await
+        .unwrap();
+    assert!(report.deleted.is_empty(), "{:?}", report.deleted);
+    assert_eq!(report.kept.len(), 1);
+    assert!(
+        config_maps
+            .get_opt("applied-long-ago")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    inventory::delete_legacy(&client, &key).await.unwrap();
+    assert!(
+        config_maps
+            .get_opt(&key.legacy_name())
             .await
             .unwrap()
             .is_none()
     );
+}
+
+#[tokio::test]
+async fn each_bundle_owns_its_fields_under_its_own_manager_and_drops_the_shared_one() {
+    let (client, namespace) = setup("managers").await;
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), &namespace);
+    let two_keys = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  a: \"1\"\n  b: \"2\"\n";
+    // As an older Slipway applied it: every bundle under the one manager `slipway`.
+    apply(&client, &parse(two_keys).unwrap(), &options(&namespace))
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    let mine = ApplyOptions {
+        field_manager: slipway_addons::field_manager("mine"),
+        ..options(&namespace)
+    };
+    assert_eq!(mine.field_manager, "slipway-addon-mine");
+    let report = apply(&client, &parse(two_keys).unwrap(), &mine)
+        .await
+        .unwrap();
+    assert!(!report.applied[0].created);
+    let managers = |cm: &ConfigMap| -> Vec<String> {
+        cm.metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter(|e| e.operation.as_deref() == Some("Apply"))
+            .filter_map(|e| e.manager.clone())
+            .collect()
+    };
+    assert_eq!(
+        managers(&config_maps.get("settings").await.unwrap()),
+        ["slipway-addon-mine"]
+    );
+    // With the shared manager gone, a key the bundle drops is removed from the object.
+    let one_key = two_keys.replace("  b: \"2\"\n", "");
+    apply(&client, &parse(&one_key).unwrap(), &mine)
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    let data = config_maps.get("settings").await.unwrap().data.unwrap();
+    assert_eq!(data.keys().collect::<Vec<_>>(), ["a"]);
 }
 
 #[tokio::test]
@@ -565,11 +831,9 @@ async fn a_dropped_namespace_is_kept_while_objects_slipway_did_not_create_live_i
         ));
     }
     let first = bundle(&documents);
-    let applied = apply(&client, &first, &options(&namespace))
-        .await
-        .unwrap()
-        .into_result()
-        .unwrap();
+    let report = apply(&client, &first, &options(&namespace)).await.unwrap();
+    let created = Inventory::after_apply(None, &report);
+    let applied = report.into_result().unwrap();
     assert_eq!(applied.len(), 6, "{:?}", names(&applied));
     // Someone keeps their own data in one of the bundle's namespaces.
     let user_data = parse(&config_map("user-data", "precious"))
@@ -583,15 +847,26 @@ async fn a_dropped_namespace_is_kept_while_objects_slipway_did_not_create_live_i
         .unwrap();
 
     // The next revision drops everything.
-    let report = prune(&client, &Inventory::new(applied), &[]).await.unwrap();
+    let report = prune(&client, &created, &Inventory::default(), FIELD_MANAGER)
+        .await
+        .unwrap();
     assert!(report.failures.is_empty(), "{:?}", report.failures);
-    let kept: Vec<&(ObjectRef, String)> = report.kept.iter().collect();
-    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(report.kept.is_empty(), "{:?}", report.kept);
+    let blocked: Vec<&(ObjectRef, String)> = report.blocked.iter().collect();
+    assert_eq!(blocked.len(), 1, "{blocked:?}");
     assert_eq!(
-        (kept[0].0.kind.as_str(), kept[0].0.name.as_str()),
+        (blocked[0].0.kind.as_str(), blocked[0].0.name.as_str()),
         ("Namespace", with_user_data.as_str())
     );
-    assert!(kept[0].1.contains("ConfigMap user-data"), "{}", kept[0].1);
+    // Only the user's ConfigMap: the Deployment's ReplicaSet and Pods, Events, `kube-root-ca.crt` and the
+    // `default` ServiceAccount are not someone else's objects.
+    assert!(
+        blocked[0]
+            .1
+            .starts_with("1 object(s) Slipway did not create remain in it: ConfigMap/user-data;"),
+        "{}",
+        blocked[0].1
+    );
     let mut deleted = names(&report.deleted);
     deleted.sort();
     assert_eq!(
@@ -621,6 +896,128 @@ async fn a_dropped_namespace_is_kept_while_objects_slipway_did_not_create_live_i
         ours.is_none_or(|n| n.metadata.deletion_timestamp.is_some()),
         "the Namespace holding only the bundle's objects was not pruned"
     );
+}
+
+#[tokio::test]
+async fn a_dropped_namespace_holding_a_custom_resource_slipway_did_not_create_is_kept_naming_it() {
+    let (client, namespace) = setup("prune-cr").await;
+    // A kind someone installed in the workload cluster by hand, outside any bundle: no fixed list of kinds knows it.
+    let crd: CustomResourceDefinition = serde_json::from_value(serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gizmos.attack.example.com"},
+        "spec": {
+            "group": "attack.example.com",
+            "names": {"kind": "Gizmo", "plural": "gizmos"},
+            "scope": "Namespaced",
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}
+            }]
+        }
+    }))
+    .unwrap();
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    crds.patch(
+        "gizmos.attack.example.com",
+        &PatchParams::apply("someone-else").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        kube::runtime::wait::await_condition(
+            crds,
+            "gizmos.attack.example.com",
+            kube::runtime::wait::conditions::is_crd_established(),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+
+    let team = format!("{namespace}-team");
+    let objects = bundle(&[
+        format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {team}\n"),
+        config_map("settings", "1").replacen(
+            "  name: settings\n",
+            &format!("  name: settings\n  namespace: {team}\n"),
+            1,
+        ),
+    ]);
+    let report = apply(&client, &objects, &options(&namespace))
+        .await
+        .unwrap();
+    let created = Inventory::after_apply(None, &report);
+    report.into_result().unwrap();
+
+    let gizmos: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &team,
+        &ApiResource {
+            group: "attack.example.com".into(),
+            version: "v1".into(),
+            api_version: "attack.example.com/v1".into(),
+            kind: "Gizmo".into(),
+            plural: "gizmos".into(),
+        },
+    );
+    let precious: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "attack.example.com/v1",
+        "kind": "Gizmo",
+        "metadata": {"name": "precious"},
+        "spec": {"keep": "me"}
+    }))
+    .unwrap();
+    // Established comes a moment before the apiserver serves the kind.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while let Err(e) = gizmos.create(&PostParams::default(), &precious).await {
+        assert!(std::time::Instant::now() < deadline, "create Gizmo: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let report = prune(&client, &created, &Inventory::default(), FIELD_MANAGER)
+        .await
+        .unwrap();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!(names(&report.deleted), ["ConfigMap/settings"]);
+    assert_eq!(report.blocked.len(), 1, "{:?}", report.blocked);
+    let (object, reason) = &report.blocked[0];
+    assert_eq!(
+        (object.kind.as_str(), object.name.as_str()),
+        ("Namespace", team.as_str())
+    );
+    assert!(
+        reason.starts_with("1 object(s) Slipway did not create remain in it: Gizmo/precious;"),
+        "{reason}"
+    );
+    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+    assert!(
+        namespaces
+            .get(&team)
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_none(),
+        "the Namespace holding someone's custom resource is being deleted"
+    );
+    assert_eq!(
+        gizmos.get("precious").await.unwrap().data["spec"]["keep"],
+        "me"
+    );
+
+    // Once the custom resource is gone, the next prune of what was left deletes the Namespace.
+    gizmos
+        .delete("precious", &DeleteParams::default())
+        .await
+        .unwrap();
+    let left = Inventory::new(report.unfinished.clone());
+    let report = prune(&client, &left, &Inventory::default(), FIELD_MANAGER)
+        .await
+        .unwrap();
+    assert_eq!(names(&report.deleted), [format!("Namespace/{team}")]);
 }
 
 #[tokio::test]

@@ -1,6 +1,11 @@
 //! The AddonBundle reconciler: each bundle is applied to every Cluster it selects, in `order` across bundles (a
 //! bundle waits until every lower-order bundle is ready on that cluster), with readiness checks, pruning of what a
 //! new revision dropped, and drift repair on every resync in `Reconcile` mode.
+//!
+//! Each bundle applies with its own field manager and keeps, per cluster, an inventory of what it applied with the
+//! UIDs of what it created ([`slipway_addons::inventory`]): prune deletes only those. Deleting a bundle prunes what
+//! it created on every cluster (finalizer `slipway.dev/addonbundle`) and deletes its inventories; a cluster that is
+//! gone or being deleted takes the bundle's objects with it, so it does not hold the bundle's deletion.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,14 +15,17 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 use sha2::{Digest, Sha256};
-use slipway_addons::{ApplyOptions, Inventory};
+use slipway_addons::inventory::{self, Stored};
+use slipway_addons::{ApplyOptions, Inventory, InventoryKey, PruneReport};
 use slipway_api::conditions::{self, ADDONS_READY, CONTROL_PLANE_READY};
 use slipway_api::{AddonBundle, AddonBundleStatus, AddonClusterStatus, AddonMode, Cluster};
 use tracing::{info, warn};
 
 use crate::context::Context;
 use crate::error::Result;
+use crate::{ADDON_BUNDLE_FINALIZER, finalizer};
 
 pub const CONTROLLER: &str = "addonbundle";
 
@@ -26,6 +34,12 @@ pub const NO_WORKLOAD_API: &str = "NoWorkloadApi";
 
 /// How soon a bundle that is not ready everywhere is looked at again.
 const NOT_READY_POLL: Duration = Duration::from_secs(3);
+/// How soon a deleting bundle that waits for a cluster looks again.
+const DELETION_POLL: Duration = Duration::from_secs(5);
+/// How long a deleting bundle waits for a cluster's API in one reconcile before it says it is waiting.
+const DELETION_API_WAIT: Duration = Duration::from_secs(5);
+/// How many objects a status message names before it only counts the rest.
+const NAMED_IN_MESSAGE: usize = 5;
 
 /// Whether `bundle` selects `cluster`: same namespace and matching labels.
 pub fn selects(bundle: &AddonBundle, cluster: &Cluster) -> bool {
@@ -53,6 +67,10 @@ pub fn ready_on(bundle: &AddonBundle, cluster: &str) -> bool {
 pub async fn reconcile(bundle: Arc<AddonBundle>, ctx: Arc<Context>) -> Result<Action> {
     let namespace = bundle.namespace().unwrap_or_default();
     let api: Api<AddonBundle> = Api::namespaced(ctx.client.clone(), &namespace);
+    if bundle.metadata.deletion_timestamp.is_some() {
+        return finalize(&bundle, &api, &ctx).await;
+    }
+    finalizer::ensure(&api, bundle.as_ref(), ADDON_BUNDLE_FINALIZER, None).await?;
     let mut clusters: Vec<Arc<Cluster>> = ctx
         .clusters
         .state()
@@ -86,11 +104,16 @@ pub async fn reconcile(bundle: Arc<AddonBundle>, ctx: Arc<Context>) -> Result<Ac
             status.message = Some(format!("waiting for bundle {blocker} to be ready first"));
         } else {
             match apply_to_cluster(&ctx, &bundle, cluster, previous.as_ref()).await {
-                Ok((revision, not_ready)) => {
-                    status.revision = Some(revision);
-                    status.ready = not_ready.is_empty();
-                    if !not_ready.is_empty() {
-                        status.message = Some(not_ready.join("; "));
+                Ok(outcome) => {
+                    status.revision = Some(outcome.revision);
+                    status.ready = outcome.not_ready.is_empty();
+                    let message: Vec<String> = outcome
+                        .not_ready
+                        .into_iter()
+                        .chain(outcome.pruning)
+                        .collect();
+                    if !message.is_empty() {
+                        status.message = Some(message.join("; "));
                     }
                 }
                 Err(message) => {
@@ -129,13 +152,33 @@ fn earlier_bundle_not_ready(
         .map(|other| format!("{} (order {})", other.name_any(), other.spec.order))
 }
 
-/// Applies the bundle to one cluster; returns its revision and what is not ready, or a message saying what failed.
+/// What applying a bundle to one cluster came to.
+struct Outcome {
+    /// A digest of the rendered manifests.
+    revision: String,
+    /// The objects that are not ready yet, and why.
+    not_ready: Vec<String>,
+    /// What a prune left in place for now (or failed to delete), and why.
+    pruning: Vec<String>,
+}
+
+/// Where the inventory of `bundle` on `cluster` is kept.
+fn inventory_key(bundle: &AddonBundle, cluster: &Cluster) -> InventoryKey {
+    InventoryKey {
+        namespace: cluster.namespace().unwrap_or_default(),
+        cluster: cluster.name_any(),
+        cluster_uid: cluster.uid().unwrap_or_default(),
+        bundle: bundle.name_any(),
+    }
+}
+
+/// Applies the bundle to one cluster and prunes what it dropped; or says what failed.
 async fn apply_to_cluster(
     ctx: &Context,
     bundle: &AddonBundle,
     cluster: &Cluster,
     previous: Option<&AddonClusterStatus>,
-) -> Result<(String, Vec<String>), String> {
+) -> Result<Outcome, String> {
     let namespace = cluster.namespace().unwrap_or_default();
     let text =
         slipway_addons::source::resolve(&bundle.spec.source, &ctx.client, &namespace, &ctx.http)
@@ -150,34 +193,71 @@ async fn apply_to_cluster(
 
     let unchanged = previous.is_some_and(|p| p.revision.as_deref() == Some(&revision) && p.ready);
     if bundle.spec.mode == AddonMode::ApplyOnce && unchanged {
-        return Ok((revision, Vec::new()));
+        return Ok(Outcome {
+            revision,
+            not_ready: Vec::new(),
+            pruning: Vec::new(),
+        });
     }
     let objects = slipway_addons::parse(&rendered).map_err(|e| e.to_string())?;
     slipway_addons::wait_for_api(&workload, Duration::from_secs(10))
         .await
         .map_err(|e| e.to_string())?;
-    let report = slipway_addons::apply(&workload, &objects, &ApplyOptions::default())
+    let field_manager = slipway_addons::field_manager(&bundle.name_any());
+    let options = ApplyOptions {
+        field_manager: field_manager.clone(),
+        ..ApplyOptions::default()
+    };
+    let report = slipway_addons::apply(&workload, &objects, &options)
         .await
         .map_err(|e| e.to_string())?;
 
-    // The inventory lives in the management cluster, next to the Cluster: pruning must know what Slipway applied
+    // The inventory lives in the management cluster, next to the Cluster: pruning must know what Slipway created
     // even when the workload cluster was changed by hand.
-    let inventory_name = format!("{}-addons-{}", cluster.name_any(), bundle.name_any());
-    let old = slipway_addons::inventory::load(&ctx.client, &namespace, &inventory_name)
+    let key = inventory_key(bundle, cluster);
+    let stored = inventory::load(&ctx.client, &key)
         .await
         .map_err(|e| e.to_string())?;
-    let new = Inventory::new(report.objects.clone());
-    if let Some(old) = old.filter(|_| report.failures.is_empty()) {
-        let pruned = slipway_addons::prune(&workload, &old, &report.objects)
+    let legacy = match stored {
+        Some(_) => None,
+        None => inventory::load_legacy(&ctx.client, &key)
+            .await
+            .map_err(|e| e.to_string())?,
+    };
+    let old = stored.clone().or(legacy.clone());
+    let applied = Inventory::after_apply(old.as_ref(), &report);
+    // Stored before pruning, with what the new set dropped still in it: after a crash anywhere below, the next
+    // reconcile still knows which objects Slipway created and what is left to prune.
+    let pending = applied.with(old.iter().flat_map(|old| old.dropped(&applied)));
+    if stored.as_ref() != Some(&pending) {
+        inventory::store(&ctx.client, &key, &pending)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    if legacy.is_some() {
+        inventory::delete_legacy(&ctx.client, &key)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let mut pruning = Vec::new();
+    // After a refused object, the new set may be incomplete: prune waits for an apply that went through.
+    if report.failures.is_empty()
+        && let Some(old) = &old
+    {
+        let pruned = slipway_addons::prune(&workload, old, &applied, &field_manager)
             .await
             .map_err(|e| e.to_string())?;
         if !pruned.deleted.is_empty() {
             info!(bundle = %bundle.name_any(), cluster = %cluster.name_any(), deleted = pruned.deleted.len(), "pruned objects the bundle dropped");
         }
+        pruning = prune_notes(&pruned);
+        let remaining = applied.with(pruned.unfinished.iter().cloned());
+        if remaining != pending {
+            inventory::store(&ctx.client, &key, &remaining)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
     }
-    slipway_addons::inventory::store(&ctx.client, &namespace, &inventory_name, &new)
-        .await
-        .map_err(|e| e.to_string())?;
     let refused: Vec<String> = report.failures.iter().map(|f| f.to_string()).collect();
     if !refused.is_empty() {
         return Err(format!("refused: {}", refused.join("; ")));
@@ -188,7 +268,191 @@ async fn apply_to_cluster(
     if !unchanged {
         info!(bundle = %bundle.name_any(), cluster = %cluster.name_any(), %revision, objects = report.objects.len(), "applied add-on bundle");
     }
-    Ok((revision, not_ready.iter().map(|n| n.to_string()).collect()))
+    Ok(Outcome {
+        revision,
+        not_ready: not_ready.iter().map(|n| n.to_string()).collect(),
+        pruning,
+    })
+}
+
+/// What a prune left for later, for the bundle's status: at most [`NAMED_IN_MESSAGE`] objects, then a count.
+fn prune_notes(report: &PruneReport) -> Vec<String> {
+    let mut notes: Vec<String> = report
+        .blocked
+        .iter()
+        .map(|(object, reason)| format!("not pruned: {object}: {reason}"))
+        .chain(
+            report
+                .failures
+                .iter()
+                .map(|failure| format!("prune failed: {failure}")),
+        )
+        .collect();
+    if notes.len() > NAMED_IN_MESSAGE {
+        let more = notes.len() - NAMED_IN_MESSAGE;
+        notes.truncate(NAMED_IN_MESSAGE);
+        notes.push(format!("and {more} more not pruned"));
+    }
+    notes
+}
+
+/// Deleting a bundle: prune what it created on each cluster it has an inventory for, delete the inventories, then
+/// let the bundle go. A cluster that is gone, was re-created, or is being deleted needs no pruning (its workload
+/// cluster goes too); a live cluster whose API does not answer holds the deletion, and the bundle's status and an
+/// Event say so. What a prune must leave in place (a Namespace holding others' objects, a CRD still in use) is left
+/// behind with a Warning Event naming it, rather than holding the deletion until someone removes those.
+async fn finalize(bundle: &AddonBundle, api: &Api<AddonBundle>, ctx: &Context) -> Result<Action> {
+    if !bundle
+        .finalizers()
+        .iter()
+        .any(|f| f == ADDON_BUNDLE_FINALIZER)
+    {
+        return Ok(Action::await_change());
+    }
+    let namespace = bundle.namespace().unwrap_or_default();
+    let clusters: Api<Cluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    let stored = inventory::list(&ctx.client, &namespace, &bundle.name_any()).await?;
+    let mut waiting = Vec::new();
+    for stored in stored {
+        let cluster = clusters
+            .get_opt(&stored.key.cluster)
+            .await?
+            .filter(|c| c.uid().as_deref() == Some(stored.key.cluster_uid.as_str()))
+            .filter(|c| c.metadata.deletion_timestamp.is_none());
+        let name = stored.key.name();
+        let Some(cluster) = cluster else {
+            inventory::delete(&ctx.client, &namespace, &name).await?;
+            continue;
+        };
+        match prune_everything(ctx, bundle, &cluster, &stored).await {
+            Ok(report) => {
+                if !report.blocked.is_empty() {
+                    let left: Vec<String> = report
+                        .blocked
+                        .iter()
+                        .map(|(object, reason)| format!("{object}: {reason}"))
+                        .collect();
+                    crate::cluster::publish(
+                        ctx,
+                        bundle,
+                        EventType::Warning,
+                        "LeftInPlace",
+                        "Delete",
+                        format!(
+                            "on cluster {}, left in place: {}",
+                            cluster.name_any(),
+                            bounded(&left)
+                        ),
+                    )
+                    .await;
+                }
+                if report.failures.is_empty() {
+                    inventory::delete(&ctx.client, &namespace, &name).await?;
+                } else {
+                    let failed = report
+                        .unfinished
+                        .iter()
+                        .filter(|e| report.failures.iter().any(|f| f.object == e.object))
+                        .cloned();
+                    inventory::store(&ctx.client, &stored.key, &Inventory::new(failed)).await?;
+                    let failures: Vec<String> =
+                        report.failures.iter().map(ToString::to_string).collect();
+                    waiting.push((
+                        cluster.name_any(),
+                        format!("deleting: could not delete {}", bounded(&failures)),
+                    ));
+                }
+            }
+            Err(message) => waiting.push((
+                cluster.name_any(),
+                format!("deleting: waiting for the cluster's API to remove what this bundle created: {message}"),
+            )),
+        }
+    }
+    // Inventories under the old `<cluster>-addons-<bundle>` names carry no UIDs: nothing in them is pruned.
+    for cluster in ctx
+        .clusters
+        .state()
+        .into_iter()
+        .filter(|c| c.metadata.namespace.as_deref() == Some(namespace.as_str()))
+    {
+        inventory::delete_legacy(&ctx.client, &inventory_key(bundle, &cluster)).await?;
+    }
+
+    if waiting.is_empty() {
+        finalizer::remove(api, bundle, ADDON_BUNDLE_FINALIZER).await?;
+        info!(bundle = %bundle.name_any(), "add-on bundle deleted");
+        return Ok(Action::await_change());
+    }
+    let new = AddonBundleStatus {
+        clusters: waiting
+            .iter()
+            .map(|(cluster, message)| AddonClusterStatus {
+                cluster: cluster.clone(),
+                revision: entry(bundle, cluster).and_then(|e| e.revision.clone()),
+                ready: false,
+                message: Some(message.clone()),
+                observed_generation: bundle.metadata.generation,
+            })
+            .collect(),
+    };
+    let changed =
+        crate::status::apply_if_changed(api, &bundle.name_any(), bundle.status.as_ref(), &new)
+            .await?;
+    if changed {
+        let notes: Vec<String> = waiting
+            .iter()
+            .map(|(cluster, message)| format!("{cluster}: {message}"))
+            .collect();
+        crate::cluster::publish(
+            ctx,
+            bundle,
+            EventType::Warning,
+            "DeletionWaiting",
+            "Delete",
+            bounded(&notes),
+        )
+        .await;
+    }
+    Ok(Action::requeue(DELETION_POLL))
+}
+
+/// Prunes everything a stored inventory holds from its cluster.
+async fn prune_everything(
+    ctx: &Context,
+    bundle: &AddonBundle,
+    cluster: &Cluster,
+    stored: &Stored,
+) -> Result<PruneReport, String> {
+    let workload = crate::workload::client(ctx, cluster)
+        .await
+        .map_err(|e| e.to_string())?;
+    slipway_addons::wait_for_api(&workload, DELETION_API_WAIT)
+        .await
+        .map_err(|e| e.to_string())?;
+    let field_manager = slipway_addons::field_manager(&bundle.name_any());
+    slipway_addons::prune(
+        &workload,
+        &stored.inventory,
+        &Inventory::default(),
+        &field_manager,
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// `items` joined, at most [`NAMED_IN_MESSAGE`] of them, then how many more.
+fn bounded(items: &[String]) -> String {
+    let mut text = items
+        .iter()
+        .take(NAMED_IN_MESSAGE)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if items.len() > NAMED_IN_MESSAGE {
+        text.push_str(&format!("; and {} more", items.len() - NAMED_IN_MESSAGE));
+    }
+    text
 }
 
 /// The bundle's own values, plus what Slipway knows of the cluster.

@@ -25,6 +25,11 @@ pub enum Error {
         "the reconcile did not finish within {seconds}s and was stopped; a URL, BMC or API it waited on is too slow"
     )]
     Deadline { seconds: u64 },
+
+    /// Reading or writing an add-on inventory failed.
+    #[error("add-ons: {0}")]
+    Addons(#[from] slipway_addons::Error),
+
     /// No client could be made for the workload cluster (its kubeconfig Secret was refused or unreadable).
     #[error("the API of cluster {cluster}: {source}")]
     Workload {
@@ -48,6 +53,7 @@ impl Error {
             Self::Deadline { .. } => "deadline",
             Self::Workload { source, .. } => source.metric_label(),
             Self::WorkloadApi { .. } => "workload_api",
+            Self::Addons(e) => e.metric_label(),
         }
     }
 }

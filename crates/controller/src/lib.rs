@@ -34,6 +34,9 @@ pub use run::{Settings, run};
 pub const CLUSTER_FINALIZER: &str = "slipway.dev/cluster";
 /// Finalizer on MachinePools: the pool's machines are gone before the object is.
 pub const MACHINE_POOL_FINALIZER: &str = "slipway.dev/machinepool";
+/// Finalizer on AddonBundles: what the bundle created on its clusters is pruned, and its inventories deleted,
+/// before the object is gone.
+pub const ADDON_BUNDLE_FINALIZER: &str = "slipway.dev/addonbundle";
 /// Annotation that pauses reconciliation of a Cluster (and its pools), like `spec.paused`.
 pub const PAUSED_ANNOTATION: &str = "slipway.dev/paused";
 /// Label on a pool's machines (and Nodes) naming the pool; the scale subresource's selector uses it.
