@@ -12,6 +12,7 @@ use kube::{Resource, ResourceExt};
 use slipway_api::conditions::{
     self, CONTROL_PLANE_READY, READY, ROLLING_OUT, SCALING_DOWN, SCALING_UP,
 };
+use slipway_api::limits::MAX_LISTED_MACHINES;
 use slipway_api::{Cluster, MachinePhase, MachinePool, MachinePoolStatus, MachineStatus};
 use slipway_provider::{MachineRole, ProviderError};
 use tracing::info;
@@ -199,8 +200,10 @@ pub async fn reconcile(pool: Arc<MachinePool>, ctx: Arc<Context>) -> Result<Acti
     status.replicas = group.machines.len() as i32;
     status.ready_replicas = group.ready as i32;
     status.updated_replicas = group.updated as i32;
-    status.machines = group
-        .machines
+    // A bounded list: a pool of a thousand machines must still fit in one object.
+    let listed = group.machines.len().min(MAX_LISTED_MACHINES);
+    status.unlisted_machines = (group.machines.len() - listed) as i32;
+    status.machines = group.machines[..listed]
         .iter()
         .map(|m| MachineStatus {
             name: m.name.clone(),
@@ -378,7 +381,10 @@ async fn finalize(
             }
         };
         if !remaining.is_empty() {
-            let message = format!("deleting machines: {}", remaining.join(", "));
+            let message = format!(
+                "deleting machines: {}",
+                conditions::join_truncated(&remaining, ", ")
+            );
             conditions::set(
                 &mut status.conditions,
                 condition(READY, false, "Deleting", message, pool.metadata.generation),

@@ -44,7 +44,8 @@ where
     Ok(true)
 }
 
-/// A condition as of now; [`conditions::set`] keeps the old transition time when the status did not change.
+/// A condition as of now, its message cut to [`conditions::MAX_MESSAGE_CHARS`]; [`conditions::set`] keeps the old
+/// transition time when the status did not change.
 pub fn condition(
     type_: &str,
     ok: bool,
@@ -56,7 +57,8 @@ pub fn condition(
         type_: type_.to_string(),
         status: if ok { STATUS_TRUE } else { STATUS_FALSE }.to_string(),
         reason: reason.to_string(),
-        message: message.into(),
+        // Messages carry provider and apiserver errors: bounded, so none can grow the object without limit.
+        message: conditions::truncate_message(message),
         observed_generation: generation,
         last_transition_time: Time(Timestamp::now()),
     }

@@ -19,6 +19,13 @@ pub enum Error {
     #[error("BareMetalHost {host}: {message}")]
     Credentials { host: String, message: String },
 
+    /// A claimed host's user data Secret is gone, so the host is not powered on: it would boot without its
+    /// cloud-init.
+    #[error(
+        "BareMetalHost {host}: user data Secret {secret} named by the claim (status.provisioning.userDataSecretRef) does not exist, so the host is not powered on; release it (scale the machine's pool down) and claim it again to write fresh user data"
+    )]
+    UserDataMissing { host: String, secret: String },
+
     /// The management cluster's apiserver failed a request.
     #[error("{action}: {source}")]
     Kube {
@@ -40,7 +47,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Redfish { source, .. } => source.is_retryable(),
-            Self::Credentials { .. } => false,
+            Self::Credentials { .. } | Self::UserDataMissing { .. } => false,
             Self::Kube { .. } => true,
         }
     }
@@ -50,6 +57,7 @@ impl Error {
         match self {
             Self::Redfish { source, .. } => source.reason(),
             Self::Credentials { .. } => "BMCCredentialsInvalid",
+            Self::UserDataMissing { .. } => "UserDataMissing",
             Self::Kube { .. } => "KubernetesAPIError",
         }
     }
@@ -59,6 +67,7 @@ impl Error {
         match self {
             Self::Redfish { .. } => "redfish",
             Self::Credentials { .. } => "credentials",
+            Self::UserDataMissing { .. } => "user_data",
             Self::Kube { .. } => "kube",
         }
     }
