@@ -70,3 +70,23 @@ pub fn set_all(list: &mut Vec<Condition>, new: impl IntoIterator<Item = Conditio
         conditions::set(list, c);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn condition_messages_are_cut_to_the_limit_with_a_count_of_the_rest() {
+        let error = format!("provider said: {}", "x".repeat(10_000));
+        let built = condition("Ready", false, "ProviderError", error, Some(1));
+        assert!(
+            built.message.chars().count() <= conditions::MAX_MESSAGE_CHARS,
+            "{}",
+            built.message.len()
+        );
+        assert!(built.message.starts_with("provider said: xxx"));
+        assert!(built.message.ends_with("more characters)"), "{}", built.message);
+        let short = condition("Ready", true, "Ready", "3 of 3 machines ready", Some(1));
+        assert_eq!(short.message, "3 of 3 machines ready");
+    }
+}
