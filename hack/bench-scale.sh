@@ -90,7 +90,7 @@ kubectl --kubeconfig "$kubeconfig" wait --for condition=established crd --all --
 # Port 0: the kernel picks a free port, and the manager logs the address it listens on.
 echo "starting slipway manager ..." >&2
 KUBECONFIG="$kubeconfig" RUST_LOG="${RUST_LOG:-info}" "$release/slipway" manager \
-  --leader-elect=false --metrics-addr 127.0.0.1:0 --log-format json >"$work/manager.log" 2>&1 &
+  --enable-provider sim --leader-elect=false --metrics-addr 127.0.0.1:0 --log-format json >"$work/manager.log" 2>&1 &
 manager_pid=$!
 wait_for_log "$work/manager.log" "serving /metrics" "$manager_pid" "slipway manager"
 metrics_addr="$(sed -n 's/.*"serving \/metrics.*"addr":"\([0-9.:]*\)".*/\1/p; s/.*"addr":"\([0-9.:]*\)".*"serving \/metrics.*/\1/p' \

@@ -298,9 +298,9 @@ run_slipway() {
   start_apiserver "$dir"
   "$release/slipway" crds --stdout | k apply --server-side -f - >/dev/null || fail "could not apply Slipway's CRDs"
   k wait --for condition=established crd --all --timeout=60s >/dev/null || fail "Slipway's CRDs did not become Established"
-  # As hack/bench-scale.sh runs it: release build, built-in sim provider, every other flag at its default.
+  # As hack/bench-scale.sh runs it: release build, the sim provider enabled, every other flag at its default.
   KUBECONFIG="$kubeconfig" RUST_LOG="${RUST_LOG:-info}" "$release/slipway" manager \
-    --leader-elect=false --metrics-addr 127.0.0.1:0 --log-format json >"$dir/manager.log" 2>&1 &
+    --enable-provider sim --leader-elect=false --metrics-addr 127.0.0.1:0 --log-format json >"$dir/manager.log" 2>&1 &
   pid=$!
   pids+=("$pid")
   wait_for_log "$dir/manager.log" "serving /metrics" "$pid" "slipway manager"

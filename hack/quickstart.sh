@@ -118,7 +118,7 @@ fi
 if running "$state/manager.pid"; then
   echo "the manager is already running (pid $(cat "$state/manager.pid"))"
 else
-  nohup "$slipway" manager --leader-elect=false --metrics-addr 127.0.0.1:0 --local-state-dir "$clusters" \
+  nohup "$slipway" manager --enable-provider local,sim --leader-elect=false --metrics-addr 127.0.0.1:0 --local-state-dir "$clusters" \
     >"$state/manager.log" 2>&1 &
   echo $! >"$state/manager.pid"
   echo "started the manager (log: $state/manager.log)"

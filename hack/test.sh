@@ -8,6 +8,8 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+# shellcheck source=hack/versions.env
+source hack/versions.env
 cache="${SLIPWAY_CACHE:-$HOME/.cache/slipway}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 # Two cores: keep the linker's memory in check while test binaries build side by side.
@@ -28,6 +30,16 @@ cargo fmt --all -- --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo deny check licenses bans sources (deny.toml)"
+# Built once into the cache; advisories are not checked here (deny.toml says why).
+deny="$cache/tools/bin/cargo-deny"
+if [[ "$("$deny" --version 2>/dev/null)" != "cargo-deny $CARGO_DENY_VERSION" ]]; then
+  CARGO_TARGET_DIR="$cache/tools/target" cargo install cargo-deny --locked --version "$CARGO_DENY_VERSION" \
+    --root "$cache/tools"
+  rm -rf "$cache/tools/target"
+fi
+"$deny" check licenses bans sources
 
 step "cargo test"
 log="$(mktemp)"

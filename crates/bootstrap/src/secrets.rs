@@ -19,6 +19,10 @@ pub const CLUSTER_NAME_LABEL: &str = "cluster.x-k8s.io/cluster-name";
 /// When the kubeconfig's client certificate was issued and expires (RFC 3339), so renewal needs no parsing.
 pub const ISSUED_AT_ANNOTATION: &str = "slipway.dev/client-certificate-issued-at";
 pub const EXPIRES_AT_ANNOTATION: &str = "slipway.dev/client-certificate-expires-at";
+/// The SHA-256 (hex) of the kubeconfig Slipway wrote, so a value changed by someone else is noticed. Not a
+/// defence by itself (whoever can write the Secret can write the annotation too): the manager also accepts only
+/// certificate data in a kubeconfig, for the endpoint it knows.
+pub const KUBECONFIG_DIGEST_ANNOTATION: &str = "slipway.dev/kubeconfig-sha256";
 
 /// Which Secret of a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +180,10 @@ pub fn kubeconfig_secret(
             EXPIRES_AT_ANNOTATION.to_string(),
             kubeconfig.expires_at.to_string(),
         ),
+        (
+            KUBECONFIG_DIGEST_ANNOTATION.to_string(),
+            kubeconfig_digest(kubeconfig.yaml.as_bytes()),
+        ),
     ]));
     secret
 }
@@ -200,6 +208,12 @@ pub fn join_token_from_secret(secret: &Secret) -> Result<BootstrapToken> {
             secret: secret.metadata.name.clone().unwrap_or_default(),
             what: "no well-formed token-id, token-secret and expiration".into(),
         })
+}
+
+/// The digest [`KUBECONFIG_DIGEST_ANNOTATION`] records for a kubeconfig's bytes.
+pub fn kubeconfig_digest(value: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(value))
 }
 
 /// The validity recorded on a kubeconfig Secret, if it carries Slipway's annotations.

@@ -59,7 +59,19 @@ pub struct Args {
     /// Keep the sim provider's machines in this JSON file, so they outlive the process (for tests).
     #[arg(long)]
     sim_state_file: Option<PathBuf>,
-    /// Where the local provider keeps its clusters (default: ${SLIPWAY_CACHE:-~/.cache/slipway}/clusters).
+    /// Development providers to run besides aws and baremetal, comma-separated: `sim` (in-memory machines) and
+    /// `local` (workload clusters as processes on the manager's own host). Off by default, because a manager
+    /// shared by teams must not run tenants' clusters on itself; Clusters that use a provider that is off say so in
+    /// their conditions (`ProviderNotRegistered`).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        env = "SLIPWAY_ENABLE_PROVIDER"
+    )]
+    enable_provider: Vec<DevProvider>,
+    /// Where the local provider keeps its clusters (default: ${SLIPWAY_CACHE:-~/.cache/slipway}/clusters). A
+    /// Cluster's `spec.infrastructure.local.stateDir` must lie inside it.
     #[arg(long, env = "SLIPWAY_LOCAL_STATE_DIR")]
     local_state_dir: Option<PathBuf>,
     /// Where the local provider finds etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok
@@ -99,6 +111,12 @@ fn default_bin_dir() -> PathBuf {
         .unwrap_or("unknown")
         .trim();
     cache_dir().join("k8s").join(version).join("bin")
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DevProvider {
+    Sim,
+    Local,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -143,17 +161,6 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     let server = serve(args.metrics_addr, metrics.clone(), ready.clone()).await?;
 
-    let sim = match &args.sim_state_file {
-        Some(path) => SimProvider::with_state_file(path)
-            .with_context(|| format!("reading the sim state file {}", path.display()))?,
-        None => SimProvider::new(),
-    };
-    let local = LocalProvider::new(
-        args.local_state_dir
-            .clone()
-            .unwrap_or_else(|| cache_dir().join("clusters")),
-        args.local_bin_dir.clone().unwrap_or_else(default_bin_dir),
-    );
     let mut aws = AwsProvider::new(
         AwsConfig {
             endpoint_url: args.aws_endpoint_url.clone(),
@@ -164,11 +171,35 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     if let Some(reference) = &args.aws_price_configmap {
         aws = aws.with_prices(aws_prices(&client, reference).await?);
     }
-    let providers = ProviderRegistry::new()
-        .register(Arc::new(sim))
-        .register(Arc::new(local))
+    let mut providers = ProviderRegistry::new()
         .register(Arc::new(aws))
         .register(Arc::new(BareMetalProvider::new(client.clone())));
+    if args.enable_provider.contains(&DevProvider::Sim) {
+        let sim = match &args.sim_state_file {
+            Some(path) => SimProvider::with_state_file(path)
+                .with_context(|| format!("reading the sim state file {}", path.display()))?,
+            None => SimProvider::new(),
+        };
+        providers = providers.register(Arc::new(sim));
+    }
+    if args.enable_provider.contains(&DevProvider::Local) {
+        let state_dir = args
+            .local_state_dir
+            .clone()
+            .unwrap_or_else(|| cache_dir().join("clusters"));
+        // The root must exist for stateDir checks to resolve symbolic links against it.
+        std::fs::create_dir_all(&state_dir).with_context(|| {
+            format!(
+                "creating the local provider's state directory {}",
+                state_dir.display()
+            )
+        })?;
+        providers = providers.register(Arc::new(LocalProvider::new(
+            state_dir,
+            args.local_bin_dir.clone().unwrap_or_else(default_bin_dir),
+        )));
+    }
+    info!(providers = ?providers.names(), "providers enabled");
     let settings = Settings {
         concurrency: args.concurrency,
         instance: identity.clone(),

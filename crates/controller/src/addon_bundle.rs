@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::Action;
-use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 use slipway_addons::{ApplyOptions, Inventory};
 use slipway_api::conditions::{self, ADDONS_READY, CONTROL_PLANE_READY};
@@ -145,7 +145,9 @@ async fn apply_to_cluster(
     let rendered =
         slipway_addons::render(&text, &values(bundle, cluster)).map_err(|e| e.to_string())?;
     let revision = hex::encode(&Sha256::digest(rendered.as_bytes())[..6]);
-    let workload = crate::workload::client(ctx, cluster).await?;
+    let workload = crate::workload::client(ctx, cluster)
+        .await
+        .map_err(|e| e.to_string())?;
 
     let unchanged = previous.is_some_and(|p| p.revision.as_deref() == Some(&revision) && p.ready);
     if bundle.spec.mode == AddonMode::ApplyOnce && unchanged {

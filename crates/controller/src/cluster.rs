@@ -236,8 +236,12 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
 
     // 4. The admin kubeconfig, once there is a control plane to talk to.
     if control_plane_ready && let Some((host, port)) = &infrastructure.endpoint {
-        cluster_secrets::ensure_kubeconfig(&ctx, &cluster, &format!("https://{host}:{port}"))
-            .await?;
+        cluster_secrets::ensure_kubeconfig(
+            &ctx,
+            &cluster,
+            &crate::workload::server_url(host, port),
+        )
+        .await?;
         status.kubeconfig_secret_ref = Some(SecretRef {
             name: Purpose::Kubeconfig.secret_name(&cluster.name_any()),
         });

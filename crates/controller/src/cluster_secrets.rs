@@ -75,6 +75,16 @@ pub async fn ensure_kubeconfig(ctx: &Context, cluster: &Cluster, server: &str) -
     if current.is_some_and(|(issued, expires)| !kubeconfig::needs_renewal(issued, expires, now)) {
         return Ok(false);
     }
+    write_kubeconfig(ctx, cluster, server).await?;
+    Ok(true)
+}
+
+/// Writes `<cluster>-kubeconfig` for `server` with a new client certificate, whatever the Secret holds now.
+pub async fn write_kubeconfig(ctx: &Context, cluster: &Cluster, server: &str) -> Result<()> {
+    let namespace = cluster.namespace().unwrap_or_default();
+    let name = cluster.name_any();
+    let secret_name = Purpose::Kubeconfig.secret_name(&name);
+    let now = Timestamp::now();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let ca = secrets::ca_from_secret(&api.get(&Purpose::Ca.secret_name(&name)).await?)?;
     let kubeconfig = kubeconfig::admin_kubeconfig(&name, server, &ca, now)?;
@@ -88,8 +98,8 @@ pub async fn ensure_kubeconfig(ctx: &Context, cluster: &Cluster, server: &str) -
         &Patch::Apply(&object),
     )
     .await?;
-    info!(secret = %secret_name, renewed = current.is_some(), "wrote the admin kubeconfig");
-    Ok(true)
+    info!(secret = %secret_name, "wrote the admin kubeconfig");
+    Ok(())
 }
 
 /// Deletes the Secrets this cluster owns; user-provided ones carry no owner reference and stay.

@@ -55,8 +55,9 @@ pub struct Context {
     pub bundles: Store<AddonBundle>,
     /// Downloads `url` add-on sources.
     pub http: reqwest::Client,
-    /// Clients for workload clusters, by Cluster UID, made from their kubeconfig Secrets.
-    pub workload_clients: Mutex<HashMap<String, Client>>,
+    /// Clients for workload clusters, by Cluster UID, with the resourceVersion of the kubeconfig Secret each was
+    /// made from.
+    pub workload_clients: Mutex<HashMap<String, (String, Client)>>,
     /// How often `Reconcile`-mode bundles are re-applied to repair drift.
     pub addon_resync: std::time::Duration,
     /// Consecutive failures per object, for the error backoff.

@@ -19,6 +19,14 @@ pub enum Error {
     #[error("bootstrap: {0}")]
     Bootstrap(#[from] slipway_bootstrap::Error),
 
+    /// No client could be made for the workload cluster (its kubeconfig Secret was refused or unreadable).
+    #[error("the API of cluster {cluster}: {source}")]
+    Workload {
+        cluster: String,
+        #[source]
+        source: crate::workload::Error,
+    },
+
     /// The workload cluster's API could not be used for a step that needs it.
     #[error("the API of cluster {cluster}: {message}")]
     WorkloadApi { cluster: String, message: String },
@@ -31,6 +39,7 @@ impl Error {
             Self::Provider { source, .. } => source.metric_label(),
             Self::UnknownProvider(_) => "unknown_provider",
             Self::Bootstrap(e) => e.metric_label(),
+            Self::Workload { source, .. } => source.metric_label(),
             Self::WorkloadApi { .. } => "workload_api",
         }
     }

@@ -50,9 +50,9 @@ pub async fn ensure(ctx: &Context, cluster: &Cluster, publish: Publish) -> Resul
     if publish == Publish::ThroughApi {
         let workload = crate::workload::client(ctx, cluster)
             .await
-            .map_err(|message| Error::WorkloadApi {
+            .map_err(|source| Error::Workload {
                 cluster: name.clone(),
-                message,
+                source,
             })?;
         let object = secret_object(token.secret());
         Api::<Secret>::namespaced(workload, "kube-system")

@@ -16,10 +16,11 @@ mod join;
 mod layout;
 mod nodes;
 mod processes;
+mod state_root;
 mod user_data;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -54,6 +55,9 @@ impl LocalProvider {
         }
     }
 
+    /// The cluster's directory, `<stateDir or the provider's state directory>/<namespace>/<name>`. A `stateDir`
+    /// outside the provider's state directory is refused: the directory is deleted with the cluster, and a tenant
+    /// must not choose what the manager deletes.
     fn dir(&self, cluster: &ClusterInfo) -> Result<ClusterDir> {
         let base = match cluster
             .infrastructure
@@ -61,7 +65,16 @@ impl LocalProvider {
             .as_ref()
             .and_then(|l| l.state_dir.as_ref())
         {
-            Some(dir) => PathBuf::from(dir),
+            Some(dir) => state_root::confine(&self.state_dir, Path::new(dir)).map_err(|why| {
+                ProviderError::permanent(
+                    "StateDirOutsideRoot",
+                    format!(
+                        "spec.infrastructure.local.stateDir {dir:?} {why}; use a directory under {} (the manager's \
+                         --local-state-dir) or leave stateDir out",
+                        self.state_dir.display()
+                    ),
+                )
+            })?,
             None => self.state_dir.clone(),
         };
         Ok(ClusterDir::new(
@@ -120,7 +133,14 @@ impl InfrastructureProvider for LocalProvider {
     }
 
     async fn delete_cluster(&self, cluster: &ClusterInfo) -> Result<Deletion> {
-        let dir = self.dir(cluster)?;
+        let dir = match self.dir(cluster) {
+            Ok(dir) => dir,
+            // Nothing was ever made for a stateDir outside the root (reconcile refuses it), so nothing is deleted.
+            Err(error) => {
+                info!(%error, "not deleting a cluster directory outside the state directory");
+                return Ok(Deletion::Done);
+            }
+        };
         processes::stop_all(&dir, &self.children);
         self.clients
             .lock()
@@ -139,7 +159,10 @@ impl InfrastructureProvider for LocalProvider {
         cluster: &ClusterInfo,
         role: &MachineRole,
     ) -> Result<Vec<Machine>> {
-        let dir = self.dir(cluster)?;
+        // No machine was ever made for a stateDir outside the root: reconcile and create refuse it.
+        let Ok(dir) = self.dir(cluster) else {
+            return Ok(Vec::new());
+        };
         match role {
             MachineRole::ControlPlane => {
                 let Some(record) = dir
@@ -249,7 +272,9 @@ impl InfrastructureProvider for LocalProvider {
         role: &MachineRole,
         name: &str,
     ) -> Result<Deletion> {
-        let dir = self.dir(cluster)?;
+        let Ok(dir) = self.dir(cluster) else {
+            return Ok(Deletion::Done);
+        };
         match role {
             MachineRole::ControlPlane => {
                 processes::stop_all(&dir, &self.children);

@@ -215,7 +215,24 @@ pub struct ManagerProcess {
 }
 
 impl ManagerProcess {
+    /// A manager with the development providers (sim, local) on, unless `extra` says which to enable.
     pub fn start(kubeconfig: &Path, log: &Path, extra: &[&str]) -> Self {
+        if extra.iter().any(|a| a.starts_with("--enable-provider")) {
+            Self::start_as_deployed(kubeconfig, log, extra)
+        } else {
+            let mut args = vec!["--enable-provider=sim,local"];
+            args.extend_from_slice(extra);
+            Self::start_as_deployed(kubeconfig, log, &args)
+        }
+    }
+
+    /// A manager with only the flags given (and a free metrics port): the development providers are off.
+    pub fn start_as_deployed(kubeconfig: &Path, log: &Path, extra: &[&str]) -> Self {
+        Self::start_logging(kubeconfig, log, extra, "info")
+    }
+
+    /// As [`Self::start_as_deployed`], logging at `level` (a `RUST_LOG` filter).
+    pub fn start_logging(kubeconfig: &Path, log: &Path, extra: &[&str], level: &str) -> Self {
         let log_file = std::fs::File::create(log).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_slipway"));
         command.arg("manager");
@@ -225,7 +242,7 @@ impl ManagerProcess {
         let child = command
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", level)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)
@@ -363,4 +380,13 @@ pub fn alive(pid: u32) -> bool {
         s.rsplit_once(')')
             .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
     })
+}
+
+/// A client from the kubeconfig file at `path` (the test's own files only: this loader honours everything in it).
+pub async fn client_from_kubeconfig(path: &Path) -> Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
 }
