@@ -88,13 +88,20 @@ pub fn join_truncated_within<T: AsRef<str>>(items: &[T], separator: &str, max: u
         };
         let left_after = items.len() - index - 1;
         // The last item needs no room for the count; any other must leave room for it.
-        let room = if left_after == 0 { max } else { max - reserve.min(max) };
+        let room = if left_after == 0 {
+            max
+        } else {
+            max - reserve.min(max)
+        };
         if used + piece > room {
             let omitted = items.len() - index;
             let tail = format!("… and {omitted} more");
             if out.is_empty() {
                 // Not even the first item fits: say how many there are, with as much of the first as fits.
-                let head = truncate_message_to(item.to_string(), max.saturating_sub(tail.chars().count() + 1));
+                let head = truncate_message_to(
+                    item.to_string(),
+                    max.saturating_sub(tail.chars().count() + 1),
+                );
                 return format!("{head} {tail}");
             }
             out.push(' ');
@@ -218,7 +225,10 @@ mod tests {
         assert!(joined.chars().count() <= MAX_MESSAGE_CHARS, "{joined}");
         let shown = joined.matches("machine-").count();
         assert!(shown > 50, "{joined}");
-        assert!(joined.ends_with(&format!("… and {} more", 500 - shown)), "{joined}");
+        assert!(
+            joined.ends_with(&format!("… and {} more", 500 - shown)),
+            "{joined}"
+        );
         assert_eq!(join_truncated(&["a", "b"], "; "), "a; b");
         assert_eq!(
             join_truncated_within(&["aaaa", "bbbb", "cccc", "dddd"], ", ", 23),
@@ -231,7 +241,11 @@ mod tests {
         // A first item too long for the message alone still says how many there are.
         let huge = ["y".repeat(5000), "z".into()];
         let joined = join_truncated(&huge, ", ");
-        assert!(joined.chars().count() <= MAX_MESSAGE_CHARS, "{}", joined.len());
+        assert!(
+            joined.chars().count() <= MAX_MESSAGE_CHARS,
+            "{}",
+            joined.len()
+        );
         assert!(joined.ends_with("… and 2 more"), "{joined}");
     }
 

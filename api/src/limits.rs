@@ -94,10 +94,7 @@ pub(crate) fn addon_values(_: &mut SchemaGenerator) -> Schema {
 pub(crate) fn label_selector(generator: &mut SchemaGenerator) -> Schema {
     // Its own schema, not a subschema (which could be a `$ref`); kube's generator inlines the nested requirement.
     let mut schema = <LabelSelector as schemars::JsonSchema>::json_schema(generator);
-    let Some(properties) = schema
-        .get_mut("properties")
-        .and_then(Value::as_object_mut)
-    else {
+    let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
         return schema;
     };
     if let Some(labels) = properties
@@ -137,10 +134,7 @@ pub(crate) fn label_selector(generator: &mut SchemaGenerator) -> Schema {
                 // In, NotIn, Exists, DoesNotExist.
                 operator.insert("maxLength".into(), json!(12));
             }
-            if let Some(values) = requirement
-                .get_mut("values")
-                .and_then(Value::as_object_mut)
-            {
+            if let Some(values) = requirement.get_mut("values").and_then(Value::as_object_mut) {
                 values.insert("maxItems".into(), json!(MAX_SELECTOR_VALUES));
                 if let Some(item) = values.get_mut("items").and_then(Value::as_object_mut) {
                     item.insert("maxLength".into(), json!(MAX_LABEL_VALUE));
@@ -174,9 +168,6 @@ mod tests {
         let requirement = &expressions["items"]["properties"];
         assert_eq!(requirement["key"]["maxLength"], MAX_LABEL_KEY);
         assert_eq!(requirement["values"]["maxItems"], MAX_SELECTOR_VALUES);
-        assert_eq!(
-            requirement["values"]["items"]["maxLength"],
-            MAX_LABEL_VALUE
-        );
+        assert_eq!(requirement["values"]["items"]["maxLength"], MAX_LABEL_VALUE);
     }
 }

@@ -19,8 +19,8 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use slipway_api::{BareMetalHost, Cluster, HostState, MachinePool};
 use slipway_controller::{Metrics, ProviderRegistry, Settings};
-use slipway_provider_baremetal::host_controller::{self, HostControllerSettings};
 use slipway_provider_baremetal::BareMetalProvider;
+use slipway_provider_baremetal::host_controller::{self, HostControllerSettings};
 use slipway_provider_baremetal::user_data::{self, USER_DATA_KEY};
 use slipway_testenv::TestEnv;
 use support::{apply, env, eventually, wait_ready};
@@ -183,7 +183,11 @@ fn assert_no_secret_on(host: &BareMetalHost, secrets: &[String]) {
         &host.status,
     ))
     .unwrap();
-    assert!(!visible.contains("PRIVATE KEY"), "{}: {visible}", host.name_any());
+    assert!(
+        !visible.contains("PRIVATE KEY"),
+        "{}: {visible}",
+        host.name_any()
+    );
     for secret in secrets {
         assert!(
             !visible.contains(secret.as_str()),
@@ -196,7 +200,10 @@ fn assert_no_secret_on(host: &BareMetalHost, secrets: &[String]) {
 /// Names of the user data Secrets in the namespace.
 async fn user_data_secrets(client: &Client, namespace: &str) -> BTreeSet<String> {
     Api::<Secret>::namespaced(client.clone(), namespace)
-        .list(&kube::api::ListParams::default().labels(&format!("{}=true", user_data::USER_DATA_LABEL)))
+        .list(
+            &kube::api::ListParams::default()
+                .labels(&format!("{}=true", user_data::USER_DATA_LABEL)),
+        )
         .await
         .unwrap()
         .items
@@ -303,7 +310,9 @@ async fn a_baremetal_cluster_claims_boots_outgrows_recovers_scales_down_and_free
     // Every secret value the hosts boot with: the private keys of the cluster's CAs and SA key, and the join token.
     let mut secret_values = vec![token_secret.clone()];
     for name in ["metal-ca", "metal-etcd", "metal-proxy", "metal-sa"] {
-        let key = secrets.get(name).await.unwrap().data.unwrap()["tls.key"].0.clone();
+        let key = secrets.get(name).await.unwrap().data.unwrap()["tls.key"]
+            .0
+            .clone();
         let key = String::from_utf8(key).unwrap();
         // The base64 body of the PEM, as it would show in any text.
         secret_values.push(key.lines().nth(1).unwrap().to_string());
@@ -317,7 +326,11 @@ async fn a_baremetal_cluster_claims_boots_outgrows_recovers_scales_down_and_free
             .and_then(|s| s.provisioning.as_ref())
             .and_then(|p| p.user_data_secret_ref.clone())
         else {
-            assert!(consumer(&host).is_none(), "{}: claimed without user data", host.name_any());
+            assert!(
+                consumer(&host).is_none(),
+                "{}: claimed without user data",
+                host.name_any()
+            );
             continue;
         };
         // The claim names the Secret its user data is in, and that very Secret (same UID) exists.

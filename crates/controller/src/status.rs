@@ -85,7 +85,11 @@ mod tests {
             built.message.len()
         );
         assert!(built.message.starts_with("provider said: xxx"));
-        assert!(built.message.ends_with("more characters)"), "{}", built.message);
+        assert!(
+            built.message.ends_with("more characters)"),
+            "{}",
+            built.message
+        );
         let short = condition("Ready", true, "Ready", "3 of 3 machines ready", Some(1));
         assert_eq!(short.message, "3 of 3 machines ready");
     }

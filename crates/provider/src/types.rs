@@ -112,11 +112,15 @@ mod tests {
     fn debug_of_a_machine_request_hides_the_user_data() {
         let request = MachineRequest {
             name: "demo-md-0-abc1234-0".into(),
-            role: MachineRole::Worker { pool: "md-0".into() },
+            role: MachineRole::Worker {
+                pool: "md-0".into(),
+            },
             settings: MachineSettings::default(),
             kubernetes_version: "v1.37.2".into(),
             template_hash: "abc1234".into(),
-            user_data: Some("#cloud-config\n-----BEGIN PRIVATE KEY-----\nabcdef.0123456789abcdef".into()),
+            user_data: Some(
+                "#cloud-config\n-----BEGIN PRIVATE KEY-----\nabcdef.0123456789abcdef".into(),
+            ),
         };
         let printed = format!("{request:?} {request:#?}");
         assert!(printed.contains("demo-md-0-abc1234-0"), "{printed}");

@@ -7,8 +7,8 @@
 
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, HttpTokensState, Image, Instance,
-    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceStateName,
-    InstanceType, ResourceType, Tag, TagSpecification, VolumeType,
+    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
+    ResourceType, Tag, TagSpecification, VolumeType,
 };
 use base64::Engine;
 use jiff::Timestamp;

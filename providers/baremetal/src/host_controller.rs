@@ -26,8 +26,8 @@ use crate::bmc::ReleaseStep;
 use crate::bmc::{self, host_key};
 use crate::error::{Error, Result};
 use crate::hosts;
-use crate::user_data;
 use crate::redfish::{ClientOptions, SystemInfo};
+use crate::user_data;
 
 /// How the host controller runs.
 #[derive(Debug, Clone)]

@@ -11,7 +11,8 @@ use kube::core::{Selector, SelectorExt};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use slipway_api::{
-    BareMetalHost, BareMetalHostStatus, ConsumerRef, HostState, ProvisioningStatus, UserDataSecretRef,
+    BareMetalHost, BareMetalHostStatus, ConsumerRef, HostState, ProvisioningStatus,
+    UserDataSecretRef,
 };
 use slipway_provider::{ClusterInfo, MachineRequest};
 
@@ -240,7 +241,10 @@ pub(crate) async fn remove_legacy_user_data(
     .map(|_| ())
     .map_err(|e| {
         Error::kube(
-            format!("removing the user data annotation of BareMetalHost {}", host.name_any()),
+            format!(
+                "removing the user data annotation of BareMetalHost {}",
+                host.name_any()
+            ),
             e,
         )
     })

@@ -273,7 +273,11 @@ impl InfrastructureProvider for BareMetalProvider {
                     "no Available BareMetalHost in namespace {} matches spec.infrastructure.baremetal.hostSelector of cluster {} ({}); add BareMetalHosts with matching labels, or free some",
                     cluster.namespace,
                     cluster.name,
-                    if selector.selects_all() { "any host".to_string() } else { selector.to_string() },
+                    if selector.selects_all() {
+                        "any host".to_string()
+                    } else {
+                        selector.to_string()
+                    },
                 ),
             )
         };

@@ -208,7 +208,10 @@ pub(crate) async fn sweep(
     group: Option<&str>,
     hosts: &[BareMetalHost],
 ) -> Result<usize> {
-    let mut selector = format!("{USER_DATA_LABEL}=true,{CLUSTER_NAME_LABEL}={}", cluster.name);
+    let mut selector = format!(
+        "{USER_DATA_LABEL}=true,{CLUSTER_NAME_LABEL}={}",
+        cluster.name
+    );
     if let Some(group) = group {
         selector.push_str(&format!(",{MACHINE_GROUP_LABEL}={group}"));
     }

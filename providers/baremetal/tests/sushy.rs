@@ -790,7 +790,10 @@ async fn user_data_no_claim_names_is_swept_and_old_annotations_are_removed() {
     assert_eq!(user_data_secrets(&client, &namespace).await.len(), 4);
 
     // Listing the group sweeps what no claim names, and keeps the claimed machine's Secret.
-    let listed = provider.list_machines(&cluster, &pool("md-0")).await.unwrap();
+    let listed = provider
+        .list_machines(&cluster, &pool("md-0"))
+        .await
+        .unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(
         user_data_secrets(&client, &namespace).await,
@@ -804,7 +807,12 @@ async fn user_data_no_claim_names_is_swept_and_old_annotations_are_removed() {
         .await
         .unwrap()
         .into_iter()
-        .find(|h| h.status.as_ref().and_then(|s| s.consumer_ref.as_ref()).is_some())
+        .find(|h| {
+            h.status
+                .as_ref()
+                .and_then(|s| s.consumer_ref.as_ref())
+                .is_some()
+        })
         .unwrap();
     assert_eq!(claimed_user_data(&client, &held).await, user_data_of(0));
 
@@ -835,7 +843,9 @@ async fn user_data_no_claim_names_is_swept_and_old_annotations_are_removed() {
     .unwrap();
     let cleaned = host(&api, &free.name_any()).await;
     assert!(
-        !cleaned.annotations().contains_key(LEGACY_USER_DATA_ANNOTATION),
+        !cleaned
+            .annotations()
+            .contains_key(LEGACY_USER_DATA_ANNOTATION),
         "{:?}",
         cleaned.annotations()
     );
