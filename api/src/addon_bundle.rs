@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 pub struct AddonBundleSpec {
     /// Which Clusters in this namespace get the bundle, by their labels. Empty: every Cluster.
     #[serde(default)]
+    #[schemars(schema_with = "crate::limits::label_selector")]
     pub cluster_selector: LabelSelector,
 
     /// Bundles with a lower order are applied, and must be ready, before those with a higher one; e.g.
@@ -56,8 +57,10 @@ pub struct AddonBundleSpec {
     pub mode: AddonMode,
 
     /// Substitutions made in the manifests: `${NAME}` becomes the value of `NAME`. Slipway also provides
-    /// `CLUSTER_NAME`, `DNS_DOMAIN`, `POD_CIDR` and `SERVICE_CIDR` from the target Cluster.
+    /// `CLUSTER_NAME`, `DNS_DOMAIN`, `POD_CIDR` and `SERVICE_CIDR` from the target Cluster. At most 64, names of
+    /// at most 128 and values of at most 4096 characters.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "crate::limits::addon_values")]
     pub values: BTreeMap<String, String>,
 }
 
@@ -68,8 +71,10 @@ pub struct AddonBundleSpec {
     "(has(self.inline) ? 1 : 0) + (has(self.configMapRef) ? 1 : 0) + (has(self.url) ? 1 : 0) == 1"
 ).message("spec.source: set exactly one of inline, configMapRef, url"))]
 pub struct AddonSource {
-    /// Multi-document YAML, written in the bundle itself.
+    /// Multi-document YAML, written in the bundle itself: at most 1 MiB (1048576 characters); larger manifests
+    /// belong behind `url`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = crate::limits::MAX_INLINE_MANIFESTS))]
     pub inline: Option<String>,
 
     /// A key of a ConfigMap in this namespace holding multi-document YAML.

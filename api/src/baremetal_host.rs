@@ -183,6 +183,22 @@ pub struct ProvisioningStatus {
     /// restart a pending power change when asked again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release_requested_at: Option<Time>,
+    /// The Secret in this namespace holding the machine's user data (key `value`), written before the claim and
+    /// deleted after the release. Absent: the machine boots without user data. The host is powered on only once
+    /// this Secret exists with this UID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data_secret_ref: Option<UserDataSecretRef>,
+}
+
+/// One incarnation of a Secret: its name and UID. The UID makes sure a release deletes the Secret its claim was
+/// made with, never a newer one of the same name.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserDataSecretRef {
+    /// Name of the Secret.
+    pub name: String,
+    /// UID of the Secret.
+    pub uid: String,
 }
 
 /// Manufacturer and model, as the BMC reports them.

@@ -349,6 +349,7 @@ pub struct AwsSettings {
 pub struct BareMetalSettings {
     /// Which BareMetalHosts in the Cluster's namespace may be claimed. Empty: any available host.
     #[serde(default)]
+    #[schemars(schema_with = "crate::limits::label_selector")]
     pub host_selector: LabelSelector,
 
     /// OS image written to each host, an http:// or https:// URL the BMC can download.
@@ -375,8 +376,10 @@ pub struct TemplateRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 128))]
     pub revision: Option<String>,
-    /// Values the blueprint was rendered with.
+    /// Values the blueprint was rendered with: at most 64, names of at most 128 and values of at most 1024
+    /// characters.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "crate::limits::template_variables")]
     pub variables: BTreeMap<String, String>,
 }
 
@@ -384,6 +387,7 @@ pub struct TemplateRef {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 pub struct SecretRef {
     /// Name of the Secret.
+    #[schemars(length(max = 253))]
     pub name: String,
 }
 

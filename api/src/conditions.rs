@@ -43,6 +43,80 @@ pub const STATUS_FALSE: &str = "False";
 /// See [`STATUS_TRUE`].
 pub const STATUS_UNKNOWN: &str = "Unknown";
 
+/// The most characters of a message Slipway writes into a condition, or into a status entry such as an
+/// AddonBundle's per-cluster `message`: enough to say what is wrong and what to do, small enough that no error text
+/// (a provider's, a manifest's) can grow an object towards the apiserver's size limit.
+pub const MAX_MESSAGE_CHARS: usize = 1024;
+
+/// `message` as it is when it has at most [`MAX_MESSAGE_CHARS`] characters; otherwise its beginning and how much
+/// was left out, e.g. `… (2048 more characters)`, within [`MAX_MESSAGE_CHARS`] in all.
+pub fn truncate_message(message: impl Into<String>) -> String {
+    truncate_message_to(message.into(), MAX_MESSAGE_CHARS)
+}
+
+fn truncate_message_to(message: String, max: usize) -> String {
+    let total = message.chars().count();
+    if total <= max {
+        return message;
+    }
+    // The suffix's length depends on the count it shows; the count of a longer kept part is never larger, so
+    // sizing it for the whole message is enough.
+    let reserve = format!("… ({total} more characters)").chars().count();
+    let kept = max.saturating_sub(reserve);
+    let mut out: String = message.chars().take(kept).collect();
+    out.push_str(&format!("… ({} more characters)", total - kept));
+    out
+}
+
+/// `items` joined by `separator`, as many as fit in [`MAX_MESSAGE_CHARS`] characters, followed by how many were left
+/// out, e.g. `a, b, c … and 97 more`. For messages that list names (machines, objects, hosts).
+pub fn join_truncated<T: AsRef<str>>(items: &[T], separator: &str) -> String {
+    join_truncated_within(items, separator, MAX_MESSAGE_CHARS)
+}
+
+/// [`join_truncated`] within `max` characters, for a list that shares a message with other text.
+pub fn join_truncated_within<T: AsRef<str>>(items: &[T], separator: &str, max: usize) -> String {
+    let reserve = format!(" … and {} more", items.len()).chars().count();
+    let mut out = String::new();
+    let mut used = 0;
+    for (index, item) in items.iter().enumerate() {
+        let item = item.as_ref();
+        let piece = if index == 0 {
+            item.chars().count()
+        } else {
+            separator.chars().count() + item.chars().count()
+        };
+        let left_after = items.len() - index - 1;
+        // The last item needs no room for the count; any other must leave room for it.
+        let room = if left_after == 0 {
+            max
+        } else {
+            max - reserve.min(max)
+        };
+        if used + piece > room {
+            let omitted = items.len() - index;
+            let tail = format!("… and {omitted} more");
+            if out.is_empty() {
+                // Not even the first item fits: say how many there are, with as much of the first as fits.
+                let head = truncate_message_to(
+                    item.to_string(),
+                    max.saturating_sub(tail.chars().count() + 1),
+                );
+                return format!("{head} {tail}");
+            }
+            out.push(' ');
+            out.push_str(&tail);
+            return out;
+        }
+        if index > 0 {
+            out.push_str(separator);
+        }
+        out.push_str(item);
+        used += piece;
+    }
+    out
+}
+
 /// The condition of the given type, if the list has one.
 pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)
@@ -122,6 +196,57 @@ mod tests {
         assert!(set(&mut list, condition(READY, STATUS_TRUE, "Ready", 99)));
         assert_eq!(list[0].last_transition_time.0.as_second(), 99);
         assert!(is_true(&list, READY));
+    }
+
+    #[test]
+    fn a_long_message_is_cut_to_the_limit_and_says_how_much_was_left_out() {
+        let short = "x".repeat(MAX_MESSAGE_CHARS);
+        assert_eq!(truncate_message(short.clone()), short);
+        let long = format!("{}{}", "é".repeat(MAX_MESSAGE_CHARS), "tail");
+        let cut = truncate_message(long.clone());
+        assert!(cut.chars().count() <= MAX_MESSAGE_CHARS, "{}", cut.len());
+        assert!(!cut.contains("tail"));
+        let kept = cut.chars().take_while(|c| *c == 'é').count();
+        let total = long.chars().count();
+        assert!(
+            cut.ends_with(&format!("… ({} more characters)", total - kept)),
+            "{cut}"
+        );
+        assert_eq!(
+            truncate_message_to("abcdefghijklmnopqrstuvwxyz0123456789".repeat(2), 40),
+            "abcdefghijklmnopqr… (54 more characters)"
+        );
+    }
+
+    #[test]
+    fn a_long_list_keeps_what_fits_and_counts_the_rest() {
+        let names: Vec<String> = (0..500).map(|i| format!("machine-{i}")).collect();
+        let joined = join_truncated(&names, ", ");
+        assert!(joined.chars().count() <= MAX_MESSAGE_CHARS, "{joined}");
+        let shown = joined.matches("machine-").count();
+        assert!(shown > 50, "{joined}");
+        assert!(
+            joined.ends_with(&format!("… and {} more", 500 - shown)),
+            "{joined}"
+        );
+        assert_eq!(join_truncated(&["a", "b"], "; "), "a; b");
+        assert_eq!(
+            join_truncated_within(&["aaaa", "bbbb", "cccc", "dddd"], ", ", 23),
+            "aaaa, bbbb … and 2 more"
+        );
+        assert_eq!(
+            join_truncated_within(&["aaaa", "bbbb", "cccc", "dddd"], ", ", 22),
+            "aaaa … and 3 more"
+        );
+        // A first item too long for the message alone still says how many there are.
+        let huge = ["y".repeat(5000), "z".into()];
+        let joined = join_truncated(&huge, ", ");
+        assert!(
+            joined.chars().count() <= MAX_MESSAGE_CHARS,
+            "{}",
+            joined.len()
+        );
+        assert!(joined.ends_with("… and 2 more"), "{joined}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod baremetal_host;
 pub mod cluster;
 pub mod conditions;
 pub mod crd;
+pub mod limits;
 pub mod machine;
 pub mod machine_pool;
 
@@ -25,7 +26,7 @@ pub use addon_bundle::{
 };
 pub use baremetal_host::{
     BareMetalHost, BareMetalHostSpec, BareMetalHostStatus, BmcDetails, ConsumerRef, HostState,
-    ProvisioningStatus, VendorDetails,
+    ProvisioningStatus, UserDataSecretRef, VendorDetails,
 };
 pub use cluster::{
     ApiEndpoint, AwsSettings, BareMetalSettings, Cluster, ClusterPhase, ClusterSpec, ClusterStatus,

@@ -31,7 +31,9 @@ pub struct MachineSettings {
     pub root_volume_gib: Option<i32>,
 
     /// Labels (tags, on AWS) the provider puts on each machine it creates, next to Slipway's own
-    /// ownership tags.
+    /// ownership tags: at most 40, keys of at most 128 and values of at most 256 characters (AWS's tag limits,
+    /// with room for Slipway's own tags).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "crate::limits::machine_labels")]
     pub labels: BTreeMap<String, String>,
 }

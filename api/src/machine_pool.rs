@@ -58,9 +58,9 @@ pub struct MachinePoolSpec {
     )]
     pub cluster_name: String,
 
-    /// Number of machines wanted. Also settable through the scale subresource.
+    /// Number of machines wanted, at most 1000. Also settable through the scale subresource.
     #[serde(default = "default_replicas")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = crate::limits::MAX_POOL_REPLICAS))]
     pub replicas: i32,
 
     /// Kubernetes version of the nodes, e.g. `v1.37.2`. Absent: the cluster's `spec.kubernetes.version`.
@@ -83,6 +83,10 @@ fn default_replicas() -> i32 {
     1
 }
 
+fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
 /// What each machine of a pool looks like.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -91,8 +95,9 @@ pub struct MachineTemplate {
     #[serde(default)]
     pub machine: MachineSettings,
 
-    /// Labels the Node of each machine registers with.
+    /// Labels the Node of each machine registers with: at most 64, with Kubernetes label keys and values.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "crate::limits::node_labels")]
     pub node_labels: BTreeMap<String, String>,
 
     /// Taints the Node of each machine registers with.
@@ -134,13 +139,14 @@ pub enum TaintEffect {
     "spec.strategy: maxSurge and maxUnavailable cannot both be 0, or a rollout could never start; set maxSurge to 1"
 ))]
 pub struct RolloutStrategy {
-    /// How many machines may exist above `replicas` during a rollout.
+    /// How many machines may exist above `replicas` during a rollout, at most 100.
     #[serde(default = "default_max_surge")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = crate::limits::MAX_SURGE))]
     pub max_surge: i32,
-    /// How many machines may be missing or not ready below `replicas` during a rollout.
+    /// How many machines may be missing or not ready below `replicas` during a rollout, at most 1000 (the most
+    /// `replicas` can be).
     #[serde(default)]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = crate::limits::MAX_POOL_REPLICAS))]
     pub max_unavailable: i32,
 }
 
@@ -173,10 +179,15 @@ pub struct MachinePoolStatus {
     /// Label selector of the pool's Nodes in the workload cluster, as a string, for the scale subresource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
-    /// One entry per machine the provider reports for this pool.
+    /// One entry per machine the provider reports for this pool, by name, the first 100;
+    /// `unlistedMachines` counts the others (`replicas` counts them all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = crate::limits::MAX_LISTED_MACHINES))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub machines: Vec<MachineStatus>,
+    /// Machines that exist but that `machines` leaves out, because it lists at most 100.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unlisted_machines: i32,
     /// `Ready`, `ScalingUp`, `ScalingDown`, `RollingOut`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]

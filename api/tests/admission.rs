@@ -324,6 +324,71 @@ async fn every_invalid_case_is_refused_with_its_message() {
     );
 }
 
+/// Cases too large to keep as files: inline manifests over 1 MiB, and a pool scaled past 1000 through `/scale`
+/// (the path `kubectl scale` and autoscalers take).
+#[tokio::test]
+async fn oversized_inline_manifests_and_scaling_past_the_limit_are_refused() {
+    let (client, namespace) = setup("limits").await;
+    let inline = |size: usize| {
+        // A valid document padded with a YAML comment up to `size` characters.
+        let document = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n# ";
+        format!("{document}{}", "x".repeat(size - document.len()))
+    };
+    let bundle = |name: &str, size: usize| {
+        json!({
+            "apiVersion": "slipway.dev/v1alpha1", "kind": "AddonBundle",
+            "metadata": { "name": name },
+            "spec": { "source": { "inline": inline(size) } },
+        })
+    };
+    let limit = slipway_api::limits::MAX_INLINE_MANIFESTS;
+    apply(&client, &namespace, &bundle("at-the-limit", limit))
+        .await
+        .expect("1 MiB of inline manifests is accepted");
+    let refused = apply(&client, &namespace, &bundle("over-the-limit", limit + 1))
+        .await
+        .expect_err("more than 1 MiB of inline manifests is refused");
+    let message = error_message(&refused);
+    // The schema's own message: it names the field and the limit. (A CEL rule with a friendlier message would not
+    // run: the apiserver skips CEL rules once the schema refused the object.)
+    assert!(
+        message.contains("spec.source.inline: Too long: may not be more than 1048576 bytes"),
+        "got {message}"
+    );
+
+    let pools: Api<MachinePool> = Api::namespaced(client.clone(), &namespace);
+    let pool = json!({
+        "apiVersion": "slipway.dev/v1alpha1", "kind": "MachinePool",
+        "metadata": { "name": "workers" }, "spec": { "clusterName": "demo", "replicas": 3 },
+    });
+    pools
+        .patch("workers", &apply_params(), &Patch::Apply(&pool))
+        .await
+        .unwrap();
+    let merge = PatchParams::default();
+    pools
+        .patch_scale(
+            "workers",
+            &merge,
+            &Patch::Merge(json!({ "spec": { "replicas": 1000 } })),
+        )
+        .await
+        .expect("1000 replicas are accepted");
+    let refused = pools
+        .patch_scale(
+            "workers",
+            &merge,
+            &Patch::Merge(json!({ "spec": { "replicas": 1001 } })),
+        )
+        .await
+        .expect_err("1001 replicas are refused through /scale");
+    let message = error_message(&refused);
+    assert!(
+        message.contains("spec.replicas in body should be less than or equal to 1000"),
+        "got {message}"
+    );
+}
+
 #[tokio::test]
 async fn the_apiserver_fills_in_the_documented_defaults() {
     let (client, namespace) = setup("defaults").await;

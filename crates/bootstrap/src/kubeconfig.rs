@@ -20,9 +20,10 @@ pub struct AdminKubeconfig {
 impl std::fmt::Debug for AdminKubeconfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminKubeconfig")
+            .field("yaml", &"<redacted>")
             .field("issued_at", &self.issued_at)
             .field("expires_at", &self.expires_at)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 

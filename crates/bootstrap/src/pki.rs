@@ -25,6 +25,7 @@ pub struct CertificateAuthority {
 impl std::fmt::Debug for CertificateAuthority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CertificateAuthority")
+            .field("key_pem", &"<redacted>")
             .finish_non_exhaustive()
     }
 }
@@ -38,7 +39,9 @@ pub struct ServiceAccountKey {
 
 impl std::fmt::Debug for ServiceAccountKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServiceAccountKey").finish_non_exhaustive()
+        f.debug_struct("ServiceAccountKey")
+            .field("private_pem", &"<redacted>")
+            .finish_non_exhaustive()
     }
 }
 

@@ -25,8 +25,9 @@ impl std::fmt::Debug for BootstrapToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BootstrapToken")
             .field("id", &self.id)
+            .field("secret", &"<redacted>")
             .field("expires_at", &self.expires_at)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 

@@ -73,10 +73,18 @@ fn cluster_pki_has_three_distinct_self_signed_cas() {
             .public_pem
             .starts_with("-----BEGIN PUBLIC KEY-----")
     );
-    assert!(
-        !format!("{pki:?}").contains("PRIVATE"),
-        "Debug must not print keys"
-    );
+    let printed = format!("{pki:?} {pki:#?}");
+    assert!(!printed.contains("PRIVATE"), "Debug must not print keys");
+    for key in [
+        &pki.ca.key_pem,
+        &pki.etcd.key_pem,
+        &pki.front_proxy.key_pem,
+        &pki.service_account.private_pem,
+    ] {
+        let body = key.lines().nth(1).unwrap();
+        assert!(!printed.contains(body), "Debug must not print keys");
+    }
+    assert!(printed.contains("<redacted>"), "{printed}");
 }
 
 #[test]
@@ -151,6 +159,16 @@ fn admin_kubeconfig_points_at_the_endpoint_and_its_client_cert_chains_to_the_clu
     let days = (cert.validity().not_after.timestamp() - now.as_second()) / 86400;
     assert_eq!(days, 365);
     assert_eq!(parsed["current-context"], parsed["contexts"][0]["name"]);
+
+    // Debug shows the validity, never the document with its client key.
+    let printed = format!("{kubeconfig:?}");
+    let client_key = decode(&parsed["users"][0]["user"]["client-key-data"]);
+    assert!(
+        !printed.contains(client_key.lines().nth(1).unwrap())
+            && !printed.contains("client-key-data")
+            && printed.contains("<redacted>"),
+        "{printed}"
+    );
 }
 
 #[test]

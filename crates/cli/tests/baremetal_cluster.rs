@@ -19,8 +19,10 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use slipway_api::{BareMetalHost, Cluster, HostState, MachinePool};
 use slipway_controller::{Metrics, ProviderRegistry, Settings};
+use slipway_provider_baremetal::BareMetalProvider;
 use slipway_provider_baremetal::host_controller::{self, HostControllerSettings};
-use slipway_provider_baremetal::{BareMetalProvider, ClientOptions, USER_DATA_ANNOTATION};
+use slipway_provider_baremetal::ClientOptions;
+use slipway_provider_baremetal::user_data::{self, USER_DATA_KEY};
 use slipway_testenv::TestEnv;
 use support::{apply, env, eventually, wait_ready};
 
@@ -186,6 +188,43 @@ async fn released(sushy: &metal::Sushy, index: usize) -> Result<(), String> {
     }
 }
 
+/// Fails when any annotation, label or status field of the host shows one of `secrets`.
+fn assert_no_secret_on(host: &BareMetalHost, secrets: &[String]) {
+    let visible = serde_json::to_string(&(
+        &host.metadata.annotations,
+        &host.metadata.labels,
+        &host.status,
+    ))
+    .unwrap();
+    assert!(
+        !visible.contains("PRIVATE KEY"),
+        "{}: {visible}",
+        host.name_any()
+    );
+    for secret in secrets {
+        assert!(
+            !visible.contains(secret.as_str()),
+            "{}: a secret value shows outside its Secret",
+            host.name_any()
+        );
+    }
+}
+
+/// Names of the user data Secrets in the namespace.
+async fn user_data_secrets(client: &Client, namespace: &str) -> BTreeSet<String> {
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .list(
+            &kube::api::ListParams::default()
+                .labels(&format!("{}=true", user_data::USER_DATA_LABEL)),
+        )
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|s| s.name_any())
+        .collect()
+}
+
 /// How many times the manager asked the baremetal provider for a machine and heard "no capacity".
 fn capacity_refusals(metrics: &Metrics) -> u64 {
     metrics
@@ -277,12 +316,44 @@ async fn a_baremetal_cluster_claims_boots_outgrows_recovers_scales_down_and_free
         .get("metal-bootstrap-token")
         .await
         .expect("a join token");
-    let token_id = String::from_utf8(token.data.unwrap()["token-id"].0.clone()).unwrap();
+    let token_data = token.data.unwrap();
+    let token_id = String::from_utf8(token_data["token-id"].0.clone()).unwrap();
+    let token_secret = String::from_utf8(token_data["token-secret"].0.clone()).unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    // Every secret value the hosts boot with: the private keys of the cluster's CAs and SA key, and the join token.
+    let mut secret_values = vec![token_secret.clone()];
+    for name in ["metal-ca", "metal-etcd", "metal-proxy", "metal-sa"] {
+        let key = secrets.get(name).await.unwrap().data.unwrap()["tls.key"]
+            .0
+            .clone();
+        let key = String::from_utf8(key).unwrap();
+        // The base64 body of the PEM, as it would show in any text.
+        secret_values.push(key.lines().nth(1).unwrap().to_string());
+    }
     let mut roles = Vec::new();
     for host in hosts(&host_api).await.unwrap() {
-        let Some(user_data) = host.annotations().get(USER_DATA_ANNOTATION) else {
+        assert_no_secret_on(&host, &secret_values);
+        let Some(reference) = host
+            .status
+            .as_ref()
+            .and_then(|s| s.provisioning.as_ref())
+            .and_then(|p| p.user_data_secret_ref.clone())
+        else {
+            assert!(
+                consumer(&host).is_none(),
+                "{}: claimed without user data",
+                host.name_any()
+            );
             continue;
         };
+        // The claim names the Secret its user data is in, and that very Secret (same UID) exists.
+        let secret = secrets.get(&reference.name).await.unwrap();
+        assert_eq!(secret.uid().as_deref(), Some(reference.uid.as_str()));
+        assert_eq!(
+            reference.name,
+            user_data::secret_name(&consumer(&host).unwrap())
+        );
+        let user_data = String::from_utf8(secret.data.unwrap()[USER_DATA_KEY].0.clone()).unwrap();
         assert!(
             user_data.contains(&format!("{token_id}.")),
             "{}: no join token in its user data",
@@ -456,6 +527,16 @@ async fn a_baremetal_cluster_claims_boots_outgrows_recovers_scales_down_and_free
         })
         .await;
     }
+    // The released hosts' user data is gone with them; the five held hosts keep theirs.
+    let held: BTreeSet<String> = hosts(&host_api)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(consumer)
+        .map(|machine| user_data::secret_name(&machine))
+        .collect();
+    assert_eq!(held.len(), 5);
+    assert_eq!(user_data_secrets(&client, &ns).await, held);
     let scaling_up = slipway_api::conditions::find(
         &pools
             .get("metal-workers")
@@ -501,9 +582,18 @@ async fn a_baremetal_cluster_claims_boots_outgrows_recovers_scales_down_and_free
                 && consumer(h).is_none()
                 && !h
                     .annotations()
-                    .contains_key(slipway_provider_baremetal::USER_DATA_ANNOTATION)),
+                    .contains_key(slipway_provider_baremetal::LEGACY_USER_DATA_ANNOTATION)),
         "{}",
         summary(&all)
+    );
+    for host in &all {
+        assert_no_secret_on(host, &secret_values);
+    }
+    // Every user data Secret went with the release of its host.
+    assert!(
+        user_data_secrets(&client, &ns).await.is_empty(),
+        "{:?}",
+        user_data_secrets(&client, &ns).await
     );
     for host in &all {
         released(&sushy, index_of(&host.name_any())).await.unwrap();

@@ -122,6 +122,7 @@ pub async fn reconcile(bundle: Arc<AddonBundle>, ctx: Arc<Context>) -> Result<Ac
                 }
             }
         }
+        status.message = status.message.map(conditions::truncate_message);
         entries.push(status);
     }
 

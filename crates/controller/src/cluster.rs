@@ -430,7 +430,10 @@ fn reconcile_nodes_condition(
     let message = if ready {
         format!("{} MachinePools ready", pools.len())
     } else {
-        format!("MachinePools not ready: {}", not_ready.join(", "))
+        format!(
+            "MachinePools not ready: {}",
+            conditions::join_truncated(&not_ready, ", ")
+        )
     };
     conditions::set(
         &mut status.conditions,
@@ -495,7 +498,10 @@ fn reconcile_addons_condition(
             (
                 false,
                 "WaitingForAddons",
-                format!("add-on bundles not ready: {}", waiting.join(", ")),
+                format!(
+                    "add-on bundles not ready: {}",
+                    conditions::join_truncated(&waiting, ", ")
+                ),
             )
         }
     };
@@ -568,7 +574,10 @@ async fn finalize(cluster: &Cluster, api: &Api<Cluster>, ctx: &Context) -> Resul
         let pools: Vec<String> = remaining.iter().map(pool_deletion_progress).collect();
         waiting(
             &mut status,
-            format!("deleting MachinePools: {}", pools.join("; ")),
+            format!(
+                "deleting MachinePools: {}",
+                conditions::join_truncated(&pools, "; ")
+            ),
         );
         apply_if_changed(api, &cluster.name_any(), old, &status).await?;
         return Ok(Action::requeue(Duration::from_secs(1)));
@@ -710,6 +719,15 @@ pub fn cluster_info(cluster: &Cluster) -> ClusterInfo {
     }
 }
 
+/// Machine names for an Event's note after `prefix`: the apiserver refuses notes over 1 kB.
+fn names_within_note(names: &[String], prefix: &str) -> String {
+    conditions::join_truncated_within(
+        names,
+        ", ",
+        conditions::MAX_MESSAGE_CHARS.saturating_sub(prefix.len()),
+    )
+}
+
 pub(crate) async fn report_machine_changes<K>(
     ctx: &Context,
     obj: &K,
@@ -720,11 +738,8 @@ pub(crate) async fn report_machine_changes<K>(
     K: Resource<DynamicType = ()>,
 {
     if !created.is_empty() {
-        let note = format!(
-            "created {} {group} machines: {}",
-            created.len(),
-            created.join(", ")
-        );
+        let prefix = format!("created {} {group} machines: ", created.len());
+        let note = format!("{prefix}{}", names_within_note(created, &prefix));
         publish(
             ctx,
             obj,
@@ -736,11 +751,8 @@ pub(crate) async fn report_machine_changes<K>(
         .await;
     }
     if !deleted.is_empty() {
-        let note = format!(
-            "deleting {} {group} machines: {}",
-            deleted.len(),
-            deleted.join(", ")
-        );
+        let prefix = format!("deleting {} {group} machines: ", deleted.len());
+        let note = format!("{prefix}{}", names_within_note(deleted, &prefix));
         publish(
             ctx,
             obj,

@@ -12,6 +12,7 @@ use kube::{Resource, ResourceExt};
 use slipway_api::conditions::{
     self, CONTROL_PLANE_READY, READY, ROLLING_OUT, SCALING_DOWN, SCALING_UP,
 };
+use slipway_api::limits::MAX_LISTED_MACHINES;
 use slipway_api::{Cluster, MachinePhase, MachinePool, MachinePoolStatus, MachineStatus};
 use slipway_provider::{MachineRole, ProviderError};
 use tracing::info;
@@ -199,16 +200,7 @@ pub async fn reconcile(pool: Arc<MachinePool>, ctx: Arc<Context>) -> Result<Acti
     status.replicas = group.machines.len() as i32;
     status.ready_replicas = group.ready as i32;
     status.updated_replicas = group.updated as i32;
-    status.machines = group
-        .machines
-        .iter()
-        .map(|m| MachineStatus {
-            name: m.name.clone(),
-            provider_id: Some(m.provider_id.clone()),
-            phase: m.phase,
-            node_ref: None,
-        })
-        .collect();
+    (status.machines, status.unlisted_machines) = listed_machines(&group.machines);
 
     let current = group
         .machines
@@ -378,7 +370,10 @@ async fn finalize(
             }
         };
         if !remaining.is_empty() {
-            let message = format!("deleting machines: {}", remaining.join(", "));
+            let message = format!(
+                "deleting machines: {}",
+                conditions::join_truncated(&remaining, ", ")
+            );
             conditions::set(
                 &mut status.conditions,
                 condition(READY, false, "Deleting", message, pool.metadata.generation),
@@ -392,6 +387,22 @@ async fn finalize(
     Ok(Action::await_change())
 }
 
+/// `status.machines`: the first [`MAX_LISTED_MACHINES`] machines by name, and how many are left out, so that a pool
+/// of a thousand machines still fits in one object.
+fn listed_machines(machines: &[slipway_provider::Machine]) -> (Vec<MachineStatus>, i32) {
+    let listed = machines.len().min(MAX_LISTED_MACHINES);
+    let entries = machines[..listed]
+        .iter()
+        .map(|m| MachineStatus {
+            name: m.name.clone(),
+            provider_id: Some(m.provider_id.clone()),
+            phase: m.phase,
+            node_ref: None,
+        })
+        .collect();
+    (entries, (machines.len() - listed) as i32)
+}
+
 fn owner_reference(cluster: &Cluster) -> OwnerReference {
     let mut owner = cluster
         .controller_owner_ref(&())
@@ -399,4 +410,37 @@ fn owner_reference(cluster: &Cluster) -> OwnerReference {
     // The pool is the cluster's part, but deleting it must go through the cluster's ordered teardown.
     owner.block_owner_deletion = Some(true);
     owner
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+
+    fn machines(count: usize) -> Vec<slipway_provider::Machine> {
+        (0..count)
+            .map(|i| slipway_provider::Machine {
+                name: format!("w-abc1234-{i:04}"),
+                provider_id: format!("sim://w-{i}"),
+                phase: MachinePhase::Running,
+                ready: true,
+                template_hash: "abc1234".into(),
+                created_at: Timestamp::UNIX_EPOCH,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn status_lists_at_most_a_hundred_machines_and_counts_the_rest() {
+        let (listed, unlisted) = listed_machines(&machines(1000));
+        assert_eq!(listed.len(), MAX_LISTED_MACHINES);
+        assert_eq!(unlisted, 900);
+        assert_eq!(listed[0].name, "w-abc1234-0000");
+        assert_eq!(listed[99].name, "w-abc1234-0099");
+
+        let (listed, unlisted) = listed_machines(&machines(3));
+        assert_eq!((listed.len(), unlisted), (3, 0));
+        assert_eq!(listed[2].provider_id.as_deref(), Some("sim://w-2"));
+    }
 }

@@ -53,6 +53,10 @@ pub fn template_hash(role: &MachineRole, version: &str, settings: &MachineSettin
     hex::encode(&Sha256::digest(json)[..4])[..7].to_string()
 }
 
+/// The most machines one pass creates: a pool scaled to a thousand asks the provider for ten, reports, and comes
+/// back for the next ten, so no single reconcile holds a worker (or a provider's rate budget) for minutes.
+pub const MAX_CREATES_PER_PASS: usize = 10;
+
 /// Creates and deletions that move a group one step towards its spec.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Plan {
@@ -62,7 +66,7 @@ pub struct Plan {
 
 /// Decides the next step, the way a Deployment rolls: never more than `replicas + max_surge` machines, and while
 /// replacing outdated machines never fewer than `replicas - max_unavailable` ready ones. Scaling down is what the
-/// user asked for and is not held back.
+/// user asked for and is not held back. At most [`MAX_CREATES_PER_PASS`] creates; the rest come in later passes.
 pub fn plan(machines: &[Machine], spec: &GroupSpec, hash: &str) -> Plan {
     let live: Vec<&Machine> = machines
         .iter()
@@ -88,7 +92,7 @@ pub fn plan(machines: &[Machine], spec: &GroupSpec, hash: &str) -> Plan {
     let room = (desired + spec.max_surge).saturating_sub(live.len() - delete.len());
     Plan {
         create: free_names(&spec.prefix, hash, &used)
-            .take(missing.min(room))
+            .take(missing.min(room).min(MAX_CREATES_PER_PASS))
             .collect(),
         delete: delete.into_iter().map(|m| m.name.clone()).collect(),
     }
@@ -331,6 +335,34 @@ mod tests {
         let plan = plan(&[], &spec(3, 1, 0), NEW);
         assert_eq!(plan.create, ["w-new-0", "w-new-1", "w-new-2"]);
         assert!(plan.delete.is_empty());
+    }
+
+    #[test]
+    fn a_large_scale_up_creates_a_bounded_number_per_pass_and_gets_there() {
+        let group = spec(1000, 1, 0);
+        let mut machines: Vec<Machine> = Vec::new();
+        let mut passes = 0;
+        loop {
+            let plan = plan(&machines, &group, NEW);
+            assert!(
+                plan.create.len() <= MAX_CREATES_PER_PASS,
+                "{} creates in one pass",
+                plan.create.len()
+            );
+            assert!(plan.delete.is_empty());
+            if plan.create.is_empty() {
+                break;
+            }
+            machines.extend(plan.create.iter().map(|n| machine(n, NEW, true, 0)));
+            passes += 1;
+            assert!(passes <= 1000, "the pool never gets there");
+        }
+        assert_eq!(machines.len(), 1000);
+        assert_eq!(passes, 1000 / MAX_CREATES_PER_PASS);
+        // Names stay unique and deterministic across passes.
+        let names: BTreeSet<&str> = machines.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names.len(), 1000);
+        assert!(names.contains("w-new-999"));
     }
 
     #[test]

@@ -44,7 +44,8 @@ where
     Ok(true)
 }
 
-/// A condition as of now; [`conditions::set`] keeps the old transition time when the status did not change.
+/// A condition as of now, its message cut to [`conditions::MAX_MESSAGE_CHARS`]; [`conditions::set`] keeps the old
+/// transition time when the status did not change.
 pub fn condition(
     type_: &str,
     ok: bool,
@@ -56,7 +57,8 @@ pub fn condition(
         type_: type_.to_string(),
         status: if ok { STATUS_TRUE } else { STATUS_FALSE }.to_string(),
         reason: reason.to_string(),
-        message: message.into(),
+        // Messages carry provider and apiserver errors: bounded, so none can grow the object without limit.
+        message: conditions::truncate_message(message),
         observed_generation: generation,
         last_transition_time: Time(Timestamp::now()),
     }
@@ -66,5 +68,29 @@ pub fn condition(
 pub fn set_all(list: &mut Vec<Condition>, new: impl IntoIterator<Item = Condition>) {
     for c in new {
         conditions::set(list, c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn condition_messages_are_cut_to_the_limit_with_a_count_of_the_rest() {
+        let error = format!("provider said: {}", "x".repeat(10_000));
+        let built = condition("Ready", false, "ProviderError", error, Some(1));
+        assert!(
+            built.message.chars().count() <= conditions::MAX_MESSAGE_CHARS,
+            "{}",
+            built.message.len()
+        );
+        assert!(built.message.starts_with("provider said: xxx"));
+        assert!(
+            built.message.ends_with("more characters)"),
+            "{}",
+            built.message
+        );
+        let short = condition("Ready", true, "Ready", "3 of 3 machines ready", Some(1));
+        assert_eq!(short.message, "3 of 3 machines ready");
     }
 }

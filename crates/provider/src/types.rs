@@ -57,8 +57,8 @@ pub enum Deletion {
     InProgress(String),
 }
 
-/// A machine to create.
-#[derive(Debug, Clone, PartialEq)]
+/// A machine to create. `Debug` leaves out the user data, which holds private keys or a join token.
+#[derive(Clone, PartialEq)]
 pub struct MachineRequest {
     /// Deterministic name; used as client token and ownership tag.
     pub name: String,
@@ -69,6 +69,19 @@ pub struct MachineRequest {
     pub template_hash: String,
     /// Cloud-init or whatever the provider boots the machine with; `None` for providers that need none.
     pub user_data: Option<String>,
+}
+
+impl std::fmt::Debug for MachineRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MachineRequest")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("settings", &self.settings)
+            .field("kubernetes_version", &self.kubernetes_version)
+            .field("template_hash", &self.template_hash)
+            .field("user_data", &self.user_data.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// A machine as the provider sees it.
@@ -89,4 +102,32 @@ pub struct Machine {
 pub struct Price {
     pub per_hour: f64,
     pub currency: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_a_machine_request_hides_the_user_data() {
+        let request = MachineRequest {
+            name: "demo-md-0-abc1234-0".into(),
+            role: MachineRole::Worker {
+                pool: "md-0".into(),
+            },
+            settings: MachineSettings::default(),
+            kubernetes_version: "v1.37.2".into(),
+            template_hash: "abc1234".into(),
+            user_data: Some(
+                "#cloud-config\n-----BEGIN PRIVATE KEY-----\nabcdef.0123456789abcdef".into(),
+            ),
+        };
+        let printed = format!("{request:?} {request:#?}");
+        assert!(printed.contains("demo-md-0-abc1234-0"), "{printed}");
+        assert!(printed.contains("<redacted>"), "{printed}");
+        assert!(
+            !printed.contains("PRIVATE KEY") && !printed.contains("0123456789abcdef"),
+            "{printed}"
+        );
+    }
 }

@@ -6,7 +6,8 @@
 //! rests on.
 
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, Image, Instance, InstanceStateName, InstanceType,
+    BlockDeviceMapping, EbsBlockDevice, HttpTokensState, Image, Instance,
+    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
     ResourceType, Tag, TagSpecification, VolumeType,
 };
 use base64::Engine;
@@ -238,6 +239,18 @@ fn subnet_for<'a>(network: &'a Network, request: &MachineRequest) -> Option<&'a 
     subnets.get(ordinal(&request.name) % subnets.len())
 }
 
+/// The instance metadata service as every Slipway instance gets it: IMDSv2 only (a session token is required, so
+/// a plain GET from a confused process or an SSRF gets nothing) with a hop limit of 1 (a pod behind the node's
+/// network namespace cannot reach it through the node). The user data, which holds the cluster's keys or a join
+/// token, is served by this endpoint.
+pub fn metadata_options() -> InstanceMetadataOptionsRequest {
+    InstanceMetadataOptionsRequest::builder()
+        .http_endpoint(InstanceMetadataEndpointState::Enabled)
+        .http_tokens(HttpTokensState::Required)
+        .http_put_response_hop_limit(1)
+        .build()
+}
+
 /// Launches the instance of `request`. The caller has already looked for it by tag.
 pub async fn run(
     ec2: &Ec2,
@@ -314,6 +327,7 @@ pub async fn run(
                 .subnet_id(subnet)
                 .set_security_group_ids(Some(groups.clone()))
                 .set_user_data(user_data.clone())
+                .metadata_options(metadata_options())
                 .set_block_device_mappings(root_volume.clone().map(|m| vec![m]))
                 .client_token(&token)
                 .tag_specifications(spec(ResourceType::Instance))
@@ -374,6 +388,17 @@ pub async fn terminate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instances_require_imdsv2_with_one_hop() {
+        let options = metadata_options();
+        assert_eq!(options.http_tokens(), Some(&HttpTokensState::Required));
+        assert_eq!(options.http_put_response_hop_limit(), Some(1));
+        assert_eq!(
+            options.http_endpoint(),
+            Some(&InstanceMetadataEndpointState::Enabled)
+        );
+    }
 
     #[test]
     fn ordinals_come_from_the_trailing_number_or_a_stable_hash() {

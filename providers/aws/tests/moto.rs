@@ -274,6 +274,25 @@ async fn cluster_network_and_machines_are_created_once_with_ownership_tags() {
             instance.instance_type().map(|t| t.as_str()),
             Some("t3.medium")
         );
+        // IMDSv2 only, one hop: the user data (keys, join token) is not for any pod on the node. moto records the
+        // options RunInstances sent and answers them in DescribeInstances (its default is HttpTokens=optional).
+        let metadata = instance
+            .metadata_options()
+            .expect("DescribeInstances returns MetadataOptions");
+        assert_eq!(
+            (
+                metadata.http_tokens(),
+                metadata.http_put_response_hop_limit(),
+                metadata.http_endpoint()
+            ),
+            (
+                Some(&aws_sdk_ec2::types::HttpTokensState::Required),
+                Some(1),
+                Some(&aws_sdk_ec2::types::InstanceMetadataEndpointState::Enabled)
+            ),
+            "{}",
+            request.name
+        );
         let user_data = ec2
             .describe_instance_attribute()
             .instance_id(instance.instance_id().unwrap())

@@ -25,6 +25,13 @@ pub enum Error {
     )]
     Deadline { host: String, seconds: u64 },
 
+    /// A claimed host's user data Secret is gone, so the host is not powered on: it would boot without its
+    /// cloud-init.
+    #[error(
+        "BareMetalHost {host}: user data Secret {secret} named by the claim (status.provisioning.userDataSecretRef) does not exist, so the host is not powered on; release it (scale the machine's pool down) and claim it again to write fresh user data"
+    )]
+    UserDataMissing { host: String, secret: String },
+
     /// The management cluster's apiserver failed a request.
     #[error("{action}: {source}")]
     Kube {
@@ -46,7 +53,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Redfish { source, .. } => source.is_retryable(),
-            Self::Credentials { .. } => false,
+            Self::Credentials { .. } | Self::UserDataMissing { .. } => false,
             Self::Deadline { .. } | Self::Kube { .. } => true,
         }
     }
@@ -57,6 +64,7 @@ impl Error {
             Self::Redfish { source, .. } => source.reason(),
             Self::Credentials { .. } => "BMCCredentialsInvalid",
             Self::Deadline { .. } => "BMCTooSlow",
+            Self::UserDataMissing { .. } => "UserDataMissing",
             Self::Kube { .. } => "KubernetesAPIError",
         }
     }
@@ -67,6 +75,7 @@ impl Error {
             Self::Redfish { .. } => "redfish",
             Self::Credentials { .. } => "credentials",
             Self::Deadline { .. } => "deadline",
+            Self::UserDataMissing { .. } => "user_data",
             Self::Kube { .. } => "kube",
         }
     }

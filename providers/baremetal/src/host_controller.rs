@@ -25,8 +25,9 @@ use tracing::{Instrument, info_span};
 use crate::bmc::ReleaseStep;
 use crate::bmc::{self, host_key};
 use crate::error::{Error, Result};
-use crate::hosts::{self, USER_DATA_ANNOTATION};
+use crate::hosts;
 use crate::redfish::{ClientOptions, SystemInfo};
+use crate::user_data;
 
 /// How the host controller runs.
 #[derive(Debug, Clone)]
@@ -149,6 +150,23 @@ pub async fn reconcile_host_with(
         true
     })
     .await?;
+    // A release this pass finished: the claim is dropped above, so the Secret it named goes now (a cut before this
+    // line leaves a Secret that no claim names, which the provider sweeps).
+    let released = observed
+        .as_ref()
+        .and_then(|o| o.release.as_ref())
+        .is_some_and(|step| step.done);
+    let named = host
+        .status
+        .as_ref()
+        .and_then(|s| s.provisioning.as_ref())
+        .and_then(|p| p.user_data_secret_ref.as_ref());
+    if released
+        && let Some(secret) = named
+        && written.as_ref().is_none_or(|h| !still_names(h, secret))
+    {
+        user_data::delete(client, &namespace, secret).await?;
+    }
     if let Some(error) = &error {
         // Info once, when the host enters Error; every retry after that is detail.
         let was = host.status.as_ref().and_then(|s| s.state);
@@ -172,6 +190,15 @@ pub async fn reconcile_host_with(
     })
 }
 
+/// Whether the host's claim names this very Secret.
+fn still_names(host: &BareMetalHost, secret: &slipway_api::UserDataSecretRef) -> bool {
+    host.status
+        .as_ref()
+        .and_then(|s| s.provisioning.as_ref())
+        .and_then(|p| p.user_data_secret_ref.as_ref())
+        == Some(secret)
+}
+
 /// What one pass learned from the BMC, and what it did.
 struct Observation {
     system: SystemInfo,
@@ -188,6 +215,8 @@ async fn drive(
     host: &BareMetalHost,
     settings: &HostControllerSettings,
 ) -> Result<Observation> {
+    // User data lives in Secrets now; a host that still carries it from an earlier version loses it.
+    hosts::remove_legacy_user_data(api, host).await?;
     let redfish = bmc::connect(client, host, &settings.redfish).await?;
     let wrap = |source| Error::Redfish {
         host: host_key(host),
@@ -206,15 +235,14 @@ async fn drive(
         (Some(_), Some(provisioning))
             if state != HostState::Deprovisioning && provisioning.booted_at.is_none() =>
         {
+            // Never powered on without the user data its claim names.
+            user_data::require(client, host).await?;
             bmc::boot_from_image(&redfish, host, &provisioning.image_url).await?;
             observation.booted = true;
             observation.system = redfish.system().await.map_err(wrap)?;
         }
         _ if state == HostState::Deprovisioning => {
             let step = bmc::release_step(&redfish, host).await?;
-            if step.done && host.annotations().contains_key(USER_DATA_ANNOTATION) {
-                hosts::set_user_data(api, host, None).await?;
-            }
             observation.system.power_state = step.power_state.clone();
             observation.release = Some(step);
         }
@@ -317,6 +345,7 @@ mod tests {
                 claimed_at: None,
                 booted_at: booted.then(|| Time(hosts::now())),
                 release_requested_at: None,
+                user_data_secret_ref: None,
             }),
             last_error: Some("old".into()),
             ..Default::default()

@@ -10,14 +10,18 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::core::{Selector, SelectorExt};
 use kube::{Api, ResourceExt};
 use serde_json::json;
-use slipway_api::{BareMetalHost, BareMetalHostStatus, ConsumerRef, HostState, ProvisioningStatus};
+use slipway_api::{
+    BareMetalHost, BareMetalHostStatus, ConsumerRef, HostState, ProvisioningStatus,
+    UserDataSecretRef,
+};
 use slipway_provider::{ClusterInfo, MachineRequest};
 
 use crate::error::{Error, Result};
 
-/// Annotation carrying the machine's user data (cloud-init) while a host is claimed. An annotation, not status:
-/// status is for what Slipway observed, and user data may hold a bootstrap token.
-pub const USER_DATA_ANNOTATION: &str = "slipway.dev/user-data";
+/// Annotation in which earlier versions kept a claimed host's user data (cloud-init, with private keys and a join
+/// token). User data now lives in a Secret (`crate::user_data`); the host controller removes this annotation from
+/// any host that still has it.
+pub const LEGACY_USER_DATA_ANNOTATION: &str = "slipway.dev/user-data";
 
 /// How many times a write is retried after a conflict before the caller is told to come back later.
 const CONFLICT_RETRIES: usize = 8;
@@ -69,7 +73,7 @@ pub(crate) async fn find_held(
         .find(|host| held_by(host, cluster, None, Some(machine))))
 }
 
-fn is_available(host: &BareMetalHost) -> bool {
+pub(crate) fn is_available(host: &BareMetalHost) -> bool {
     host.metadata.deletion_timestamp.is_none()
         && host
             .status
@@ -77,15 +81,16 @@ fn is_available(host: &BareMetalHost) -> bool {
             .is_some_and(|s| s.state == Some(HostState::Available) && s.consumer_ref.is_none())
 }
 
-/// Claims an Available host matching `selector` for `request`: writes the consumer and state `Provisioning`
-/// with the resourceVersion it read, so no two claims get the same host. Returns the host as written, or `None`
-/// when no host is free.
+/// Claims an Available host matching `selector` for `request`: writes the consumer, state `Provisioning` and the
+/// user data Secret (already written) with the resourceVersion it read, so no two claims get the same host.
+/// Returns the host as written, or `None` when no host is free.
 pub(crate) async fn claim(
     api: &Api<BareMetalHost>,
     cluster: &ClusterInfo,
     request: &MachineRequest,
     selector: &Selector,
     image_url: &str,
+    user_data: Option<&UserDataSecretRef>,
 ) -> Result<Option<BareMetalHost>> {
     for _ in 0..CONFLICT_RETRIES {
         let hosts = list(api, &cluster.namespace).await?;
@@ -124,6 +129,7 @@ pub(crate) async fn claim(
                 claimed_at: Some(Time(now())),
                 booted_at: None,
                 release_requested_at: None,
+                user_data_secret_ref: user_data.cloned(),
             });
             status.last_error = None;
             match api
@@ -217,21 +223,15 @@ pub(crate) async fn update_status(
     ))
 }
 
-/// Sets or removes the user data annotation.
-pub(crate) async fn set_user_data(
+/// Removes the annotation earlier versions kept user data in; nothing to do when it is absent.
+pub(crate) async fn remove_legacy_user_data(
     api: &Api<BareMetalHost>,
     host: &BareMetalHost,
-    user_data: Option<&str>,
 ) -> Result<()> {
-    if host
-        .annotations()
-        .get(USER_DATA_ANNOTATION)
-        .map(String::as_str)
-        == user_data
-    {
+    if !host.annotations().contains_key(LEGACY_USER_DATA_ANNOTATION) {
         return Ok(());
     }
-    let patch = json!({ "metadata": { "annotations": { USER_DATA_ANNOTATION: user_data } } });
+    let patch = json!({ "metadata": { "annotations": { LEGACY_USER_DATA_ANNOTATION: null } } });
     api.patch(
         &host.name_any(),
         &PatchParams::default(),
@@ -239,7 +239,15 @@ pub(crate) async fn set_user_data(
     )
     .await
     .map(|_| ())
-    .map_err(|e| Error::kube(format!("annotating BareMetalHost {}", host.name_any()), e))
+    .map_err(|e| {
+        Error::kube(
+            format!(
+                "removing the user data annotation of BareMetalHost {}",
+                host.name_any()
+            ),
+            e,
+        )
+    })
 }
 
 pub(crate) fn now() -> Timestamp {

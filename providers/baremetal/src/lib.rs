@@ -21,12 +21,14 @@
 //!   on and calls it `Provisioned`. `slipway manager` runs both.
 //!
 //! # User data
-//! Redfish has no user-data channel, so the image must fetch its own. While a host is claimed, the machine's
-//! user data (the kubeadm or k3s cloud-init Slipway renders) is kept in the host's annotation
-//! `slipway.dev/user-data` (never in status, which is for observations). The installer image is expected to
-//! get it as a config drive (a second virtual media, or a URL on the kernel command line) that the manager
-//! serves from that annotation; serving it is not built yet. Anyone who can read BareMetalHosts can read the
-//! annotation, which holds a bootstrap token: restrict `get` on `baremetalhosts` accordingly.
+//! Redfish has no user-data channel, so the image must fetch its own. The machine's user data (the kubeadm or
+//! k3s cloud-init Slipway renders, with the cluster's private keys or a join token) is kept in a Secret
+//! `<machine>-user-data` (key `value`) in the host's namespace, never in the BareMetalHost: the claim names it in
+//! `status.provisioning.userDataSecretRef` (name and UID). The Secret is written before the claim, the host is
+//! powered on only while the Secret the claim names exists, and the Secret is deleted after the release (see
+//! [`user_data`] for the order and the sweep of Secrets no claim names). The installer image is expected to get it
+//! as a config drive (a second virtual media, or a URL on the kernel command line) that the manager serves from
+//! that Secret; serving it is not built yet.
 //!
 //! Not here: the control plane's endpoint (bare metal has no load balancer to hand out; a virtual IP setting
 //! would come with the Cluster API), firmware or RAID settings, inspection of hardware, IPMI or vendor APIs
@@ -34,6 +36,7 @@
 
 pub mod host_controller;
 pub mod redfish;
+pub mod user_data;
 
 mod bmc;
 mod error;
@@ -42,7 +45,7 @@ mod hosts;
 use async_trait::async_trait;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::core::Selector;
+use kube::core::{Selector, SelectorExt};
 use kube::{Api, ResourceExt};
 use slipway_api::{BareMetalHost, BareMetalSettings, HostState, MachinePhase};
 use slipway_provider::{
@@ -52,7 +55,7 @@ use slipway_provider::{
 
 pub use error::Error;
 pub use host_controller::{HostControllerSettings, reconcile_host, reconcile_host_with};
-pub use hosts::USER_DATA_ANNOTATION;
+pub use hosts::LEGACY_USER_DATA_ANNOTATION;
 pub use redfish::ClientOptions;
 
 /// The baremetal provider. Holds a client of the management cluster, where the BareMetalHosts and their
@@ -87,6 +90,8 @@ impl BareMetalProvider {
             return Ok(host);
         }
         let booted = async {
+            // Never powered on without the user data its claim names.
+            user_data::require(&self.client, &host).await?;
             let redfish = bmc::connect(&self.client, &host, &self.redfish).await?;
             bmc::boot_from_image(&redfish, &host, &provisioning.image_url).await
         }
@@ -225,6 +230,10 @@ impl InfrastructureProvider for BareMetalProvider {
             .map(|h| h.name_any())
             .collect::<Vec<_>>();
         if held.is_empty() {
+            // A release cut short between dropping the claim and deleting the Secret, or a Secret whose claim never
+            // happened: nothing of the cluster's user data stays behind.
+            let hosts = hosts::list(&self.hosts(cluster), &cluster.namespace).await?;
+            user_data::sweep(&self.client, cluster, None, &hosts).await?;
             Ok(Deletion::Done)
         } else {
             Ok(Deletion::InProgress(format!(
@@ -239,8 +248,11 @@ impl InfrastructureProvider for BareMetalProvider {
         cluster: &ClusterInfo,
         role: &MachineRole,
     ) -> Result<Vec<Machine>> {
-        Ok(hosts::list(&self.hosts(cluster), &cluster.namespace)
-            .await?
+        let hosts = hosts::list(&self.hosts(cluster), &cluster.namespace).await?;
+        // The controller lists a group before it creates any of its machines, one pass of a group at a time: no
+        // claim of this group is in flight, so a user data Secret that no claim names is left over.
+        user_data::sweep(&self.client, cluster, Some(role.group()), &hosts).await?;
+        Ok(hosts
             .iter()
             .filter(|h| hosts::held_by(h, cluster, Some(role.group()), None))
             .map(to_machine)
@@ -255,20 +267,61 @@ impl InfrastructureProvider for BareMetalProvider {
         let settings = settings(cluster)?;
         let selector = selector(cluster, settings)?;
         let api = self.hosts(cluster);
-        let host = hosts::claim(&api, cluster, request, &selector, &settings.image_url)
-            .await?
-            .ok_or_else(|| {
-                ProviderError::capacity(
-                    "NoHostAvailable",
-                    format!(
-                        "no Available BareMetalHost in namespace {} matches spec.infrastructure.baremetal.hostSelector of cluster {} ({}); add BareMetalHosts with matching labels, or free some",
-                        cluster.namespace,
-                        cluster.name,
-                        if selector.selects_all() { "any host".to_string() } else { selector.to_string() },
-                    ),
-                )
-            })?;
-        hosts::set_user_data(&api, &host, request.user_data.as_deref()).await?;
+        let no_host = || {
+            ProviderError::capacity(
+                "NoHostAvailable",
+                format!(
+                    "no Available BareMetalHost in namespace {} matches spec.infrastructure.baremetal.hostSelector of cluster {} ({}); add BareMetalHosts with matching labels, or free some",
+                    cluster.namespace,
+                    cluster.name,
+                    if selector.selects_all() {
+                        "any host".to_string()
+                    } else {
+                        selector.to_string()
+                    },
+                ),
+            )
+        };
+        let listed = hosts::list(&api, &cluster.namespace).await?;
+        let held = listed
+            .iter()
+            .any(|h| hosts::held_by(h, cluster, None, Some(request.name.as_str())));
+        if !held
+            && !listed
+                .iter()
+                .any(|h| hosts::is_available(h) && selector.matches(h.labels()))
+        {
+            return Err(no_host());
+        }
+        // The user data first, then the claim that names it: a claim never exists without its Secret. A machine
+        // that already holds a host was claimed with its Secret in an earlier call.
+        let secret = match (&request.user_data, held) {
+            (Some(data), false) => {
+                Some(user_data::write_fresh(&self.client, cluster, request, data).await?)
+            }
+            _ => None,
+        };
+        let claimed = hosts::claim(
+            &api,
+            cluster,
+            request,
+            &selector,
+            &settings.image_url,
+            secret.as_ref(),
+        )
+        .await;
+        let host = match claimed {
+            Ok(Some(host)) => host,
+            Ok(None) => {
+                // Every free host went to someone else: the Secret is named by no claim.
+                if let Some(secret) = &secret {
+                    user_data::delete(&self.client, &cluster.namespace, secret).await?;
+                }
+                return Err(no_host());
+            }
+            // The claim may or may not have landed; the Secret stays for it, and is swept if it did not.
+            Err(error) => return Err(error.into()),
+        };
         let host = self.boot(&api, host).await?;
         Ok(to_machine(&host))
     }
@@ -312,10 +365,12 @@ impl InfrastructureProvider for BareMetalProvider {
                 return Err(error.into());
             }
         };
-        if step.done {
-            hosts::set_user_data(&api, &host, None).await?;
-        }
-        hosts::update_status(&api, &host_name, |current, status| {
+        let secret = host
+            .status
+            .as_ref()
+            .and_then(|s| s.provisioning.as_ref())
+            .and_then(|p| p.user_data_secret_ref.clone());
+        let released = hosts::update_status(&api, &host_name, |current, status| {
             if !held(current) {
                 return false;
             }
@@ -333,6 +388,14 @@ impl InfrastructureProvider for BareMetalProvider {
             true
         })
         .await?;
+        // The claim is dropped first, the Secret deleted after: a cut in between leaves a Secret no claim names,
+        // which is swept, never a claim without its Secret.
+        if step.done
+            && let Some(secret) = &secret
+            && released.is_none_or(|h| consumer_machine(&h).as_deref() != Some(name))
+        {
+            user_data::delete(&self.client, &cluster.namespace, secret).await?;
+        }
         if !step.done {
             return Ok(Deletion::InProgress(format!(
                 "BareMetalHost {}/{host_name} is powering off (power state {})",

@@ -7,13 +7,16 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
-use slipway_api::{BareMetalHost, HostState, MachineSettings};
+use slipway_api::{BareMetalHost, HostState, MachineSettings, UserDataSecretRef};
 use slipway_provider::{
     ClusterInfo, Deletion, InfrastructureProvider, MachineRequest, MachineRole, ProviderError,
 };
 use slipway_provider_baremetal::host_controller;
-use slipway_provider_baremetal::{BareMetalProvider, USER_DATA_ANNOTATION};
+use slipway_provider_baremetal::user_data::{self, USER_DATA_KEY};
+use slipway_provider_baremetal::{BareMetalProvider, LEGACY_USER_DATA_ANNOTATION};
 use support::{ImageServer, PASSWORD, Sushy, eventually, state};
 
 const POWER_WAIT: Duration = Duration::from_secs(40);
@@ -25,8 +28,61 @@ fn request(cluster: &ClusterInfo, role: MachineRole, index: usize) -> MachineReq
         settings: MachineSettings::default(),
         kubernetes_version: "v1.37.2".into(),
         template_hash: "hash-1".into(),
-        user_data: Some(format!("#cloud-config\n# machine {index}\n")),
+        user_data: Some(user_data_of(index)),
     }
+}
+
+/// User data standing in for the real cloud-init: what must never show outside its Secret.
+const PRIVATE_KEY_MARKER: &str = "-----BEGIN PRIVATE KEY-----";
+const JOIN_TOKEN: &str = "abcdef.0123456789abcdef";
+
+fn user_data_of(index: usize) -> String {
+    format!("#cloud-config\n# machine {index}\n# {PRIVATE_KEY_MARKER}\n# token {JOIN_TOKEN}\n")
+}
+
+/// Fails when any annotation, label or status field of the host carries user data.
+fn assert_no_user_data_on(host: &BareMetalHost) {
+    let visible = serde_json::to_string(&(
+        &host.metadata.annotations,
+        &host.metadata.labels,
+        &host.status,
+    ))
+    .unwrap();
+    for secret in ["#cloud-config", PRIVATE_KEY_MARKER, JOIN_TOKEN] {
+        assert!(
+            !visible.contains(secret),
+            "{}: {secret:?} outside a Secret: {visible}",
+            host.name_any()
+        );
+    }
+}
+
+/// The user data Secret the host's claim names, checked to be that very Secret (same UID); returns its data.
+async fn claimed_user_data(client: &kube::Client, host: &BareMetalHost) -> String {
+    let reference = host
+        .status
+        .as_ref()
+        .and_then(|s| s.provisioning.as_ref())
+        .and_then(|p| p.user_data_secret_ref.clone())
+        .unwrap_or_else(|| panic!("{}: the claim names no user data Secret", host.name_any()));
+    let secret = Api::<Secret>::namespaced(client.clone(), &host.namespace().unwrap())
+        .get(&reference.name)
+        .await
+        .unwrap_or_else(|e| panic!("{}: Secret {}: {e}", host.name_any(), reference.name));
+    assert_eq!(secret.uid().as_deref(), Some(reference.uid.as_str()));
+    String::from_utf8(secret.data.unwrap()[USER_DATA_KEY].0.clone()).unwrap()
+}
+
+/// Names of the user data Secrets in the namespace.
+async fn user_data_secrets(client: &kube::Client, namespace: &str) -> BTreeSet<String> {
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels(&format!("{}=true", user_data::USER_DATA_LABEL)))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|s| s.name_any())
+        .collect()
 }
 
 fn pool(name: &str) -> MachineRole {
@@ -202,8 +258,19 @@ async fn pools_claim_hosts_boot_them_from_the_image_and_release_them() {
         assert_eq!(status.state, Some(HostState::Provisioning));
         assert_eq!(status.consumer_ref.as_ref().unwrap().machine, machine.name);
         assert!(status.provisioning.unwrap().booted_at.is_some());
-        assert!(host.annotations()[USER_DATA_ANNOTATION].starts_with("#cloud-config"));
+        // The user data is in the Secret the claim names, and nowhere on the host.
+        assert_no_user_data_on(&host);
+        let data = claimed_user_data(&client, &host).await;
+        let index: usize = machine.name.rsplit('-').next().unwrap().parse().unwrap();
+        assert_eq!(data, user_data_of(index), "{}", machine.name);
     }
+    assert_eq!(
+        user_data_secrets(&client, &namespace).await,
+        machines
+            .iter()
+            .map(|m| user_data::secret_name(&m.name))
+            .collect::<BTreeSet<_>>()
+    );
     assert!(image.downloads.load(std::sync::atomic::Ordering::SeqCst) >= 4);
 
     // The host controller sees them on and calls them Provisioned; the machines are Running.
@@ -304,7 +371,13 @@ async fn pools_claim_hosts_boot_them_from_the_image_and_release_them() {
     assert_eq!(status.state, Some(HostState::Available));
     assert_eq!(status.consumer_ref, None);
     assert_eq!(status.provisioning, None);
-    assert!(!released.annotations().contains_key(USER_DATA_ANNOTATION));
+    assert_no_user_data_on(&released);
+    assert!(
+        !user_data_secrets(&client, &namespace)
+            .await
+            .contains(&user_data::secret_name(&victim.name)),
+        "the released machine's user data Secret is deleted"
+    );
     let redfish = sushy.redfish(index);
     assert!(
         !redfish.virtual_cd().await.unwrap().inserted,
@@ -520,6 +593,15 @@ async fn concurrent_claims_never_give_one_host_to_two_machines() {
         .collect();
     let won: BTreeSet<_> = won.into_iter().collect();
     assert_eq!(consumers, won);
+    // The losers' user data went with their failed claims: one Secret per winner, each the one its claim names.
+    let expected: BTreeSet<String> = consumers
+        .iter()
+        .map(|(machine, _)| user_data::secret_name(machine))
+        .collect();
+    assert_eq!(user_data_secrets(&client, &namespace).await, expected);
+    for host in api.list(&Default::default()).await.unwrap() {
+        claimed_user_data(&client, &host).await;
+    }
 }
 
 #[tokio::test]
@@ -532,7 +614,8 @@ async fn the_host_controller_finishes_a_boot_and_a_release_the_provider_left_hal
     let api: Api<BareMetalHost> = Api::namespaced(client.clone(), &namespace);
     let settings = support::controller_settings(&namespace);
 
-    // A provider that stopped right after its claim: consumer written, nothing done on the BMC.
+    // A claim whose user data Secret is not there (deleted by hand, say): the host is not powered on.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let mut claimed = host(&api, "host-0").await;
     let status = claimed.status.as_mut().unwrap();
     status.state = Some(HostState::Provisioning);
@@ -549,12 +632,64 @@ async fn the_host_controller_finishes_a_boot_and_a_release_the_provider_left_hal
         claimed_at: None,
         booted_at: None,
         release_requested_at: None,
+        user_data_secret_ref: Some(UserDataSecretRef {
+            name: "metal-control-plane-0-user-data".into(),
+            uid: "0b5e4c1e-0000-4000-8000-000000000000".into(),
+        }),
     });
     api.replace_status("host-0", &Default::default(), &claimed)
         .await
         .unwrap();
-
+    let current = host(&api, "host-0").await;
+    slipway_provider_baremetal::reconcile_host_with(&client, &current, &settings)
+        .await
+        .unwrap();
+    let refused = host(&api, "host-0").await.status.unwrap();
+    assert_eq!(refused.state, Some(HostState::Error));
+    let error = refused.last_error.unwrap_or_default();
+    assert!(
+        error.contains("metal-control-plane-0-user-data")
+            && error.contains("userDataSecretRef")
+            && error.contains("not powered on"),
+        "{error}"
+    );
+    assert!(refused.provisioning.unwrap().booted_at.is_none());
     let redfish = sushy.redfish(0);
+    assert!(!redfish.virtual_cd().await.unwrap().inserted, "not booted");
+    assert_eq!(
+        redfish.system().await.unwrap().power_state.as_deref(),
+        Some("Off")
+    );
+
+    // A provider that stopped right after its claim: Secret and claim written, nothing done on the BMC.
+    let secret = secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "metadata": { "name": "metal-control-plane-0-user-data" },
+                "stringData": { USER_DATA_KEY: user_data_of(0) },
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let secret_ref = UserDataSecretRef {
+        name: secret.name_any(),
+        uid: secret.uid().unwrap(),
+    };
+    let mut claimed = host(&api, "host-0").await;
+    claimed
+        .status
+        .as_mut()
+        .unwrap()
+        .provisioning
+        .as_mut()
+        .unwrap()
+        .user_data_secret_ref = Some(secret_ref.clone());
+    api.replace_status("host-0", &Default::default(), &claimed)
+        .await
+        .unwrap();
+
     eventually(POWER_WAIT, "host booted and Provisioned", || async {
         let current = api.get("host-0").await.map_err(|e| e.to_string())?;
         slipway_provider_baremetal::reconcile_host_with(&client, &current, &settings)
@@ -593,4 +728,147 @@ async fn the_host_controller_finishes_a_boot_and_a_release_the_provider_left_hal
     assert_eq!((freed.consumer_ref, freed.provisioning), (None, None));
     assert_eq!(freed.power_state.as_deref(), Some("Off"));
     assert!(!redfish.virtual_cd().await.unwrap().inserted);
+    // The claim is gone, and the Secret it named after it.
+    assert!(
+        secrets.get_opt(&secret_ref.name).await.unwrap().is_none(),
+        "user data Secret deleted with the release"
+    );
+}
+
+#[tokio::test]
+async fn user_data_no_claim_names_is_swept_and_old_annotations_are_removed() {
+    let sushy = Sushy::start(2, true).await;
+    let image = ImageServer::start().await;
+    let (client, namespace) = support::namespace("bmh-sweep").await;
+    support::create_hosts(&client, &namespace, &sushy, 2).await;
+    support::register_all(&client, &namespace).await;
+    let provider = BareMetalProvider::with_options(client.clone(), support::fast_redfish());
+    let cluster = support::cluster(&namespace, "sweep", &image.url);
+    let api: Api<BareMetalHost> = Api::namespaced(client.clone(), &namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+
+    // One machine holds a host; another's Secret was written by a call cut short before its claim, and a third's
+    // stayed behind a release cut short after the claim was dropped: written the way the provider writes them.
+    let kept = provider
+        .create_machine(&cluster, &request(&cluster, pool("md-0"), 0))
+        .await
+        .unwrap();
+    let orphan = |index: usize| {
+        let request = request(&cluster, pool("md-0"), index);
+        serde_json::json!({
+            "metadata": {
+                "name": user_data::secret_name(&request.name),
+                "labels": {
+                    user_data::USER_DATA_LABEL: "true",
+                    user_data::MACHINE_GROUP_LABEL: "md-0",
+                    "cluster.x-k8s.io/cluster-name": "sweep",
+                },
+            },
+            "stringData": { USER_DATA_KEY: user_data_of(index) },
+        })
+    };
+    for index in [1, 2] {
+        secrets
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(orphan(index)).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    // Another group's orphan is left to that group's own pass.
+    let mut other_group = orphan(3);
+    other_group["metadata"]["labels"][user_data::MACHINE_GROUP_LABEL] = "md-1".into();
+    other_group["metadata"]["name"] = "sweep-md-1-3-user-data".into();
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(other_group).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(user_data_secrets(&client, &namespace).await.len(), 4);
+
+    // Listing the group sweeps what no claim names, and keeps the claimed machine's Secret.
+    let listed = provider
+        .list_machines(&cluster, &pool("md-0"))
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        user_data_secrets(&client, &namespace).await,
+        BTreeSet::from([
+            user_data::secret_name(&kept.name),
+            "sweep-md-1-3-user-data".to_string()
+        ])
+    );
+    let held = api
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|h| {
+            h.status
+                .as_ref()
+                .and_then(|s| s.consumer_ref.as_ref())
+                .is_some()
+        })
+        .unwrap();
+    assert_eq!(claimed_user_data(&client, &held).await, user_data_of(0));
+
+    // A host written by an earlier version, with user data in an annotation: the host controller removes it.
+    let free = api
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|h| h.name_any() != held.name_any())
+        .unwrap();
+    api.patch(
+        &free.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({
+            "metadata": { "annotations": { LEGACY_USER_DATA_ANNOTATION: user_data_of(9) } }
+        })),
+    )
+    .await
+    .unwrap();
+    let annotated = host(&api, &free.name_any()).await;
+    slipway_provider_baremetal::reconcile_host_with(
+        &client,
+        &annotated,
+        &support::controller_settings(&namespace),
+    )
+    .await
+    .unwrap();
+    let cleaned = host(&api, &free.name_any()).await;
+    assert!(
+        !cleaned
+            .annotations()
+            .contains_key(LEGACY_USER_DATA_ANNOTATION),
+        "{:?}",
+        cleaned.annotations()
+    );
+    assert_no_user_data_on(&cleaned);
+
+    // Deleting the cluster once it holds no host sweeps every group's leftovers.
+    eventually(POWER_WAIT, "the machine is released", || async {
+        match provider
+            .delete_machine(&cluster, &pool("md-0"), &kept.name)
+            .await
+        {
+            Ok(Deletion::Done) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(
+        user_data_secrets(&client, &namespace).await,
+        BTreeSet::from(["sweep-md-1-3-user-data".to_string()])
+    );
+    assert_eq!(
+        provider.delete_cluster(&cluster).await.unwrap(),
+        Deletion::Done
+    );
+    assert!(user_data_secrets(&client, &namespace).await.is_empty());
 }
