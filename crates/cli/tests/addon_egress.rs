@@ -101,13 +101,14 @@ async fn message_when(
             let found = bundles.get(bundle).await.map_err(|e| e.to_string())?;
             let message = found
                 .status
-                .and_then(|s| s.clusters.into_iter().find(|c| c.cluster == "target"))
-                .and_then(|c| c.message)
+                .as_ref()
+                .and_then(|s| s.clusters.iter().find(|c| c.cluster == "target"))
+                .and_then(|c| c.message.clone())
                 .unwrap_or_default();
             if accept(&message) {
                 Ok(message)
             } else {
-                Err(message)
+                Err(format!("{message:?}; status {:?}", found.status))
             }
         },
     )

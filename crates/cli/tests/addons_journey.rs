@@ -809,8 +809,8 @@ async fn deleting_a_bundle_removes_what_it_created_and_its_inventory() {
 async fn a_render_bomb_is_refused_with_the_limit_in_the_bundle_status_and_the_manager_stays_responsive()
  {
     let (client, ns) = safety_clusters().await;
-    // 600 kB of `${BIG}` and a 10 KiB BIG: a gigabyte once rendered.
-    let big = "x".repeat(10 * 1024);
+    // 600 kB of `${BIG}` and a BIG of 4 KiB (the largest value the API admits): 400 MB once rendered.
+    let big = "x".repeat(slipway_api::limits::MAX_ADDON_VALUE);
     let bomb = "${BIG}".repeat(100_000);
     support::apply(
         &client,
@@ -850,9 +850,9 @@ async fn a_render_bomb_is_refused_with_the_limit_in_the_bundle_status_and_the_ma
         }
     };
     let message = refused("bomb", "limit exceeded: rendered manifest size").await;
-    // 100 000 times 10 KiB, and the newline that ends the inline text.
+    // 100 000 times 4 KiB, and the newline that ends the inline text.
     assert!(
-        message.contains(": 1024000001, more than the limit of"),
+        message.contains(": 409600001, more than the limit of"),
         "{message}"
     );
     let message = refused(

@@ -71,6 +71,9 @@ pub async fn reconcile(bundle: Arc<AddonBundle>, ctx: Arc<Context>) -> Result<Ac
         return finalize(&bundle, &api, &ctx).await;
     }
     finalizer::ensure(&api, bundle.as_ref(), ADDON_BUNDLE_FINALIZER, None).await?;
+    // The targets come from the Cluster cache. Read before its first list, it is empty: the bundle would get an
+    // empty status and wait for a change that may never come (a paused or settled Cluster does not change).
+    ctx.clusters_listed().await;
     let mut clusters: Vec<Arc<Cluster>> = ctx
         .clusters
         .state()

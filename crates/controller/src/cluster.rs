@@ -45,6 +45,9 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
     }
     // Carry on in the same reconcile: the status writes below do not depend on the metadata just patched.
     finalizer::ensure(&api, cluster.as_ref(), CLUSTER_FINALIZER, None).await?;
+    // AddonsReady reads the AddonBundle cache: before its first list it is empty, and "no bundle selects this
+    // cluster" would be written for a cluster whose bundles are not applied.
+    ctx.bundles_listed().await;
     let expires_at = expiry(&cluster);
     if let Some(at) = expires_at
         && at <= Timestamp::now()

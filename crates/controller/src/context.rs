@@ -45,14 +45,18 @@ pub struct Context {
     pub providers: ProviderRegistry,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
-    /// The Cluster controller's cache, read by the pool reconciler.
+    /// Every Cluster, read by the bundle reconciler and the bundle controller's triggers.
     pub clusters: Store<Cluster>,
     /// The MachinePool controller's cache, read by the cluster reconciler.
     pub pools: Store<MachinePool>,
     /// Names and annotations of the clusters' Secrets (no data), to know what exists without reading it.
     pub secrets: Store<PartialObjectMeta<Secret>>,
-    /// The AddonBundle controller's cache, read by the cluster reconciler for `AddonsReady`.
+    /// Every AddonBundle, read by the cluster reconciler for `AddonsReady` and the triggers between the two.
     pub bundles: Store<AddonBundle>,
+    /// True once `clusters` has listed every Cluster ([`Context::clusters_listed`] waits for it).
+    pub clusters_synced: tokio::sync::watch::Receiver<bool>,
+    /// True once `bundles` has listed every AddonBundle ([`Context::bundles_listed`] waits for it).
+    pub bundles_synced: tokio::sync::watch::Receiver<bool>,
     /// Downloads `url` add-on sources, within the manager's egress policy.
     pub http: slipway_egress::HttpClient,
     /// Clients for workload clusters, by Cluster UID, with the resourceVersion of the kubeconfig Secret each was
@@ -64,4 +68,22 @@ pub struct Context {
     pub reconcile_deadline: std::time::Duration,
     /// Consecutive failures per object, for the error backoff.
     pub(crate) failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// Returns once the Cluster cache has listed every Cluster: before that it is empty, and a bundle would find no
+    /// cluster to apply to.
+    pub async fn clusters_listed(&self) {
+        let _ = self
+            .clusters_synced
+            .clone()
+            .wait_for(|synced| *synced)
+            .await;
+    }
+
+    /// Returns once the AddonBundle cache has listed every bundle: before that it is empty, and a cluster would
+    /// count as selected by none.
+    pub async fn bundles_listed(&self) {
+        let _ = self.bundles_synced.clone().wait_for(|synced| *synced).await;
+    }
 }

@@ -74,6 +74,9 @@ pub async fn run(
     let bundles: Api<AddonBundle> = Api::all(client.clone());
     let bundle_controller =
         Controller::new(bundles.clone(), watcher::Config::default()).with_config(config);
+    // Caches that one controller reads of another's kind, with a flag for their first full list.
+    let (cluster_cache, clusters_synced, clusters_task) = synced_cache(clusters.clone());
+    let (bundle_cache, bundles_synced, bundles_task) = synced_cache(bundles.clone());
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -99,10 +102,12 @@ pub async fn run(
         providers,
         metrics,
         recorder,
-        clusters: cluster_controller.store(),
+        clusters: cluster_cache,
         pools: pool_controller.store(),
         secrets: secrets.clone(),
-        bundles: bundle_controller.store(),
+        bundles: bundle_cache,
+        clusters_synced,
+        bundles_synced,
         // Fails only when the TLS backend cannot start; reqwest::Client::new() panics the same way.
         http: slipway_addons::source::download_client(settings.egress.clone())
             .expect("building the add-on download client"),
@@ -185,6 +190,47 @@ pub async fn run(
     let _ = secrets.wait_until_ready().await;
     tokio::join!(clusters_run, pools_run, bundles_run);
     secrets_task.abort();
+    clusters_task.abort();
+    bundles_task.abort();
+}
+
+/// A cache of every `K`, the flag that turns true once it has listed them all, and the task that keeps both.
+///
+/// Reconciles that read the cache wait on the flag: before its first list the cache is empty. (A controller's own
+/// store is not used with `Store::wait_until_ready` for that: its ready signal wakes only the waiter polled last,
+/// and the controller itself waits on it before it starts, so a second waiter can stall the controller.)
+fn synced_cache<K>(
+    api: Api<K>,
+) -> (
+    reflector::Store<K>,
+    tokio::sync::watch::Receiver<bool>,
+    tokio::task::JoinHandle<()>,
+)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (cache, writer) = reflector::store();
+    let (synced_tx, synced) = tokio::sync::watch::channel(false);
+    let kind = K::kind(&()).to_string();
+    let task = reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .for_each(move |event| {
+            match event {
+                Ok(watcher::Event::InitDone) => {
+                    synced_tx.send_replace(true);
+                }
+                Err(error) => warn!(%error, %kind, "watching for a cache"),
+                Ok(_) => {}
+            }
+            async {}
+        });
+    (cache, synced, tokio::spawn(task))
 }
 
 fn key(kind: &str, obj: &impl ResourceExt) -> String {

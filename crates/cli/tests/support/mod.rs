@@ -226,9 +226,11 @@ impl ManagerProcess {
         }
     }
 
-    /// A manager with only the flags given (and a free metrics port): the development providers are off.
+    /// A manager with only the flags given (and a free metrics port): the development providers are off. It logs
+    /// at `info`, or at the `RUST_LOG` filter in `SLIPWAY_TEST_MANAGER_LOG` when debugging a test.
     pub fn start_as_deployed(kubeconfig: &Path, log: &Path, extra: &[&str]) -> Self {
-        Self::start_logging(kubeconfig, log, extra, "info")
+        let level = std::env::var("SLIPWAY_TEST_MANAGER_LOG").unwrap_or_else(|_| "info".into());
+        Self::start_logging(kubeconfig, log, extra, &level)
     }
 
     /// As [`Self::start_as_deployed`], logging at `level` (a `RUST_LOG` filter).
