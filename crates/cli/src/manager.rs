@@ -143,9 +143,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .block_on(run_async(args))
 }
 
+/// Log targets of dependencies whose debug and trace events print credentials: the AWS SDK's request
+/// orchestrator writes the resolved identity (with the access key id) into "resolving endpoint" and "resolved
+/// identity", and SigV4 signing traces what it signs. They stay at `info` whatever `RUST_LOG` asks for, so that a
+/// debug log can be shared.
+const CREDENTIAL_LOGGING_TARGETS: &[&str] = &["aws_smithy_runtime", "aws_sigv4"];
+
+fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
+    let mut filter = rust_log
+        .and_then(|text| tracing_subscriber::EnvFilter::try_new(text).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    for target in CREDENTIAL_LOGGING_TARGETS {
+        filter = filter.add_directive(format!("{target}=info").parse().expect("a valid directive"));
+    }
+    filter
+}
+
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -500,4 +515,66 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "slipway".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A log writer that keeps what it is given.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged_with(rust_log: Option<&str>) -> String {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(log_filter(rust_log))
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::debug!(target: "aws_smithy_runtime::client::orchestrator::endpoints", "sdk-debug");
+            tracing::trace!(target: "aws_sigv4::http_request::sign", "sigv4-trace");
+            tracing::info!(target: "aws_smithy_runtime::client::retries", "sdk-info");
+            tracing::debug!(target: "slipway_controller::cluster", "own-debug");
+        });
+        String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn the_aws_sdk_never_logs_below_info_even_when_rust_log_asks_for_it() {
+        for asked in [
+            "debug",
+            "trace",
+            "aws_smithy_runtime=trace,aws_sigv4=trace,debug",
+        ] {
+            let logged = logged_with(Some(asked));
+            assert!(
+                !logged.contains("sdk-debug") && !logged.contains("sigv4-trace"),
+                "RUST_LOG={asked}: {logged}"
+            );
+            assert!(
+                logged.contains("sdk-info") && logged.contains("own-debug"),
+                "RUST_LOG={asked}: {logged}"
+            );
+        }
+        let default = logged_with(None);
+        assert!(
+            default.contains("sdk-info") && !default.contains("own-debug"),
+            "{default}"
+        );
+    }
 }
