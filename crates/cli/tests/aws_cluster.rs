@@ -511,13 +511,22 @@ async fn a_new_instance_type_rolls_through_the_pool_within_its_strategy() {
         after.iter().all(|(id, _)| !old.contains(&id)),
         "every instance was replaced: before {before:?}, after {after:?}"
     );
-    // The estimate follows the spec: one t3.medium control plane and three t3.large workers.
-    let cost = Api::<Cluster>::namespaced(client.clone(), &ns)
-        .get("rolly")
-        .await
-        .unwrap()
-        .status
-        .and_then(|s| s.cost)
-        .unwrap();
-    assert_eq!(cost.per_hour, "0.2912");
+    // The estimate follows the spec: one t3.medium control plane and three t3.large workers. The Cluster's status
+    // catches up with its pool's rollout on its next reconcile.
+    eventually(
+        "the cost of the new instance type",
+        Duration::from_secs(30),
+        || async {
+            let cost = Api::<Cluster>::namespaced(client.clone(), &ns)
+                .get("rolly")
+                .await
+                .map_err(|e| e.to_string())?
+                .status
+                .and_then(|s| s.cost)
+                .map(|c| c.per_hour)
+                .unwrap_or_default();
+            (cost == "0.2912").then_some(()).ok_or(cost)
+        },
+    )
+    .await;
 }
