@@ -2,21 +2,12 @@
 
 mod support;
 
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
 use support::{ManagerProcess, apply, env, eventually, sim_cluster, wait_ready};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn holder(leases: &Api<Lease>) -> Option<String> {
     leases
@@ -33,7 +24,10 @@ async fn only_the_leader_reconciles_and_the_standby_takes_over_when_it_dies() {
     let env = env().await;
     let client = env.client().await;
     let dir = tempfile::tempdir().unwrap();
-    let ports = [free_port(), free_port()];
+    let ports = [
+        slipway_testenv::free_port().unwrap(),
+        slipway_testenv::free_port().unwrap(),
+    ];
     let start = |name: &str, port: u16| {
         let identity = format!("--identity={name}");
         let metrics = format!("--metrics-addr=127.0.0.1:{port}");

@@ -14,6 +14,7 @@ mod kubeconfig;
 mod pki;
 mod ports;
 pub mod process;
+mod wait;
 mod workload;
 
 use std::path::{Path, PathBuf};
@@ -25,7 +26,9 @@ use tokio::sync::OnceCell;
 
 pub use binaries::{bin_dir, binary, cache_dir, kubernetes_version};
 pub use error::{Error, Result};
+pub use ports::free_port;
 use process::Process;
+pub use wait::eventually;
 
 /// Installs rustls' aws-lc-rs provider as the process default. kube panics when it cannot pick a provider, so every
 /// binary and test calls this before making a client; calling it again is harmless.

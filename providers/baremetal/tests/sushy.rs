@@ -17,7 +17,8 @@ use slipway_provider::{
 use slipway_provider_baremetal::host_controller;
 use slipway_provider_baremetal::user_data::{self, USER_DATA_KEY};
 use slipway_provider_baremetal::{BareMetalProvider, LEGACY_USER_DATA_ANNOTATION};
-use support::{ImageServer, PASSWORD, Sushy, eventually, state};
+use slipway_testenv::eventually;
+use support::{ImageServer, PASSWORD, Sushy, state};
 
 const POWER_WAIT: Duration = Duration::from_secs(40);
 
@@ -109,7 +110,7 @@ async fn hosts_register_and_become_available_with_power_and_vendor() {
     let controller = start_controller(&client, &namespace);
     let api: Api<BareMetalHost> = Api::namespaced(client.clone(), &namespace);
 
-    let hosts = eventually(Duration::from_secs(60), "6 hosts Available", || async {
+    let hosts = eventually("6 hosts Available", Duration::from_secs(60), || async {
         let hosts = api
             .list(&Default::default())
             .await
@@ -242,7 +243,7 @@ async fn pools_claim_hosts_boot_them_from_the_image_and_release_them() {
             .await
             .unwrap();
         assert_eq!(system["Boot"]["BootSourceOverrideTarget"], "Cd", "{name}");
-        eventually(POWER_WAIT, &format!("{name} powered on"), || async {
+        eventually(&format!("{name} powered on"), POWER_WAIT, || async {
             let power = redfish
                 .system()
                 .await
@@ -351,7 +352,7 @@ async fn pools_claim_hosts_boot_them_from_the_image_and_release_them() {
     let victim_host = victim.provider_id.rsplit('/').next().unwrap().to_string();
     let index: usize = victim_host.trim_start_matches("host-").parse().unwrap();
     // Deletion goes on until the BMC reports the host off (sushy takes 1–11 s), as the controller would call it.
-    eventually(POWER_WAIT, "deleting the machine finishes", || async {
+    eventually("deleting the machine finishes", POWER_WAIT, || async {
         match provider
             .delete_machine(&cluster, &pool("md-0"), &victim.name)
             .await
@@ -424,7 +425,7 @@ async fn wrong_password_puts_the_host_in_error_until_the_secret_is_fixed() {
     let controller = start_controller(&client, &namespace);
     let api: Api<BareMetalHost> = Api::namespaced(client.clone(), &namespace);
 
-    let error = eventually(Duration::from_secs(30), "host in Error", || async {
+    let error = eventually("host in Error", Duration::from_secs(30), || async {
         let host = api.get("host-0").await.map_err(|e| e.to_string())?;
         match (
             state(&host),
@@ -446,7 +447,7 @@ async fn wrong_password_puts_the_host_in_error_until_the_secret_is_fixed() {
     );
 
     support::put_secret(&client, &namespace, "bmc", support::USERNAME, PASSWORD).await;
-    eventually(Duration::from_secs(30), "host recovers", || async {
+    eventually("host recovers", Duration::from_secs(30), || async {
         let host = api.get("host-0").await.map_err(|e| e.to_string())?;
         let status = host.status.clone().unwrap_or_default();
         (status.state == Some(HostState::Available) && status.last_error.is_none())
@@ -499,8 +500,8 @@ async fn unreachable_bmc_and_untrusted_certificates_are_errors_that_say_what_to_
         let api = api.clone();
         async move {
             eventually(
-                Duration::from_secs(30),
                 &format!("{name} {want:?}"),
+                Duration::from_secs(30),
                 || async {
                     let host = api.get(name).await.map_err(|e| e.to_string())?;
                     let status = host.status.clone().unwrap_or_default();
@@ -690,7 +691,7 @@ async fn the_host_controller_finishes_a_boot_and_a_release_the_provider_left_hal
         .await
         .unwrap();
 
-    eventually(POWER_WAIT, "host booted and Provisioned", || async {
+    eventually("host booted and Provisioned", POWER_WAIT, || async {
         let current = api.get("host-0").await.map_err(|e| e.to_string())?;
         slipway_provider_baremetal::reconcile_host_with(&client, &current, &settings)
             .await
@@ -713,7 +714,7 @@ async fn the_host_controller_finishes_a_boot_and_a_release_the_provider_left_hal
     api.replace_status("host-0", &Default::default(), &releasing)
         .await
         .unwrap();
-    eventually(POWER_WAIT, "host released and Available", || async {
+    eventually("host released and Available", POWER_WAIT, || async {
         let current = api.get("host-0").await.map_err(|e| e.to_string())?;
         slipway_provider_baremetal::reconcile_host_with(&client, &current, &settings)
             .await
@@ -852,7 +853,7 @@ async fn user_data_no_claim_names_is_swept_and_old_annotations_are_removed() {
     assert_no_user_data_on(&cleaned);
 
     // Deleting the cluster once it holds no host sweeps every group's leftovers.
-    eventually(POWER_WAIT, "the machine is released", || async {
+    eventually("the machine is released", POWER_WAIT, || async {
         match provider
             .delete_machine(&cluster, &pool("md-0"), &kept.name)
             .await

@@ -1,7 +1,7 @@
 //! A local workload cluster: real processes, certificates from the cluster's own CA, kwok nodes as machines, and
 //! state that survives the provider (the manager) going away.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
@@ -13,6 +13,7 @@ use slipway_provider::{
     ClusterInfo, Deletion, InfrastructureProvider, MachineRequest, MachineRole,
 };
 use slipway_provider_local::LocalProvider;
+use slipway_testenv::eventually;
 
 fn cluster(state: &std::path::Path) -> ClusterInfo {
     ClusterInfo {
@@ -40,20 +41,8 @@ fn request(name: &str, role: MachineRole, user_data: Option<String>) -> MachineR
     }
 }
 
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{what}: not within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
+/// How long a local machine or process may take to get where a test waits for it.
+const WAIT: Duration = Duration::from_secs(60);
 
 fn pid_of(dir: &std::path::Path, component: &str) -> u32 {
     std::fs::read_to_string(dir.join("run").join(format!("{component}.pid")))
@@ -110,12 +99,14 @@ async fn local_cluster_runs_survives_a_new_provider_and_is_removed_on_delete() {
         )
         .await
         .unwrap();
-    eventually("control plane ready", || async {
+    eventually("control plane ready", WAIT, || async {
         let machines = provider
             .list_machines(&cluster, &MachineRole::ControlPlane)
             .await
             .unwrap();
-        machines.len() == 1 && machines[0].ready
+        (machines.len() == 1 && machines[0].ready)
+            .then_some(())
+            .ok_or(format!("{machines:?}"))
     })
     .await;
 
@@ -205,12 +196,13 @@ async fn local_cluster_runs_survives_a_new_provider_and_is_removed_on_delete() {
             .await
             .unwrap();
     }
-    eventually("3 ready worker machines", || async {
+    eventually("3 ready worker machines", WAIT, || async {
         let machines = provider.list_machines(&cluster, &pool).await.unwrap();
-        machines.len() == 3
+        let ready = machines.len() == 3
             && machines
                 .iter()
-                .all(|m| m.ready && m.phase == MachinePhase::Running)
+                .all(|m| m.ready && m.phase == MachinePhase::Running);
+        ready.then_some(()).ok_or(format!("{machines:?}"))
     })
     .await;
     let node = nodes.get("dev-workers-1").await.unwrap();
@@ -250,16 +242,19 @@ async fn local_cluster_runs_survives_a_new_provider_and_is_removed_on_delete() {
         .args(["-KILL", &etcd.to_string()])
         .status()
         .unwrap();
-    eventually("etcd gone", || async { !alive(etcd) }).await;
+    eventually("etcd gone", WAIT, || async {
+        (!alive(etcd))
+            .then_some(())
+            .ok_or(format!("pid {etcd} alive"))
+    })
+    .await;
     provider.reconcile_cluster(&cluster).await.unwrap();
     assert_ne!(pid_of(&dir, "etcd"), etcd);
-    eventually("the ConfigMap readable again", || async {
-        config_maps
-            .get_opt("survivor")
-            .await
-            .ok()
-            .flatten()
-            .is_some()
+    eventually("the ConfigMap readable again", WAIT, || async {
+        match config_maps.get_opt("survivor").await {
+            Ok(Some(_)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
     })
     .await;
     assert_eq!(
@@ -275,8 +270,11 @@ async fn local_cluster_runs_survives_a_new_provider_and_is_removed_on_delete() {
             .unwrap(),
         Deletion::Done
     );
-    eventually("2 workers", || async {
-        provider.list_machines(&cluster, &pool).await.unwrap().len() == 2
+    eventually("2 workers", WAIT, || async {
+        let machines = provider.list_machines(&cluster, &pool).await.unwrap();
+        (machines.len() == 2)
+            .then_some(())
+            .ok_or(format!("{machines:?}"))
     })
     .await;
     let pids: Vec<u32> = [

@@ -1,11 +1,10 @@
 //! What the manager's integration tests share: a real apiserver with Slipway's CRDs, a manager, and waiting.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams};
@@ -15,6 +14,7 @@ use slipway_api::{Cluster, MachinePool};
 use slipway_controller::{Metrics, ProviderRegistry, Settings};
 use slipway_provider_sim::SimProvider;
 use slipway_testenv::TestEnv;
+pub use slipway_testenv::eventually;
 use tokio::sync::OnceCell;
 
 static CRDS: OnceCell<()> = OnceCell::const_new();
@@ -156,24 +156,6 @@ spec:
   replicas: {workers}
 "#
     )
-}
-
-/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what` and the last observation.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let started = Instant::now();
-    loop {
-        match check().await {
-            Ok(value) => return value,
-            Err(last) if started.elapsed() > timeout => {
-                panic!("{what}: not within {timeout:?}; last seen: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
 }
 
 pub fn condition_summary(conditions: &[slipway_api::Condition]) -> String {

@@ -1,7 +1,7 @@
 //! Real parts for the aws provider's tests: a moto EC2 server per test, and a throttling proxy in front of it.
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,14 +71,6 @@ fn moto_server() -> PathBuf {
     server
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A moto server on a free loopback port, killed on drop.
 pub struct Moto {
     child: Child,
@@ -90,7 +82,7 @@ impl Moto {
     pub async fn start() -> Self {
         init();
         let server = moto_server();
-        let port = free_port();
+        let port = slipway_testenv::free_port().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let log = std::fs::File::create(dir.path().join("moto.log")).unwrap();
         let child = Command::new(&server)

@@ -4,8 +4,6 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -47,14 +45,6 @@ pub fn init() {
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Quick retries and short timeouts: the emulator is local, and tests wait for outcomes themselves.
@@ -103,7 +93,7 @@ impl Sushy {
     pub async fn start(systems: usize, tls: bool) -> Self {
         init();
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let port = slipway_testenv::free_port().unwrap();
         let script = repo_root().join("hack/sushy.sh");
         let mut prepare = Command::new("bash");
         prepare
@@ -415,23 +405,5 @@ pub fn cluster(namespace: &str, name: &str, image_url: &str) -> ClusterInfo {
             }),
             ..Default::default()
         },
-    }
-}
-
-/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what` and the last observation.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check().await {
-            Ok(value) => return value,
-            Err(last) if Instant::now() >= deadline => {
-                panic!("{what}: not within {}s; last: {last}", timeout.as_secs())
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
     }
 }
