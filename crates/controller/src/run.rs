@@ -152,7 +152,7 @@ pub async fn run(
             )
         })
         .graceful_shutdown_on(stopped(stop_rx.clone()))
-        .run(reconcile_cluster, error_policy_cluster, ctx.clone())
+        .run(reconcile::<Cluster>, on_error::<Cluster>, ctx.clone())
         .for_each(|_| async {});
     let pools_run = pool_controller
         // A cluster's change (control plane ready, paused, deleted) changes what its pools may do.
@@ -167,7 +167,11 @@ pub async fn run(
             },
         )
         .graceful_shutdown_on(stopped(stop_rx.clone()))
-        .run(reconcile_pool, error_policy_pool, ctx.clone())
+        .run(
+            reconcile::<MachinePool>,
+            on_error::<MachinePool>,
+            ctx.clone(),
+        )
         .for_each(|_| async {});
     let bundles_run = bundle_controller
         // A cluster becoming ready (or changing labels) is a new target for the bundles that select it.
@@ -184,7 +188,7 @@ pub async fn run(
             },
         )
         .graceful_shutdown_on(stopped(stop_rx))
-        .run(reconcile_bundle, error_policy_bundle, ctx)
+        .run(reconcile::<AddonBundle>, on_error::<AddonBundle>, ctx)
         .for_each(|_| async {});
     // Reconciles must not decide a Secret is missing before the cache has listed them once.
     let _ = secrets.wait_until_ready().await;
@@ -241,53 +245,60 @@ fn key(kind: &str, obj: &impl ResourceExt) -> String {
     )
 }
 
-async fn reconcile_cluster(obj: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let span = info_span!("reconcile", controller = cluster::CONTROLLER, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
-    let started = Instant::now();
-    let result = within_deadline(
-        ctx.reconcile_deadline,
-        cluster::reconcile(obj.clone(), ctx.clone()),
-    )
-    .instrument(span)
-    .await;
-    ctx.metrics
-        .reconciled(cluster::CONTROLLER, started.elapsed());
-    if result.is_ok() {
-        backoff::reset(&ctx, &key(cluster::CONTROLLER, obj.as_ref()));
-    }
-    result
+/// A kind one of the manager's controllers reconciles: the controller's name (metrics, logs, backoff keys) and its
+/// reconcile. [`reconcile`] and [`on_error`] wrap every controller the same way.
+trait Reconciled: ResourceExt + Send + Sync + 'static {
+    const CONTROLLER: &'static str;
+    fn reconcile(
+        obj: Arc<Self>,
+        ctx: Arc<Context>,
+    ) -> impl Future<Output = Result<Action, Error>> + Send;
 }
 
-async fn reconcile_pool(obj: Arc<MachinePool>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let span = info_span!("reconcile", controller = machine_pool::CONTROLLER, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
-    let started = Instant::now();
-    let result = within_deadline(
-        ctx.reconcile_deadline,
-        machine_pool::reconcile(obj.clone(), ctx.clone()),
-    )
-    .instrument(span)
-    .await;
-    ctx.metrics
-        .reconciled(machine_pool::CONTROLLER, started.elapsed());
-    if result.is_ok() {
-        backoff::reset(&ctx, &key(machine_pool::CONTROLLER, obj.as_ref()));
+impl Reconciled for Cluster {
+    const CONTROLLER: &'static str = cluster::CONTROLLER;
+    fn reconcile(
+        obj: Arc<Self>,
+        ctx: Arc<Context>,
+    ) -> impl Future<Output = Result<Action, Error>> + Send {
+        cluster::reconcile(obj, ctx)
     }
-    result
 }
 
-async fn reconcile_bundle(obj: Arc<AddonBundle>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let span = info_span!("reconcile", controller = addon_bundle::CONTROLLER, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
+impl Reconciled for MachinePool {
+    const CONTROLLER: &'static str = machine_pool::CONTROLLER;
+    fn reconcile(
+        obj: Arc<Self>,
+        ctx: Arc<Context>,
+    ) -> impl Future<Output = Result<Action, Error>> + Send {
+        machine_pool::reconcile(obj, ctx)
+    }
+}
+
+impl Reconciled for AddonBundle {
+    const CONTROLLER: &'static str = addon_bundle::CONTROLLER;
+    fn reconcile(
+        obj: Arc<Self>,
+        ctx: Arc<Context>,
+    ) -> impl Future<Output = Result<Action, Error>> + Send {
+        addon_bundle::reconcile(obj, ctx)
+    }
+}
+
+/// One reconcile of `obj`: in a span naming it, within the deadline, timed for the metrics; a success resets the
+/// object's error backoff.
+async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = info_span!("reconcile", controller = K::CONTROLLER, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
     let started = Instant::now();
     let result = within_deadline(
         ctx.reconcile_deadline,
-        addon_bundle::reconcile(obj.clone(), ctx.clone()),
+        K::reconcile(obj.clone(), ctx.clone()),
     )
     .instrument(span)
     .await;
-    ctx.metrics
-        .reconciled(addon_bundle::CONTROLLER, started.elapsed());
+    ctx.metrics.reconciled(K::CONTROLLER, started.elapsed());
     if result.is_ok() {
-        backoff::reset(&ctx, &key(addon_bundle::CONTROLLER, obj.as_ref()));
+        backoff::reset(&ctx, &key(K::CONTROLLER, obj.as_ref()));
     }
     result
 }
@@ -305,16 +316,9 @@ async fn within_deadline(
         }))
 }
 
-fn error_policy_bundle(obj: Arc<AddonBundle>, error: &Error, ctx: Arc<Context>) -> Action {
-    error_policy(addon_bundle::CONTROLLER, obj.as_ref(), error, &ctx)
-}
-
-fn error_policy_cluster(obj: Arc<Cluster>, error: &Error, ctx: Arc<Context>) -> Action {
-    error_policy(cluster::CONTROLLER, obj.as_ref(), error, &ctx)
-}
-
-fn error_policy_pool(obj: Arc<MachinePool>, error: &Error, ctx: Arc<Context>) -> Action {
-    error_policy(machine_pool::CONTROLLER, obj.as_ref(), error, &ctx)
+/// What a failed reconcile of `obj` comes to: counted, logged, and retried after the object's backoff.
+fn on_error<K: Reconciled>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    error_policy(K::CONTROLLER, obj.as_ref(), error, &ctx)
 }
 
 fn error_policy(
