@@ -70,8 +70,17 @@ pub async fn ensure_kubeconfig(ctx: &Context, cluster: &Cluster, server: &str) -
     let name = cluster.name_any();
     let secret_name = Purpose::Kubeconfig.secret_name(&name);
     let now = Timestamp::now();
-    let current = cached(ctx, &namespace, &secret_name)
-        .and_then(|meta| secrets::kubeconfig_validity(meta.metadata.annotations.as_ref()));
+    let annotations = match cached(ctx, &namespace, &secret_name) {
+        Some(meta) => meta.metadata.annotations.clone(),
+        // Not in the cache: it may lag (a relist after the apiserver was away). One metadata GET is cheaper than a
+        // new client certificate, and without it every poll of every cluster would mint one until the cache
+        // catches up.
+        None => Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
+            .get_metadata_opt(&secret_name)
+            .await?
+            .and_then(|meta| meta.metadata.annotations),
+    };
+    let current = secrets::kubeconfig_validity(annotations.as_ref());
     if current.is_some_and(|(issued, expires)| !kubeconfig::needs_renewal(issued, expires, now)) {
         return Ok(false);
     }

@@ -44,6 +44,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the management apiserver gave no answer at all (connection refused or cut), as opposed to an answer
+    /// that refused the request. Nothing about the object is wrong then, and it should be retried soon after the
+    /// apiserver is back.
+    pub fn is_apiserver_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Self::Kube(kube::Error::Service(_) | kube::Error::HyperError(_))
+        )
+    }
+
     pub fn metric_label(&self) -> &'static str {
         match self {
             Self::Kube(_) => "kube",
@@ -59,3 +69,17 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_apiserver_that_does_not_answer_is_unreachable() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert!(Error::Kube(kube::Error::Service(Box::new(refused))).is_apiserver_unreachable());
+        let forbidden = kube::core::Status::failure("forbidden", "Forbidden").with_code(403);
+        assert!(!Error::Kube(kube::Error::Api(Box::new(forbidden))).is_apiserver_unreachable());
+        assert!(!Error::Deadline { seconds: 300 }.is_apiserver_unreachable());
+    }
+}

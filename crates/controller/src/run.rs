@@ -339,6 +339,8 @@ fn error_policy(
     );
     let delay = if capacity {
         backoff::capacity_retry()
+    } else if error.is_apiserver_unreachable() {
+        backoff::next_delay(ctx, &key(controller, obj)).min(backoff::UNREACHABLE_CAP)
     } else {
         backoff::next_delay(ctx, &key(controller, obj))
     };

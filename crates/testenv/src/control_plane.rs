@@ -13,10 +13,21 @@ use crate::process::{Process, log_tail};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Starts etcd and kube-apiserver under `dir`; returns the apiserver's URL.
-pub async fn start(dir: &Path, pki: &Pki, processes: &mut Vec<Process>) -> Result<String> {
+/// Where a running apiserver was started, to start it again on the same port and etcd.
+#[derive(Debug, Clone)]
+pub struct Apiserver {
+    pub dir: std::path::PathBuf,
+    pub etcd_url: String,
+    pub port: u16,
+}
+
+/// Starts etcd and kube-apiserver under `dir`; returns the apiserver's URL and how to start it again.
+pub async fn start(
+    dir: &Path,
+    pki: &Pki,
+    processes: &mut Vec<Process>,
+) -> Result<(String, Apiserver)> {
     let etcd_bin = binary("etcd")?;
-    let apiserver_bin = binary("kube-apiserver")?;
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs)?;
 
@@ -39,9 +50,28 @@ pub async fn start(dir: &Path, pki: &Pki, processes: &mut Vec<Process>) -> Resul
     ]);
     processes.push(Process::spawn("etcd", etcd, &logs.join("etcd.log"))?);
 
-    let port = free_port()?;
+    let apiserver = Apiserver {
+        dir: dir.to_path_buf(),
+        etcd_url,
+        port: free_port()?,
+    };
+    start_apiserver(&apiserver, pki, processes)?;
+    Ok((format!("https://127.0.0.1:{}", apiserver.port), apiserver))
+}
+
+/// Starts kube-apiserver as `apiserver` says (its log is appended to).
+pub fn start_apiserver(
+    apiserver: &Apiserver,
+    pki: &Pki,
+    processes: &mut Vec<Process>,
+) -> Result<()> {
+    let Apiserver {
+        dir,
+        etcd_url,
+        port,
+    } = apiserver;
     let server = format!("https://127.0.0.1:{port}");
-    let mut apiserver = Command::new(apiserver_bin);
+    let mut apiserver = Command::new(binary("kube-apiserver")?);
     apiserver.args([
         format!("--etcd-servers={etcd_url}"),
         format!("--cert-dir={}", dir.join("apiserver-certs").display()),
@@ -71,9 +101,9 @@ pub async fn start(dir: &Path, pki: &Pki, processes: &mut Vec<Process>) -> Resul
     processes.push(Process::spawn(
         "kube-apiserver",
         apiserver,
-        &logs.join("kube-apiserver.log"),
+        &dir.join("logs").join("kube-apiserver.log"),
     )?);
-    Ok(server)
+    Ok(())
 }
 
 /// Polls `/readyz` with the admin kubeconfig until it answers `ok`, failing early when a process exits.

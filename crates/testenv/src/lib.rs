@@ -42,6 +42,8 @@ pub struct TestEnv {
     kubeconfig: PathBuf,
     // Stopped last-started-first by Drop.
     processes: Vec<Process>,
+    // To start the apiserver again after `stop_apiserver`.
+    apiserver: Option<(control_plane::Apiserver, pki::Pki)>,
     dir: Option<tempfile::TempDir>,
 }
 
@@ -98,10 +100,12 @@ impl Builder {
             server: String::new(),
             kubeconfig: dir.join("kubeconfig"),
             processes: Vec::new(),
+            apiserver: None,
             dir: temp,
         };
         let pki = pki::generate(&dir.join("pki"))?;
-        env.server = control_plane::start(&dir, &pki, &mut env.processes).await?;
+        let (server, apiserver) = control_plane::start(&dir, &pki, &mut env.processes).await?;
+        env.server = server;
         std::fs::write(
             &env.kubeconfig,
             kubeconfig::admin_kubeconfig(&env.server, &pki)?,
@@ -111,6 +115,7 @@ impl Builder {
             workload::start(&dir, &pki, &env.kubeconfig, &mut env.processes).await?;
             workload::create_nodes(&env.kubeconfig, nodes, &mut env.processes).await?;
         }
+        env.apiserver = Some((apiserver, pki));
         Ok(env)
     }
 }
@@ -197,6 +202,29 @@ impl TestEnv {
     /// The admin kubeconfig file (certificates embedded).
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// Stops kube-apiserver (SIGTERM, then SIGKILL after 2 s); etcd and everything else keep running.
+    pub fn stop_apiserver(&mut self) {
+        if let Some(at) = self
+            .processes
+            .iter()
+            .position(|p| p.name() == "kube-apiserver")
+        {
+            self.processes
+                .remove(at)
+                .stop(std::time::Duration::from_secs(2));
+        }
+    }
+
+    /// Starts kube-apiserver again, on the same port and etcd as before, and waits until it is ready.
+    pub async fn start_apiserver(&mut self) -> Result<()> {
+        let (apiserver, pki) = self
+            .apiserver
+            .as_ref()
+            .expect("a started environment knows how its apiserver was started");
+        control_plane::start_apiserver(apiserver, pki, &mut self.processes)?;
+        control_plane::wait_ready(&self.kubeconfig, &mut self.processes).await
     }
 
     /// The PIDs of every process of this environment, in start order.

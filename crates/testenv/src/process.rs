@@ -71,6 +71,10 @@ impl Process {
         self.child.id()
     }
 
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
     pub fn log(&self) -> &Path {
         &self.log
     }
