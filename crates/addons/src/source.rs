@@ -73,7 +73,7 @@ pub fn download_client(policy: EgressPolicy) -> Result<HttpClient> {
     HttpClient::new(policy, &DOWNLOAD_SETTINGS).map_err(|e| {
         Error::Source(format!(
             "cannot build the HTTP client for add-on downloads: {}",
-            error_chain(&e)
+            slipway_egress::error_chain(&e)
         ))
     })
 }
@@ -102,7 +102,7 @@ pub async fn fetch_url(http: &HttpClient, url: &str, sha256: &str) -> Result<Str
         None => Error::Download {
             url: shown.clone(),
             // reqwest's message repeats the URL, query and all; ours shows the redacted one.
-            message: error_chain(&e.without_url()),
+            message: slipway_egress::error_chain(&e.without_url()),
         },
     };
     let response = http
@@ -134,21 +134,6 @@ pub async fn fetch_url(http: &HttpClient, url: &str, sha256: &str) -> Result<Str
         url: shown,
         message: "not UTF-8 text".to_string(),
     })
-}
-
-/// An error and its causes on one line: reqwest's own message says little ("error sending request").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// The URL without user info and query, which may hold credentials that must not reach an error or a log.

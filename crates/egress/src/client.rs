@@ -67,6 +67,21 @@ fn host_cidr(address: &IpAddr) -> String {
     }
 }
 
+/// An error and its causes on one line: reqwest's own message says little ("error sending request").
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// The egress refusal inside a reqwest error (from the resolver or the redirect policy), if it is one.
 pub fn refusal(error: &reqwest::Error) -> Option<&EgressError> {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);

@@ -19,8 +19,8 @@ mod client;
 mod policy;
 
 pub use client::{
-    BodyError, ClientSettings, EgressError, HttpClient, MAX_REDIRECTS, origin_of, read_body,
-    refusal,
+    BodyError, ClientSettings, EgressError, HttpClient, MAX_REDIRECTS, error_chain, origin_of,
+    read_body, refusal,
 };
 pub use ipnet::IpNet;
 pub use policy::{AddressClass, DEFAULT_SERVICE_CIDR, EgressPolicy, parse_cidr};

@@ -404,7 +404,10 @@ impl RedfishClient {
         let http = HttpClient::new(options.egress.clone(), &settings).map_err(|e| {
             RedfishError::Unexpected {
                 url: address.origin.to_string(),
-                detail: format!("cannot build an HTTP client: {}", error_chain(&e)),
+                detail: format!(
+                    "cannot build an HTTP client: {}",
+                    slipway_egress::error_chain(&e)
+                ),
             }
         })?;
         Ok(Self {
@@ -781,7 +784,7 @@ fn classify_send_error(url: &Url, error: &reqwest::Error) -> RedfishError {
         }
         None => {}
     }
-    let detail = error_chain(error);
+    let detail = slipway_egress::error_chain(error);
     let lower = detail.to_ascii_lowercase();
     if lower.contains("certificate") || lower.contains("unknownissuer") {
         return RedfishError::UntrustedCertificate {
@@ -799,21 +802,6 @@ fn classify_send_error(url: &Url, error: &reqwest::Error) -> RedfishError {
         url: url.to_string(),
         detail,
     }
-}
-
-/// An error and its causes, one line: reqwest's own message says little ("error sending request").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// The message of a Redfish error body (`error.message`, or the first extended info), else the text itself,
