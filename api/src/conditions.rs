@@ -36,6 +36,50 @@ pub const CLUSTER_CONDITION_TYPES: [&str; 5] = [
 /// Every condition type a MachinePool reports.
 pub const MACHINE_POOL_CONDITION_TYPES: [&str; 4] = [READY, SCALING_UP, SCALING_DOWN, ROLLING_OUT];
 
+/// The `reason`s Slipway's controllers give, one name for each, so the manager, the CLI and the benches agree.
+/// A provider's failure is reported with the provider's own reason (`ProviderError::reason`, e.g.
+/// `InvalidCredentials`), which is not listed here.
+pub mod reason {
+    /// The condition holds.
+    pub const READY: &str = "Ready";
+    /// Cluster: steps are under way.
+    pub const PROVISIONING: &str = "Provisioning";
+    /// Cluster `InfrastructureReady`: the provider's infrastructure exists.
+    pub const PROVISIONED: &str = "Provisioned";
+    /// Cluster or MachinePool being deleted.
+    pub const DELETING: &str = "Deleting";
+    /// Cluster: its `spec.infrastructure` names a provider this manager does not run.
+    pub const PROVIDER_NOT_REGISTERED: &str = "ProviderNotRegistered";
+    /// Cluster `ControlPlaneReady`: the infrastructure is not ready yet.
+    pub const WAITING_FOR_INFRASTRUCTURE: &str = "WaitingForInfrastructure";
+    /// Cluster `ControlPlaneReady` or MachinePool `Ready`: machines are not all ready yet.
+    pub const WAITING_FOR_MACHINES: &str = "WaitingForMachines";
+    /// Cluster `ControlPlaneReady` or MachinePool `RollingOut`: outdated machines are being replaced.
+    pub const ROLLING_OUT: &str = "RollingOut";
+    /// Cluster `NodesReady`: the cluster has no MachinePools, so there is nothing to wait for.
+    pub const NO_MACHINE_POOLS: &str = "NoMachinePools";
+    /// Cluster `NodesReady`: some MachinePool is not ready.
+    pub const WAITING_FOR_NODES: &str = "WaitingForNodes";
+    /// Cluster `AddonsReady`: no AddonBundle selects the cluster.
+    pub const NO_ADDON_BUNDLES: &str = "NoAddonBundles";
+    /// Cluster `AddonsReady`: the cluster's provider gives it no workload API, so no add-on is installed.
+    pub const NO_WORKLOAD_API: &str = "NoWorkloadApi";
+    /// Cluster `AddonsReady`: some selecting AddonBundle is not ready on the cluster.
+    pub const WAITING_FOR_ADDONS: &str = "WaitingForAddons";
+    /// MachinePool: its `spec.clusterName` names no Cluster in its namespace.
+    pub const CLUSTER_NOT_FOUND: &str = "ClusterNotFound";
+    /// MachinePool: its cluster's control plane is not ready, so no worker is made yet.
+    pub const WAITING_FOR_CONTROL_PLANE: &str = "WaitingForControlPlane";
+    /// MachinePool `ScalingUp`: machines are being added.
+    pub const SCALING_UP: &str = "ScalingUp";
+    /// MachinePool `ScalingDown`: machines are being removed.
+    pub const SCALING_DOWN: &str = "ScalingDown";
+    /// MachinePool `ScalingUp`/`ScalingDown`: the pool has the replicas it asks for.
+    pub const AT_REPLICAS: &str = "AtReplicas";
+    /// MachinePool `RollingOut`: every machine runs the current template.
+    pub const UP_TO_DATE: &str = "UpToDate";
+}
+
 /// `Condition.status` values (`metav1.ConditionStatus`).
 pub const STATUS_TRUE: &str = "True";
 /// See [`STATUS_TRUE`].

@@ -15,22 +15,20 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
+use kube::runtime::events::Event;
 use sha2::{Digest, Sha256};
 use slipway_addons::inventory::{self, Stored};
 use slipway_addons::{ApplyOptions, Inventory, InventoryKey, PruneReport};
-use slipway_api::conditions::{self, ADDONS_READY, CONTROL_PLANE_READY};
+use slipway_api::conditions::{self, ADDONS_READY, CONTROL_PLANE_READY, reason};
 use slipway_api::{AddonBundle, AddonBundleStatus, AddonClusterStatus, AddonMode, Cluster};
 use tracing::{info, warn};
 
 use crate::context::Context;
-use crate::error::Result;
-use crate::{ADDON_BUNDLE_FINALIZER, finalizer};
+use crate::error::{Error, Result};
+use crate::outcome::Outcome;
+use crate::{ADDON_BUNDLE_FINALIZER, events, finalizer};
 
 pub const CONTROLLER: &str = "addonbundle";
-
-/// The reason the cluster reconciler gives clusters without a workload API; no bundle applies to them.
-pub const NO_WORKLOAD_API: &str = "NoWorkloadApi";
 
 /// How soon a bundle that is not ready everywhere is looked at again.
 const NOT_READY_POLL: Duration = Duration::from_secs(3);
@@ -64,13 +62,16 @@ pub fn ready_on(bundle: &AddonBundle, cluster: &str) -> bool {
         .is_some_and(|e| e.ready && e.observed_generation == bundle.metadata.generation)
 }
 
-pub async fn reconcile(bundle: Arc<AddonBundle>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(bundle: Arc<AddonBundle>, ctx: Arc<Context>) -> Outcome<AddonBundleStatus> {
     let namespace = bundle.namespace().unwrap_or_default();
     let api: Api<AddonBundle> = Api::namespaced(ctx.client.clone(), &namespace);
     if bundle.metadata.deletion_timestamp.is_some() {
         return finalize(&bundle, &api, &ctx).await;
     }
-    finalizer::ensure(&api, bundle.as_ref(), ADDON_BUNDLE_FINALIZER, None).await?;
+    if let Err(error) = finalizer::ensure(&api, bundle.as_ref(), ADDON_BUNDLE_FINALIZER, None).await
+    {
+        return Outcome::of(AddonBundleStatus::default(), Vec::new(), Err(error));
+    }
     // The targets come from the Cluster cache. Read before its first list, it is empty: the bundle would get an
     // empty status and wait for a change that may never come (a paused or settled Cluster does not change).
     ctx.clusters_listed().await;
@@ -89,7 +90,8 @@ pub async fn reconcile(bundle: Arc<AddonBundle>, ctx: Arc<Context>) -> Result<Ac
             .as_ref()
             .map(|s| s.conditions.clone())
             .unwrap_or_default();
-        if conditions::find(&conditions, ADDONS_READY).is_some_and(|c| c.reason == NO_WORKLOAD_API)
+        if conditions::find(&conditions, ADDONS_READY)
+            .is_some_and(|c| c.reason == reason::NO_WORKLOAD_API)
         {
             continue;
         }
@@ -107,7 +109,8 @@ pub async fn reconcile(bundle: Arc<AddonBundle>, ctx: Arc<Context>) -> Result<Ac
             status.message = Some(format!("waiting for bundle {blocker} to be ready first"));
         } else {
             match apply_to_cluster(&ctx, &bundle, cluster, previous.as_ref()).await {
-                Ok(outcome) => {
+                Ok(applied) => {
+                    let outcome = applied;
                     status.revision = Some(outcome.revision);
                     status.ready = outcome.not_ready.is_empty();
                     let message: Vec<String> = outcome
@@ -119,9 +122,11 @@ pub async fn reconcile(bundle: Arc<AddonBundle>, ctx: Arc<Context>) -> Result<Ac
                         status.message = Some(message.join("; "));
                     }
                 }
-                Err(message) => {
-                    warn!(bundle = %bundle.name_any(), cluster = %cluster.name_any(), %message, "add-on apply failed");
-                    status.message = Some(message);
+                Err(error) => {
+                    // Counted like a failed reconcile: one cluster's failure does not fail the others' pass.
+                    ctx.metrics.failed(CONTROLLER, error.metric_label());
+                    warn!(bundle = %bundle.name_any(), cluster = %cluster.name_any(), %error, "add-on apply failed");
+                    status.message = Some(error.to_string());
                 }
             }
         }
@@ -131,15 +136,15 @@ pub async fn reconcile(bundle: Arc<AddonBundle>, ctx: Arc<Context>) -> Result<Ac
 
     let new = AddonBundleStatus { clusters: entries };
     let all_ready = new.clusters.iter().all(|c| c.ready);
-    crate::status::apply_if_changed(&api, &bundle.name_any(), bundle.status.as_ref(), &new).await?;
-    Ok(if !all_ready {
+    let next = if !all_ready {
         Action::requeue(NOT_READY_POLL)
     } else if bundle.spec.mode == AddonMode::Reconcile && !new.clusters.is_empty() {
         // A resync re-applies with force: what someone deleted or changed in the workload cluster comes back.
         Action::requeue(ctx.addon_resync)
     } else {
         Action::await_change()
-    })
+    };
+    Outcome::of(new, Vec::new(), Ok(next))
 }
 
 /// The first bundle with a lower `order` that selects the cluster and is not ready on it.
@@ -157,7 +162,7 @@ fn earlier_bundle_not_ready(
 }
 
 /// What applying a bundle to one cluster came to.
-struct Outcome {
+struct Applied {
     /// A digest of the rendered manifests.
     revision: String,
     /// The objects that are not ready yet, and why.
@@ -182,51 +187,44 @@ async fn apply_to_cluster(
     bundle: &AddonBundle,
     cluster: &Cluster,
     previous: Option<&AddonClusterStatus>,
-) -> Result<Outcome, String> {
+) -> Result<Applied> {
     let namespace = cluster.namespace().unwrap_or_default();
     let text =
         slipway_addons::source::resolve(&bundle.spec.source, &ctx.client, &namespace, &ctx.http)
-            .await
-            .map_err(|e| e.to_string())?;
-    let rendered =
-        slipway_addons::render(&text, &values(bundle, cluster)).map_err(|e| e.to_string())?;
+            .await?;
+    let rendered = slipway_addons::render(&text, &values(bundle, cluster))?;
     let revision = hex::encode(&Sha256::digest(rendered.as_bytes())[..6]);
     let workload = crate::workload::client(ctx, cluster)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|source| Error::Workload {
+            cluster: cluster.name_any(),
+            source,
+        })?;
 
     let unchanged = previous.is_some_and(|p| p.revision.as_deref() == Some(&revision) && p.ready);
     if bundle.spec.mode == AddonMode::ApplyOnce && unchanged {
-        return Ok(Outcome {
+        return Ok(Applied {
             revision,
             not_ready: Vec::new(),
             pruning: Vec::new(),
         });
     }
-    let objects = slipway_addons::parse(&rendered).map_err(|e| e.to_string())?;
-    slipway_addons::wait_for_api(&workload, Duration::from_secs(10))
-        .await
-        .map_err(|e| e.to_string())?;
+    let objects = slipway_addons::parse(&rendered)?;
+    slipway_addons::wait_for_api(&workload, Duration::from_secs(10)).await?;
     let field_manager = slipway_addons::field_manager(&bundle.name_any());
     let options = ApplyOptions {
         field_manager: field_manager.clone(),
         ..ApplyOptions::default()
     };
-    let report = slipway_addons::apply(&workload, &objects, &options)
-        .await
-        .map_err(|e| e.to_string())?;
+    let report = slipway_addons::apply(&workload, &objects, &options).await?;
 
     // The inventory lives in the management cluster, next to the Cluster: pruning must know what Slipway created
     // even when the workload cluster was changed by hand.
     let key = inventory_key(bundle, cluster);
-    let stored = inventory::load(&ctx.client, &key)
-        .await
-        .map_err(|e| e.to_string())?;
+    let stored = inventory::load(&ctx.client, &key).await?;
     let legacy = match stored {
         Some(_) => None,
-        None => inventory::load_legacy(&ctx.client, &key)
-            .await
-            .map_err(|e| e.to_string())?,
+        None => inventory::load_legacy(&ctx.client, &key).await?,
     };
     let old = stored.clone().or(legacy.clone());
     let applied = Inventory::after_apply(old.as_ref(), &report);
@@ -234,45 +232,35 @@ async fn apply_to_cluster(
     // reconcile still knows which objects Slipway created and what is left to prune.
     let pending = applied.with(old.iter().flat_map(|old| old.dropped(&applied)));
     if stored.as_ref() != Some(&pending) {
-        inventory::store(&ctx.client, &key, &pending)
-            .await
-            .map_err(|e| e.to_string())?;
+        inventory::store(&ctx.client, &key, &pending).await?;
     }
     if legacy.is_some() {
-        inventory::delete_legacy(&ctx.client, &key)
-            .await
-            .map_err(|e| e.to_string())?;
+        inventory::delete_legacy(&ctx.client, &key).await?;
     }
     let mut pruning = Vec::new();
     // After a refused object, the new set may be incomplete: prune waits for an apply that went through.
     if report.failures.is_empty()
         && let Some(old) = &old
     {
-        let pruned = slipway_addons::prune(&workload, old, &applied, &field_manager)
-            .await
-            .map_err(|e| e.to_string())?;
+        let pruned = slipway_addons::prune(&workload, old, &applied, &field_manager).await?;
         if !pruned.deleted.is_empty() {
             info!(bundle = %bundle.name_any(), cluster = %cluster.name_any(), deleted = pruned.deleted.len(), "pruned objects the bundle dropped");
         }
         pruning = prune_notes(&pruned);
         let remaining = applied.with(pruned.unfinished.iter().cloned());
         if remaining != pending {
-            inventory::store(&ctx.client, &key, &remaining)
-                .await
-                .map_err(|e| e.to_string())?;
+            inventory::store(&ctx.client, &key, &remaining).await?;
         }
     }
     let refused: Vec<String> = report.failures.iter().map(|f| f.to_string()).collect();
     if !refused.is_empty() {
-        return Err(format!("refused: {}", refused.join("; ")));
+        return Err(Error::AddonsRefused(refused.join("; ")));
     }
-    let not_ready = slipway_addons::readiness(&workload, &report.objects)
-        .await
-        .map_err(|e| e.to_string())?;
+    let not_ready = slipway_addons::readiness(&workload, &report.objects).await?;
     if !unchanged {
         info!(bundle = %bundle.name_any(), cluster = %cluster.name_any(), %revision, objects = report.objects.len(), "applied add-on bundle");
     }
-    Ok(Outcome {
+    Ok(Applied {
         revision,
         not_ready: not_ready.iter().map(|n| n.to_string()).collect(),
         pruning,
@@ -305,14 +293,42 @@ fn prune_notes(report: &PruneReport) -> Vec<String> {
 /// cluster goes too); a live cluster whose API does not answer holds the deletion, and the bundle's status and an
 /// Event say so. What a prune must leave in place (a Namespace holding others' objects, a CRD still in use) is left
 /// behind with a Warning Event naming it, rather than holding the deletion until someone removes those.
-async fn finalize(bundle: &AddonBundle, api: &Api<AddonBundle>, ctx: &Context) -> Result<Action> {
+async fn finalize(
+    bundle: &AddonBundle,
+    api: &Api<AddonBundle>,
+    ctx: &Context,
+) -> Outcome<AddonBundleStatus> {
     if !bundle
         .finalizers()
         .iter()
         .any(|f| f == ADDON_BUNDLE_FINALIZER)
     {
-        return Ok(Action::await_change());
+        return Outcome::unchanged(Action::await_change());
     }
+    let mut events = Vec::new();
+    match prune_and_release(bundle, api, ctx, &mut events).await {
+        Ok(None) => Outcome {
+            status: None,
+            events,
+            next: Ok(Action::await_change()),
+        },
+        Ok(Some(waiting)) => Outcome::of(waiting, events, Ok(Action::requeue(DELETION_POLL))),
+        Err(error) => Outcome {
+            status: None,
+            events,
+            next: Err(error),
+        },
+    }
+}
+
+/// Prunes and deletes the inventories, and removes the finalizer when nothing is left; otherwise returns the status
+/// that says which clusters the deletion waits for.
+async fn prune_and_release(
+    bundle: &AddonBundle,
+    api: &Api<AddonBundle>,
+    ctx: &Context,
+    events: &mut Vec<Event>,
+) -> Result<Option<AddonBundleStatus>> {
     let namespace = bundle.namespace().unwrap_or_default();
     let clusters: Api<Cluster> = Api::namespaced(ctx.client.clone(), &namespace);
     let stored = inventory::list(&ctx.client, &namespace, &bundle.name_any()).await?;
@@ -336,10 +352,7 @@ async fn finalize(bundle: &AddonBundle, api: &Api<AddonBundle>, ctx: &Context) -
                         .iter()
                         .map(|(object, reason)| format!("{object}: {reason}"))
                         .collect();
-                    crate::cluster::publish(
-                        ctx,
-                        bundle,
-                        EventType::Warning,
+                    events.push(events::warning(
                         "LeftInPlace",
                         "Delete",
                         format!(
@@ -347,8 +360,7 @@ async fn finalize(bundle: &AddonBundle, api: &Api<AddonBundle>, ctx: &Context) -
                             cluster.name_any(),
                             bounded(&left)
                         ),
-                    )
-                    .await;
+                    ));
                 }
                 if report.failures.is_empty() {
                     inventory::delete(&ctx.client, &namespace, &name).await?;
@@ -367,9 +379,9 @@ async fn finalize(bundle: &AddonBundle, api: &Api<AddonBundle>, ctx: &Context) -
                     ));
                 }
             }
-            Err(message) => waiting.push((
+            Err(error) => waiting.push((
                 cluster.name_any(),
-                format!("deleting: waiting for the cluster's API to remove what this bundle created: {message}"),
+                format!("deleting: waiting for the cluster's API to remove what this bundle created: {error}"),
             )),
         }
     }
@@ -386,7 +398,7 @@ async fn finalize(bundle: &AddonBundle, api: &Api<AddonBundle>, ctx: &Context) -
     if waiting.is_empty() {
         finalizer::remove(api, bundle, ADDON_BUNDLE_FINALIZER).await?;
         info!(bundle = %bundle.name_any(), "add-on bundle deleted");
-        return Ok(Action::await_change());
+        return Ok(None);
     }
     let new = AddonBundleStatus {
         clusters: waiting
@@ -400,25 +412,19 @@ async fn finalize(bundle: &AddonBundle, api: &Api<AddonBundle>, ctx: &Context) -
             })
             .collect(),
     };
-    let changed =
-        crate::status::apply_if_changed(api, &bundle.name_any(), bundle.status.as_ref(), &new)
-            .await?;
-    if changed {
+    // Told once, when what the deletion waits for changes, not on every look.
+    if bundle.status.as_ref() != Some(&new) {
         let notes: Vec<String> = waiting
             .iter()
             .map(|(cluster, message)| format!("{cluster}: {message}"))
             .collect();
-        crate::cluster::publish(
-            ctx,
-            bundle,
-            EventType::Warning,
+        events.push(events::warning(
             "DeletionWaiting",
             "Delete",
             bounded(&notes),
-        )
-        .await;
+        ));
     }
-    Ok(Action::requeue(DELETION_POLL))
+    Ok(Some(new))
 }
 
 /// Prunes everything a stored inventory holds from its cluster.
@@ -427,13 +433,14 @@ async fn prune_everything(
     bundle: &AddonBundle,
     cluster: &Cluster,
     stored: &Stored,
-) -> Result<PruneReport, String> {
+) -> Result<PruneReport> {
     let workload = crate::workload::client(ctx, cluster)
         .await
-        .map_err(|e| e.to_string())?;
-    slipway_addons::wait_for_api(&workload, DELETION_API_WAIT)
-        .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|source| Error::Workload {
+            cluster: cluster.name_any(),
+            source,
+        })?;
+    slipway_addons::wait_for_api(&workload, DELETION_API_WAIT).await?;
     let field_manager = slipway_addons::field_manager(&bundle.name_any());
     slipway_addons::prune(
         &workload,
@@ -442,7 +449,7 @@ async fn prune_everything(
         &field_manager,
     )
     .await
-    .map_err(|e| e.to_string())
+    .map_err(Error::from)
 }
 
 /// `items` joined, at most [`NAMED_IN_MESSAGE`] of them, then how many more.

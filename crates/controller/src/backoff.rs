@@ -12,6 +12,8 @@ const CAP: Duration = Duration::from_secs(300);
 /// How often an object short of capacity (no free host, a quota) looks again. Not a failure that grows: capacity
 /// comes back when someone frees or adds it, and should be noticed within this long.
 const CAPACITY_RETRY: Duration = Duration::from_secs(15);
+/// How often an object that needs a person to act (a provider this manager does not run) looks again.
+pub const SLOW_RETRY: Duration = Duration::from_secs(300);
 /// The longest an object waits while the management apiserver does not answer: the failures count (so a long outage
 /// is not hammered by every object at once) but, once it is back, no object sits out minutes of backoff it earned
 /// for the outage.

@@ -10,6 +10,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use slipway_api::Cluster;
+use slipway_bootstrap::pki::CertificateAuthority;
 use slipway_bootstrap::secrets::{self, CLUSTER_NAME_LABEL, Purpose};
 use slipway_bootstrap::{ClusterPki, kubeconfig};
 use tracing::info;
@@ -26,28 +27,35 @@ fn cached(
 }
 
 /// Creates whichever of `<cluster>-ca`, `-etcd`, `-proxy`, `-sa` is missing. Existing ones are never touched.
-pub async fn ensure_pki(ctx: &Context, cluster: &Cluster) -> Result<()> {
+/// Returns the cluster CA when this call created `<cluster>-ca`, so that a kubeconfig made in the same pass needs
+/// no read of it.
+pub async fn ensure_pki(ctx: &Context, cluster: &Cluster) -> Result<Option<CertificateAuthority>> {
     let namespace = cluster.namespace().unwrap_or_default();
     let name = cluster.name_any();
     if Purpose::PKI
         .iter()
         .all(|p| cached(ctx, &namespace, &p.secret_name(&name)).is_some())
     {
-        return Ok(());
+        return Ok(None);
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let owner = cluster.controller_owner_ref(&());
     let generated = ClusterPki::generate(&name)?;
+    let ca_name = Purpose::Ca.secret_name(&name);
+    let mut created_ca = false;
     for secret in secrets::pki_secrets(&name, &generated, owner) {
         let secret_name = secret.metadata.name.clone().unwrap_or_default();
         // The cache may lag: only the apiserver can say a Secret is missing, and `create` never overwrites one.
         match api.create(&PostParams::default(), &secret).await {
-            Ok(_) => info!(secret = %secret_name, "created cluster PKI Secret"),
+            Ok(_) => {
+                info!(secret = %secret_name, "created cluster PKI Secret");
+                created_ca |= secret_name == ca_name;
+            }
             Err(kube::Error::Api(status)) if status.is_already_exists() => {}
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(())
+    Ok(created_ca.then_some(generated.ca))
 }
 
 /// The cluster's PKI, read from its Secrets.
@@ -64,8 +72,18 @@ pub async fn load_pki(ctx: &Context, cluster: &Cluster) -> Result<ClusterPki> {
 }
 
 /// Writes `<cluster>-kubeconfig` for `server` when it is missing or its certificate is past half-life. Says
-/// whether it wrote.
-pub async fn ensure_kubeconfig(ctx: &Context, cluster: &Cluster, server: &str) -> Result<bool> {
+/// whether it wrote. `new_ca` is the CA [`ensure_pki`] created in this pass, if it did: then any kubeconfig there
+/// is was not signed by it, and a new one is written without looking.
+pub async fn ensure_kubeconfig(
+    ctx: &Context,
+    cluster: &Cluster,
+    server: &str,
+    new_ca: Option<&CertificateAuthority>,
+) -> Result<bool> {
+    if let Some(ca) = new_ca {
+        write_kubeconfig_signed_by(ctx, cluster, server, ca).await?;
+        return Ok(true);
+    }
     let namespace = cluster.namespace().unwrap_or_default();
     let name = cluster.name_any();
     let secret_name = Purpose::Kubeconfig.secret_name(&name);
@@ -90,13 +108,26 @@ pub async fn ensure_kubeconfig(ctx: &Context, cluster: &Cluster, server: &str) -
 
 /// Writes `<cluster>-kubeconfig` for `server` with a new client certificate, whatever the Secret holds now.
 pub async fn write_kubeconfig(ctx: &Context, cluster: &Cluster, server: &str) -> Result<()> {
+    let api: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
+    let ca = api
+        .get(&Purpose::Ca.secret_name(&cluster.name_any()))
+        .await?;
+    write_kubeconfig_signed_by(ctx, cluster, server, &secrets::ca_from_secret(&ca)?).await
+}
+
+async fn write_kubeconfig_signed_by(
+    ctx: &Context,
+    cluster: &Cluster,
+    server: &str,
+    ca: &CertificateAuthority,
+) -> Result<()> {
     let namespace = cluster.namespace().unwrap_or_default();
     let name = cluster.name_any();
     let secret_name = Purpose::Kubeconfig.secret_name(&name);
     let now = Timestamp::now();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let ca = secrets::ca_from_secret(&api.get(&Purpose::Ca.secret_name(&name)).await?)?;
-    let kubeconfig = kubeconfig::admin_kubeconfig(&name, server, &ca, now)?;
+    let kubeconfig = kubeconfig::admin_kubeconfig(&name, server, ca, now)?;
     let secret = secrets::kubeconfig_secret(&name, &kubeconfig, cluster.controller_owner_ref(&()));
     let mut object = serde_json::to_value(&secret).expect("a Secret serializes");
     object["apiVersion"] = "v1".into();

@@ -5,6 +5,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::Recorder;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::Store;
 use slipway_api::{AddonBundle, Cluster, MachinePool};
 use slipway_provider::InfrastructureProvider;
@@ -31,7 +32,10 @@ impl ProviderRegistry {
     pub fn get(&self, name: &str) -> Result<&Arc<dyn InfrastructureProvider>> {
         self.providers
             .get(name)
-            .ok_or_else(|| Error::UnknownProvider(name.to_string()))
+            .ok_or_else(|| Error::UnknownProvider {
+                name: name.to_string(),
+                registered: self.names(),
+            })
     }
 
     pub fn names(&self) -> Vec<&'static str> {
@@ -45,13 +49,13 @@ pub struct Context {
     pub providers: ProviderRegistry,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
-    /// Every Cluster, read by the bundle reconciler and the bundle controller's triggers.
+    /// Every Cluster: one watch, shared by the three controllers (the cluster controller's own cache).
     pub clusters: Store<Cluster>,
-    /// The MachinePool controller's cache, read by the cluster reconciler.
+    /// Every MachinePool: one watch, shared by the pool and cluster controllers.
     pub pools: Store<MachinePool>,
     /// Names and annotations of the clusters' Secrets (no data), to know what exists without reading it.
     pub secrets: Store<PartialObjectMeta<Secret>>,
-    /// Every AddonBundle, read by the cluster reconciler for `AddonsReady` and the triggers between the two.
+    /// Every AddonBundle: one watch, shared by the bundle and cluster controllers.
     pub bundles: Store<AddonBundle>,
     /// True once `clusters` has listed every Cluster ([`Context::clusters_listed`] waits for it).
     pub clusters_synced: tokio::sync::watch::Receiver<bool>,
@@ -71,6 +75,28 @@ pub struct Context {
 }
 
 impl Context {
+    /// The provider `cluster.spec.infrastructure` names. Every controller asks here, and every caller records the
+    /// error the same way: `ProviderNotRegistered` on the object, retried slowly (a person must start the manager
+    /// with that provider, or change the cluster).
+    pub fn provider_for(&self, cluster: &Cluster) -> Result<Arc<dyn InfrastructureProvider>> {
+        let name = cluster
+            .spec
+            .infrastructure
+            .provider_name()
+            .unwrap_or_default();
+        self.providers.get(name).cloned()
+    }
+
+    /// The Cluster `name` in `namespace` from the shared cache; when the cache does not hold it (a Cluster created
+    /// a moment ago, or none), from the apiserver.
+    pub async fn cluster(&self, namespace: &str, name: &str) -> Result<Option<Arc<Cluster>>> {
+        if let Some(cluster) = self.clusters.get(&ObjectRef::new(name).within(namespace)) {
+            return Ok(Some(cluster));
+        }
+        let api: kube::Api<Cluster> = kube::Api::namespaced(self.client.clone(), namespace);
+        Ok(api.get_opt(name).await?.map(Arc::new))
+    }
+
     /// Returns once the Cluster cache has listed every Cluster: before that it is empty, and a bundle would find no
     /// cluster to apply to.
     pub async fn clusters_listed(&self) {

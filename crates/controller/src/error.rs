@@ -13,8 +13,14 @@ pub enum Error {
         source: ProviderError,
     },
 
-    #[error("no provider named {0:?} is registered in this manager")]
-    UnknownProvider(String),
+    #[error(
+        "spec.infrastructure names the provider {name:?}, which this manager does not run (it runs {registered:?}): \
+         start the manager with --enable-provider {name}, or use one of those"
+    )]
+    UnknownProvider {
+        name: String,
+        registered: Vec<&'static str>,
+    },
 
     #[error("bootstrap: {0}")]
     Bootstrap(#[from] slipway_bootstrap::Error),
@@ -29,6 +35,10 @@ pub enum Error {
     /// Reading or writing an add-on inventory failed.
     #[error("add-ons: {0}")]
     Addons(#[from] slipway_addons::Error),
+
+    /// The workload cluster's apiserver refused some of a bundle's objects (named, with why).
+    #[error("refused: {0}")]
+    AddonsRefused(String),
 
     /// No client could be made for the workload cluster (its kubeconfig Secret was refused or unreadable).
     #[error("the API of cluster {cluster}: {source}")]
@@ -58,12 +68,13 @@ impl Error {
         match self {
             Self::Kube(_) => "kube",
             Self::Provider { source, .. } => source.metric_label(),
-            Self::UnknownProvider(_) => "unknown_provider",
+            Self::UnknownProvider { .. } => "unknown_provider",
             Self::Bootstrap(e) => e.metric_label(),
             Self::Deadline { .. } => "deadline",
             Self::Workload { source, .. } => source.metric_label(),
             Self::WorkloadApi { .. } => "workload_api",
             Self::Addons(e) => e.metric_label(),
+            Self::AddonsRefused(_) => "addon_refused",
         }
     }
 }

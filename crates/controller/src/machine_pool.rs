@@ -7,51 +7,63 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::events::Event;
 use kube::{Resource, ResourceExt};
 use slipway_api::conditions::{
-    self, CONTROL_PLANE_READY, READY, ROLLING_OUT, SCALING_DOWN, SCALING_UP,
+    self, CONTROL_PLANE_READY, Condition, READY, ROLLING_OUT, SCALING_DOWN, SCALING_UP, reason,
 };
 use slipway_api::limits::MAX_LISTED_MACHINES;
 use slipway_api::{Cluster, MachinePhase, MachinePool, MachinePoolStatus, MachineStatus};
 use slipway_provider::{MachineRole, ProviderError};
 use tracing::info;
 
-use crate::cluster::{cluster_info, is_paused, report_machine_changes};
+use crate::cluster::{cluster_info, is_paused};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::join_token::{self, Publish};
-use crate::machines::{self, Boot, GroupSpec};
-use crate::status::{apply_if_changed, condition, set_all};
-use crate::{MACHINE_POOL_FINALIZER, PAUSED_ANNOTATION, POOL_LABEL, backoff, finalizer};
+use crate::machines::{self, Boot, GroupSpec, GroupState};
+use crate::outcome::Outcome;
+use crate::status::{condition, set_all};
+use crate::{MACHINE_POOL_FINALIZER, PAUSED_ANNOTATION, POOL_LABEL, backoff, events, finalizer};
 
 pub const CONTROLLER: &str = "machinepool";
 
 const POLL: Duration = Duration::from_secs(2);
 
-pub async fn reconcile(pool: Arc<MachinePool>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(pool: Arc<MachinePool>, ctx: Arc<Context>) -> Outcome<MachinePoolStatus> {
+    let mut status = pool.status.clone().unwrap_or_default();
+    status.observed_generation = pool.metadata.generation;
+    status.selector = Some(format!("{POOL_LABEL}={}", pool.name_any()));
+    let mut events = Vec::new();
+    let next = converge(&pool, &ctx, &mut status, &mut events).await;
+    match next {
+        Ok(LeaveStatus) => Outcome::unchanged(Action::await_change()),
+        Ok(Next(action)) => Outcome::of(status, events, Ok(action)),
+        Err(error) => Outcome::of(status, events, Err(error)),
+    }
+}
+
+/// How a pass ended when it did not fail.
+enum Step {
+    /// Nothing to write: the pool is paused, or its finalizer is done.
+    LeaveStatus,
+    Next(Action),
+}
+use Step::{LeaveStatus, Next};
+
+async fn converge(
+    pool: &MachinePool,
+    ctx: &Context,
+    status: &mut MachinePoolStatus,
+    events: &mut Vec<Event>,
+) -> Result<Step> {
     let namespace = pool.namespace().unwrap_or_default();
     let api: Api<MachinePool> = Api::namespaced(ctx.client.clone(), &namespace);
-    let cached = ctx
-        .clusters
-        .get(&ObjectRef::new(&pool.spec.cluster_name).within(&namespace));
-    // A pool created together with its cluster can be reconciled before the cluster reaches the cache: ask the
-    // apiserver before saying the cluster does not exist.
-    let cluster = match cached {
-        Some(cluster) => Some(cluster),
-        None => Api::<Cluster>::namespaced(ctx.client.clone(), &namespace)
-            .get_opt(&pool.spec.cluster_name)
-            .await?
-            .map(Arc::new),
-    };
     let generation = pool.metadata.generation;
-    let old = pool.status.as_ref();
-    let mut status = old.cloned().unwrap_or_default();
-    status.observed_generation = generation;
-    status.selector = Some(format!("{POOL_LABEL}={}", pool.name_any()));
+    let cluster = ctx.cluster(&namespace, &pool.spec.cluster_name).await?;
 
     if pool.metadata.deletion_timestamp.is_some() {
-        return finalize(&pool, &api, &ctx, cluster.as_deref(), status).await;
+        return finalize(pool, &api, ctx, cluster.as_deref(), status).await;
     }
     let Some(cluster) = cluster else {
         let message = format!(
@@ -60,11 +72,10 @@ pub async fn reconcile(pool: Arc<MachinePool>, ctx: Arc<Context>) -> Result<Acti
         );
         conditions::set(
             &mut status.conditions,
-            condition(READY, false, "ClusterNotFound", message, generation),
+            condition(READY, false, reason::CLUSTER_NOT_FOUND, message, generation),
         );
-        apply_if_changed(&api, &pool.name_any(), old, &status).await?;
         // The Cluster watch wakes us when it appears.
-        return Ok(Action::await_change());
+        return Ok(Next(Action::await_change()));
     };
     if is_paused(&cluster)
         || pool
@@ -72,59 +83,59 @@ pub async fn reconcile(pool: Arc<MachinePool>, ctx: Arc<Context>) -> Result<Acti
             .get(PAUSED_ANNOTATION)
             .is_some_and(|v| v != "false")
     {
-        return Ok(Action::await_change());
+        return Ok(LeaveStatus);
     }
-    // Carry on in the same reconcile: the status writes below do not depend on the metadata just patched.
     finalizer::ensure(
         &api,
-        pool.as_ref(),
+        pool,
         MACHINE_POOL_FINALIZER,
         Some(owner_reference(&cluster)),
     )
     .await?;
     if cluster.metadata.deletion_timestamp.is_some() {
         // The cluster deletes its pools; nothing to grow meanwhile.
-        return Ok(Action::await_change());
+        return Ok(Next(Action::await_change()));
     }
-    let control_plane_ready = |c: &Cluster| {
-        c.status
-            .as_ref()
-            .is_some_and(|s| conditions::is_true(&s.conditions, CONTROL_PLANE_READY))
-    };
-    // The cache this reconcile reads may lag the watch event that woke it: ask the apiserver before waiting.
-    let cluster = if control_plane_ready(&cluster) {
-        cluster
-    } else {
-        Arc::new(
-            Api::<Cluster>::namespaced(ctx.client.clone(), &namespace)
-                .get(&pool.spec.cluster_name)
-                .await?,
-        )
-    };
-    if !control_plane_ready(&cluster) {
+    let control_plane_ready = cluster
+        .status
+        .as_ref()
+        .is_some_and(|s| conditions::is_true(&s.conditions, CONTROL_PLANE_READY));
+    if !control_plane_ready {
+        // The shared Cluster cache wakes this pool when the cluster's status changes.
         set_all(
             &mut status.conditions,
             [
                 condition(
                     READY,
                     false,
-                    "WaitingForControlPlane",
+                    reason::WAITING_FOR_CONTROL_PLANE,
                     "the cluster's control plane is not ready yet",
                     generation,
                 ),
-                condition(SCALING_UP, false, "WaitingForControlPlane", "", generation),
+                condition(
+                    SCALING_UP,
+                    false,
+                    reason::WAITING_FOR_CONTROL_PLANE,
+                    "",
+                    generation,
+                ),
             ],
         );
-        apply_if_changed(&api, &pool.name_any(), old, &status).await?;
-        return Ok(Action::await_change());
+        return Ok(Next(Action::await_change()));
     }
 
-    let provider_name = cluster
-        .spec
-        .infrastructure
-        .provider_name()
-        .unwrap_or_default();
-    let provider = ctx.providers.get(provider_name)?.clone();
+    let provider = ctx.provider_for(&cluster).inspect_err(|error| {
+        conditions::set(
+            &mut status.conditions,
+            condition(
+                READY,
+                false,
+                reason::PROVIDER_NOT_REGISTERED,
+                error.to_string(),
+                generation,
+            ),
+        );
+    })?;
     let info = cluster_info(&cluster);
     let replicas = usize::try_from(pool.spec.replicas).unwrap_or(0);
     let spec = GroupSpec {
@@ -147,34 +158,28 @@ pub async fn reconcile(pool: Arc<MachinePool>, ctx: Arc<Context>) -> Result<Acti
         cluster: &cluster,
         pool: &pool_name,
     };
-    let step = match machines::converge_step(&ctx, provider.as_ref(), &info, &spec, boot).await {
+    let step = match machines::converge_step(ctx, provider.as_ref(), &info, &spec, boot).await {
         Ok(step) => step,
         // Nothing is known of the machines: say why, and keep what the status said of them.
         Err(error) => {
             if let Error::Provider { source, .. } = &error {
-                conditions::set(
-                    &mut status.conditions,
-                    condition(
-                        READY,
-                        false,
+                let mut failed = vec![condition(
+                    READY,
+                    false,
+                    source.reason(),
+                    source.to_string(),
+                    generation,
+                )];
+                if source.is_retryable() {
+                    failed.push(condition(
+                        SCALING_UP,
+                        true,
                         source.reason(),
                         source.to_string(),
                         generation,
-                    ),
-                );
-                if source.is_retryable() {
-                    conditions::set(
-                        &mut status.conditions,
-                        condition(
-                            SCALING_UP,
-                            true,
-                            source.reason(),
-                            source.to_string(),
-                            generation,
-                        ),
-                    );
+                    ));
                 }
-                apply_if_changed(&api, &pool.name_any(), old, &status).await?;
+                set_all(&mut status.conditions, failed);
             }
             return Err(error);
         }
@@ -186,22 +191,47 @@ pub async fn reconcile(pool: Arc<MachinePool>, ctx: Arc<Context>) -> Result<Acti
         .iter()
         .any(|m| !m.ready && m.phase != MachinePhase::Deleting);
     if joining && provider.needs_user_data() && group.created.is_empty() {
-        join_token::ensure(&ctx, &cluster, Publish::ThroughApi).await?;
+        join_token::ensure(ctx, &cluster, Publish::ThroughApi).await?;
     }
-    report_machine_changes(
-        &ctx,
-        pool.as_ref(),
+    events.extend(events::machine_changes(
         "worker",
+        group.listed > 0,
         &group.created,
         &group.deleted,
-    )
-    .await;
+    ));
 
     status.replicas = group.machines.len() as i32;
     status.ready_replicas = group.ready as i32;
     status.updated_replicas = group.updated as i32;
     (status.machines, status.unlisted_machines) = listed_machines(&group.machines);
+    let ready = group_conditions(&mut status.conditions, &group, replicas, generation);
+    // A step that stopped halfway: the machines above are what there is, and the conditions say what stopped it.
+    if let Some(Error::Provider { source, .. }) = &step.failure {
+        record_step_failure(&mut status.conditions, source, generation);
+    }
+    match step.failure {
+        None => Ok(Next(if ready {
+            Action::await_change()
+        } else {
+            Action::requeue(POLL)
+        })),
+        // No room for another machine right now (no free host, a quota): the condition says so, and the pool
+        // looks again at a slow pace instead of retrying as a failure.
+        Some(Error::Provider {
+            source: ProviderError::Capacity { .. },
+            ..
+        }) => Ok(Next(Action::requeue(backoff::capacity_retry()))),
+        Some(error) => Err(error),
+    }
+}
 
+/// `Ready`, `ScalingUp`, `ScalingDown` and `RollingOut` from where the group stands; says whether it is ready.
+fn group_conditions(
+    list: &mut Vec<Condition>,
+    group: &GroupState,
+    replicas: usize,
+    generation: Option<i64>,
+) -> bool {
     let current = group
         .machines
         .iter()
@@ -216,13 +246,18 @@ pub async fn reconcile(pool: Arc<MachinePool>, ctx: Arc<Context>) -> Result<Acti
         "{} of {replicas} machines ready, {} up to date",
         group.ready, group.updated
     );
+    let when = |on: bool, text: String| if on { text } else { String::new() };
     set_all(
-        &mut status.conditions,
+        list,
         [
             condition(
                 READY,
                 ready,
-                if ready { "Ready" } else { "WaitingForMachines" },
+                if ready {
+                    reason::READY
+                } else {
+                    reason::WAITING_FOR_MACHINES
+                },
                 summary.clone(),
                 generation,
             ),
@@ -230,94 +265,65 @@ pub async fn reconcile(pool: Arc<MachinePool>, ctx: Arc<Context>) -> Result<Acti
                 SCALING_UP,
                 scaling_up,
                 if scaling_up {
-                    "ScalingUp"
+                    reason::SCALING_UP
                 } else {
-                    "AtReplicas"
+                    reason::AT_REPLICAS
                 },
-                if scaling_up {
-                    summary.clone()
-                } else {
-                    String::new()
-                },
+                when(scaling_up, summary.clone()),
                 generation,
             ),
             condition(
                 SCALING_DOWN,
                 scaling_down,
                 if scaling_down {
-                    "ScalingDown"
+                    reason::SCALING_DOWN
                 } else {
-                    "AtReplicas"
+                    reason::AT_REPLICAS
                 },
-                if scaling_down {
-                    summary.clone()
-                } else {
-                    String::new()
-                },
+                when(scaling_down, summary.clone()),
                 generation,
             ),
             condition(
                 ROLLING_OUT,
                 rolling_out,
                 if rolling_out {
-                    "RollingOut"
+                    reason::ROLLING_OUT
                 } else {
-                    "UpToDate"
+                    reason::UP_TO_DATE
                 },
-                if rolling_out {
-                    format!("{outdated} machines to replace")
-                } else {
-                    String::new()
-                },
+                when(rolling_out, format!("{outdated} machines to replace")),
                 generation,
             ),
         ],
     );
-    // A step that stopped halfway: the machines above are what there is, and the conditions say what stopped it.
-    if let Some(Error::Provider { source, .. }) = &step.failure {
-        let message = format!("{summary}; {source}");
-        let mut failed = vec![condition(
-            READY,
-            false,
-            source.reason(),
-            &message,
-            generation,
-        )];
-        if scaling_up {
+    ready
+}
+
+/// A step that failed halfway: `Ready` says why, and so does the scaling condition the step was working on.
+fn record_step_failure(list: &mut Vec<Condition>, source: &ProviderError, generation: Option<i64>) {
+    let summary = conditions::find(list, READY)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    let message = format!("{summary}; {source}");
+    let mut failed = vec![condition(
+        READY,
+        false,
+        source.reason(),
+        &message,
+        generation,
+    )];
+    for scaling in [SCALING_UP, SCALING_DOWN] {
+        if conditions::is_true(list, scaling) {
             failed.push(condition(
-                SCALING_UP,
+                scaling,
                 true,
                 source.reason(),
                 &message,
                 generation,
             ));
         }
-        if scaling_down {
-            failed.push(condition(
-                SCALING_DOWN,
-                true,
-                source.reason(),
-                &message,
-                generation,
-            ));
-        }
-        set_all(&mut status.conditions, failed);
     }
-    apply_if_changed(&api, &pool.name_any(), old, &status).await?;
-    match step.failure {
-        None => Ok(if ready {
-            Action::await_change()
-        } else {
-            Action::requeue(POLL)
-        }),
-        // No room for another machine right now (no free host, a quota): the condition says so, and the pool
-        // looks again at a slow pace instead of retrying as a failure.
-        Some(Error::Provider {
-            source: ProviderError::Capacity { .. },
-            ..
-        }) => Ok(Action::requeue(backoff::capacity_retry())),
-        Some(error) => Err(error),
-    }
+    set_all(list, failed);
 }
 
 /// Deletes every machine of the pool, then lets the object go.
@@ -326,49 +332,47 @@ async fn finalize(
     api: &Api<MachinePool>,
     ctx: &Context,
     cluster: Option<&Cluster>,
-    mut status: MachinePoolStatus,
-) -> Result<Action> {
+    status: &mut MachinePoolStatus,
+) -> Result<Step> {
     if !pool
         .finalizers()
         .iter()
         .any(|f| f == MACHINE_POOL_FINALIZER)
     {
-        return Ok(Action::await_change());
+        return Ok(LeaveStatus);
     }
+    let generation = pool.metadata.generation;
     // Without its cluster there is nothing left to delete machines from.
     if let Some(cluster) = cluster {
-        let provider_name = cluster
-            .spec
-            .infrastructure
-            .provider_name()
-            .unwrap_or_default();
-        let provider = ctx.providers.get(provider_name)?.clone();
+        // The machines stay, and so does the pool, until the provider can delete them (say, once a credentials
+        // Secret is back): say so where the person waiting for the deletion looks.
+        let blocked = |status: &mut MachinePoolStatus, error: &Error| {
+            let why = match error {
+                Error::Provider { source, .. } => source.reason(),
+                Error::UnknownProvider { .. } => reason::PROVIDER_NOT_REGISTERED,
+                _ => return,
+            };
+            let message = match error {
+                Error::Provider { source, .. } => {
+                    format!("cannot delete the pool's machines: {source}")
+                }
+                other => format!("cannot delete the pool's machines: {other}"),
+            };
+            conditions::set(
+                &mut status.conditions,
+                condition(READY, false, why, message, generation),
+            );
+        };
+        let provider = ctx
+            .provider_for(cluster)
+            .inspect_err(|error| blocked(status, error))?;
         let info = cluster_info(cluster);
         let role = MachineRole::Worker {
             pool: pool.name_any(),
         };
-        let remaining = match machines::delete_all(ctx, provider.as_ref(), &info, &role).await {
-            Ok(remaining) => remaining,
-            // The machines stay, and so does the pool, until the provider can delete them (say, once a
-            // credentials Secret is back): say so where the person waiting for the deletion looks.
-            Err(error) => {
-                if let Error::Provider { source, .. } = &error {
-                    let message = format!("cannot delete the pool's machines: {source}");
-                    conditions::set(
-                        &mut status.conditions,
-                        condition(
-                            READY,
-                            false,
-                            source.reason(),
-                            message,
-                            pool.metadata.generation,
-                        ),
-                    );
-                    apply_if_changed(api, &pool.name_any(), pool.status.as_ref(), &status).await?;
-                }
-                return Err(error);
-            }
-        };
+        let remaining = machines::delete_all(ctx, provider.as_ref(), &info, &role)
+            .await
+            .inspect_err(|error| blocked(status, error))?;
         if !remaining.is_empty() {
             let message = format!(
                 "deleting machines: {}",
@@ -376,15 +380,15 @@ async fn finalize(
             );
             conditions::set(
                 &mut status.conditions,
-                condition(READY, false, "Deleting", message, pool.metadata.generation),
+                condition(READY, false, reason::DELETING, message, generation),
             );
-            apply_if_changed(api, &pool.name_any(), pool.status.as_ref(), &status).await?;
-            return Ok(Action::requeue(Duration::from_secs(1)));
+            return Ok(Next(Action::requeue(Duration::from_secs(1))));
         }
     }
     finalizer::remove(api, pool, MACHINE_POOL_FINALIZER).await?;
     info!(pool = %pool.name_any(), "machine pool deleted");
-    Ok(Action::await_change())
+    // The object is going: nothing of its status to write.
+    Ok(LeaveStatus)
 }
 
 /// `status.machines`: the first [`MAX_LISTED_MACHINES`] machines by name, and how many are left out, so that a pool

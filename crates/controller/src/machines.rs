@@ -122,6 +122,8 @@ fn free_names<'a>(
 /// Where a group stands after one step.
 #[derive(Debug, Clone, Default)]
 pub struct GroupState {
+    /// How many machines the provider listed before the step (the group's size as the step found it).
+    pub listed: usize,
     pub machines: Vec<Machine>,
     pub created: Vec<String>,
     pub deleted: Vec<String>,
@@ -195,6 +197,7 @@ pub async fn converge_step(
     };
 
     let mut state = GroupState {
+        listed: machines.len(),
         hash: hash.clone(),
         ..Default::default()
     };

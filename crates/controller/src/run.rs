@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
+use kube::core::NamespaceResourceScope;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::{Recorder, Reporter};
@@ -20,7 +21,8 @@ use tracing::{Instrument, info_span, warn};
 use crate::context::{Context, ProviderRegistry};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::{addon_bundle, backoff, cluster, machine_pool};
+use crate::outcome::Outcome;
+use crate::{addon_bundle, backoff, cluster, events, machine_pool, status};
 
 /// How long a reconcile may run by default: well past the add-on download timeout (60 s) and a BMC task wait,
 /// and short of holding a worker indefinitely.
@@ -54,7 +56,15 @@ impl Default for Settings {
     }
 }
 
-/// Runs both controllers until `shutdown` completes; in-flight reconciles finish first.
+/// Room for this many trigger notices per subscriber before the shared watch waits for the slowest controller.
+const TRIGGER_BUFFER: usize = 1024;
+
+/// Runs the Cluster, MachinePool and AddonBundle controllers until `shutdown` completes; in-flight reconciles finish
+/// first.
+///
+/// Each kind is watched once: one reflector per kind fills a store that every controller reads and tells each
+/// interested controller of every change (kube's shared streams). A controller woken by another kind's change reads
+/// the store that change was written to first, so it never sees the wake-up without the change.
 pub async fn run(
     client: Client,
     providers: ProviderRegistry,
@@ -62,21 +72,18 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let clusters: Api<Cluster> = Api::all(client.clone());
-    let clusters_for_bundles = clusters.clone();
-    let pools: Api<MachinePool> = Api::all(client.clone());
-    let config = ControllerConfig::default().concurrency(settings.concurrency);
+    let clusters = SharedWatch::<Cluster>::new();
+    let pools = SharedWatch::<MachinePool>::new();
+    let bundles = SharedWatch::<AddonBundle>::new();
+    // Every subscription is made before its watch starts, so none misses the first list.
+    let clusters_for_clusters = clusters.subscribe();
+    let clusters_for_pools = clusters.subscribe();
+    let clusters_for_bundles = clusters.subscribe();
+    let pools_for_pools = pools.subscribe();
+    let pools_for_clusters = pools.subscribe();
+    let bundles_for_bundles = bundles.subscribe();
+    let bundles_for_clusters = bundles.subscribe();
 
-    let cluster_controller =
-        Controller::new(clusters.clone(), watcher::Config::default()).with_config(config.clone());
-    let pool_controller =
-        Controller::new(pools.clone(), watcher::Config::default()).with_config(config.clone());
-    let bundles: Api<AddonBundle> = Api::all(client.clone());
-    let bundle_controller =
-        Controller::new(bundles.clone(), watcher::Config::default()).with_config(config);
-    // Caches that one controller reads of another's kind, with a flag for their first full list.
-    let (cluster_cache, clusters_synced, clusters_task) = synced_cache(clusters.clone());
-    let (bundle_cache, bundles_synced, bundles_task) = synced_cache(bundles.clone());
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -98,16 +105,16 @@ pub async fn run(
         });
     let secrets_task = tokio::spawn(secrets_watch);
     let ctx = Arc::new(Context {
-        client,
+        client: client.clone(),
         providers,
         metrics,
         recorder,
-        clusters: cluster_cache,
-        pools: pool_controller.store(),
+        clusters: clusters.store.clone(),
+        pools: pools.store.clone(),
         secrets: secrets.clone(),
-        bundles: bundle_cache,
-        clusters_synced,
-        bundles_synced,
+        bundles: bundles.store.clone(),
+        clusters_synced: clusters.listed.clone(),
+        bundles_synced: bundles.listed.clone(),
         // Fails only when the TLS backend cannot start; reqwest::Client::new() panics the same way.
         http: slipway_addons::source::download_client(settings.egress.clone())
             .expect("building the add-on download client"),
@@ -117,7 +124,7 @@ pub async fn run(
         failures: Default::default(),
     });
 
-    // Both controllers stop on the same signal.
+    // All controllers stop on the same signal.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -126,26 +133,22 @@ pub async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let config = ControllerConfig::default().concurrency(settings.concurrency);
 
-    let pool_store = ctx.pools.clone();
-    let bundle_store = ctx.bundles.clone();
     let cluster_store = ctx.clusters.clone();
-    let clusters_run = cluster_controller
+    let clusters_run = Controller::for_shared_stream(clusters_for_clusters, ctx.clusters.clone())
+        .with_config(config.clone())
         // A bundle's readiness changes the AddonsReady of the clusters it selects.
-        .watches(
-            bundles,
-            watcher::Config::default(),
-            move |bundle: AddonBundle| {
-                cluster_store
-                    .state()
-                    .into_iter()
-                    .filter(|c| addon_bundle::selects(&bundle, c))
-                    .map(|c| ObjectRef::from_obj(c.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches_shared_stream(bundles_for_clusters, move |bundle: Arc<AddonBundle>| {
+            cluster_store
+                .state()
+                .into_iter()
+                .filter(|c| addon_bundle::selects(&bundle, c))
+                .map(|c| ObjectRef::from_obj(c.as_ref()))
+                .collect::<Vec<_>>()
+        })
         // A pool's change (its readiness) changes its cluster's NodesReady.
-        .watches(pools, watcher::Config::default(), |pool: MachinePool| {
+        .watches_shared_stream(pools_for_clusters, |pool: Arc<MachinePool>| {
             Some(
                 ObjectRef::new(&pool.spec.cluster_name)
                     .within(&pool.namespace().unwrap_or_default()),
@@ -154,18 +157,16 @@ pub async fn run(
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(reconcile::<Cluster>, on_error::<Cluster>, ctx.clone())
         .for_each(|_| async {});
-    let pools_run = pool_controller
+    let pool_store = ctx.pools.clone();
+    let pools_run = Controller::for_shared_stream(pools_for_pools, ctx.pools.clone())
+        .with_config(config.clone())
         // A cluster's change (control plane ready, paused, deleted) changes what its pools may do.
-        .watches(
-            clusters,
-            watcher::Config::default(),
-            move |cluster: Cluster| {
-                cluster::pools_in(&pool_store, &cluster)
-                    .iter()
-                    .map(|p| ObjectRef::from_obj(p.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches_shared_stream(clusters_for_pools, move |cluster: Arc<Cluster>| {
+            cluster::pools_in(&pool_store, &cluster)
+                .iter()
+                .map(|p| ObjectRef::from_obj(p.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(
             reconcile::<MachinePool>,
@@ -173,43 +174,53 @@ pub async fn run(
             ctx.clone(),
         )
         .for_each(|_| async {});
-    let bundles_run = bundle_controller
+    let bundle_store = ctx.bundles.clone();
+    let bundles_run = Controller::for_shared_stream(bundles_for_bundles, ctx.bundles.clone())
+        .with_config(config)
         // A cluster becoming ready (or changing labels) is a new target for the bundles that select it.
-        .watches(
-            clusters_for_bundles,
-            watcher::Config::default(),
-            move |cluster: Cluster| {
-                bundle_store
-                    .state()
-                    .into_iter()
-                    .filter(|b| addon_bundle::selects(b, &cluster))
-                    .map(|b| ObjectRef::from_obj(b.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches_shared_stream(clusters_for_bundles, move |cluster: Arc<Cluster>| {
+            bundle_store
+                .state()
+                .into_iter()
+                .filter(|b| addon_bundle::selects(b, &cluster))
+                .map(|b| ObjectRef::from_obj(b.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .graceful_shutdown_on(stopped(stop_rx))
         .run(reconcile::<AddonBundle>, on_error::<AddonBundle>, ctx)
         .for_each(|_| async {});
+
+    let watches = [
+        clusters.start(Api::all(client.clone())),
+        pools.start(Api::all(client.clone())),
+        bundles.start(Api::all(client)),
+    ];
     // Reconciles must not decide a Secret is missing before the cache has listed them once.
     let _ = secrets.wait_until_ready().await;
     tokio::join!(clusters_run, pools_run, bundles_run);
     secrets_task.abort();
-    clusters_task.abort();
-    bundles_task.abort();
+    for watch in watches {
+        watch.abort();
+    }
 }
 
-/// A cache of every `K`, the flag that turns true once it has listed them all, and the task that keeps both.
+/// One watch of every `K`: the store all controllers read, subscriptions that tell each controller of every
+/// change, and a flag that turns true once the store has listed every object.
 ///
-/// Reconciles that read the cache wait on the flag: before its first list the cache is empty. (A controller's own
-/// store is not used with `Store::wait_until_ready` for that: its ready signal wakes only the waiter polled last,
-/// and the controller itself waits on it before it starts, so a second waiter can stall the controller.)
-fn synced_cache<K>(
-    api: Api<K>,
-) -> (
-    reflector::Store<K>,
-    tokio::sync::watch::Receiver<bool>,
-    tokio::task::JoinHandle<()>,
-)
+/// Reconciles that read another kind's store wait on the flag: before its first list the store is empty. (The
+/// store's own `wait_until_ready` is not used for that: its ready signal wakes only the waiter polled last, and the
+/// controller that owns the store waits on it before it starts, so a second waiter can stall that controller.)
+struct SharedWatch<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    store: reflector::Store<K>,
+    writer: reflector::store::Writer<K>,
+    listed: tokio::sync::watch::Receiver<bool>,
+    listed_tx: tokio::sync::watch::Sender<bool>,
+}
+
+impl<K> SharedWatch<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -219,22 +230,42 @@ where
         + Sync
         + 'static,
 {
-    let (cache, writer) = reflector::store();
-    let (synced_tx, synced) = tokio::sync::watch::channel(false);
-    let kind = K::kind(&()).to_string();
-    let task = reflector(writer, watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .for_each(move |event| {
-            match event {
-                Ok(watcher::Event::InitDone) => {
-                    synced_tx.send_replace(true);
+    fn new() -> Self {
+        let (store, writer) = reflector::store_shared(TRIGGER_BUFFER);
+        let (listed_tx, listed) = tokio::sync::watch::channel(false);
+        Self {
+            store,
+            writer,
+            listed,
+            listed_tx,
+        }
+    }
+
+    /// A stream of every object the watch applies to the store, after it is there.
+    fn subscribe(&self) -> reflector::ReflectHandle<K> {
+        self.writer
+            .subscribe()
+            .expect("a store made by store_shared can be subscribed to")
+    }
+
+    /// Starts the watch; it relists after an expired watch or a lost connection (with backoff) until aborted.
+    fn start(self, api: Api<K>) -> tokio::task::JoinHandle<()> {
+        let kind = K::kind(&()).to_string();
+        let listed_tx = self.listed_tx;
+        let watch = reflector(self.writer, watcher(api, watcher::Config::default()))
+            .default_backoff()
+            .for_each(move |event| {
+                match event {
+                    Ok(watcher::Event::InitDone) => {
+                        listed_tx.send_replace(true);
+                    }
+                    Err(error) => warn!(%error, %kind, "watching"),
+                    Ok(_) => {}
                 }
-                Err(error) => warn!(%error, %kind, "watching for a cache"),
-                Ok(_) => {}
-            }
-            async {}
-        });
-    (cache, synced, tokio::spawn(task))
+                async {}
+            });
+        tokio::spawn(watch)
+    }
 }
 
 fn key(kind: &str, obj: &impl ResourceExt) -> String {
@@ -245,42 +276,64 @@ fn key(kind: &str, obj: &impl ResourceExt) -> String {
     )
 }
 
-/// A kind one of the manager's controllers reconciles: the controller's name (metrics, logs, backoff keys) and its
-/// reconcile. [`reconcile`] and [`on_error`] wrap every controller the same way.
-trait Reconciled: ResourceExt + Send + Sync + 'static {
+/// A kind one of the manager's controllers reconciles: the controller's name (metrics, logs, backoff keys), its
+/// status, and its reconcile. [`reconcile`] and [`on_error`] wrap every controller the same way.
+trait Reconciled:
+    kube::Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
     const CONTROLLER: &'static str;
+    type Status: serde::Serialize + PartialEq + Send + Sync;
+    fn status(&self) -> Option<&Self::Status>;
     fn reconcile(
         obj: Arc<Self>,
         ctx: Arc<Context>,
-    ) -> impl Future<Output = Result<Action, Error>> + Send;
+    ) -> impl Future<Output = Outcome<Self::Status>> + Send;
 }
 
 impl Reconciled for Cluster {
     const CONTROLLER: &'static str = cluster::CONTROLLER;
+    type Status = slipway_api::ClusterStatus;
+    fn status(&self) -> Option<&Self::Status> {
+        self.status.as_ref()
+    }
     fn reconcile(
         obj: Arc<Self>,
         ctx: Arc<Context>,
-    ) -> impl Future<Output = Result<Action, Error>> + Send {
+    ) -> impl Future<Output = Outcome<Self::Status>> + Send {
         cluster::reconcile(obj, ctx)
     }
 }
 
 impl Reconciled for MachinePool {
     const CONTROLLER: &'static str = machine_pool::CONTROLLER;
+    type Status = slipway_api::MachinePoolStatus;
+    fn status(&self) -> Option<&Self::Status> {
+        self.status.as_ref()
+    }
     fn reconcile(
         obj: Arc<Self>,
         ctx: Arc<Context>,
-    ) -> impl Future<Output = Result<Action, Error>> + Send {
+    ) -> impl Future<Output = Outcome<Self::Status>> + Send {
         machine_pool::reconcile(obj, ctx)
     }
 }
 
 impl Reconciled for AddonBundle {
     const CONTROLLER: &'static str = addon_bundle::CONTROLLER;
+    type Status = slipway_api::AddonBundleStatus;
+    fn status(&self) -> Option<&Self::Status> {
+        self.status.as_ref()
+    }
     fn reconcile(
         obj: Arc<Self>,
         ctx: Arc<Context>,
-    ) -> impl Future<Output = Result<Action, Error>> + Send {
+    ) -> impl Future<Output = Outcome<Self::Status>> + Send {
         addon_bundle::reconcile(obj, ctx)
     }
 }
@@ -292,7 +345,7 @@ async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Acti
     let started = Instant::now();
     let result = within_deadline(
         ctx.reconcile_deadline,
-        K::reconcile(obj.clone(), ctx.clone()),
+        reconcile_and_record(obj.clone(), ctx.clone()),
     )
     .instrument(span)
     .await;
@@ -301,6 +354,24 @@ async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Acti
         backoff::reset(&ctx, &key(K::CONTROLLER, obj.as_ref()));
     }
     result
+}
+
+/// Runs the reconcile, writes the status it computed (once, and only when it changed), then publishes its Events.
+async fn reconcile_and_record<K: Reconciled>(
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let outcome = K::reconcile(obj.clone(), ctx.clone()).await;
+    if let Some(new) = &outcome.status {
+        let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+        if let Err(error) = status::apply_if_changed(&api, &obj.name_any(), obj.status(), new).await
+        {
+            // The pass's own failure says more than the failed write of it.
+            return outcome.next.and(Err(error));
+        }
+    }
+    events::publish(&ctx, obj.as_ref(), outcome.events).await;
+    outcome.next
 }
 
 /// Runs `reconcile`, or stops it at `deadline` with [`Error::Deadline`] (dropping it mid-step is safe: every step
@@ -339,6 +410,9 @@ fn error_policy(
     );
     let delay = if capacity {
         backoff::capacity_retry()
+    } else if matches!(error, Error::UnknownProvider { .. }) {
+        // A person must act (start the manager with the provider, or change the cluster): look again slowly.
+        backoff::SLOW_RETRY
     } else if error.is_apiserver_unreachable() {
         backoff::next_delay(ctx, &key(controller, obj)).min(backoff::UNREACHABLE_CAP)
     } else {

@@ -8,7 +8,8 @@ use kube::core::NamespaceResourceScope;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use slipway_api::conditions::{self, Condition, STATUS_FALSE, STATUS_TRUE};
+use slipway_api::conditions::{self, Condition, READY, STATUS_FALSE, STATUS_TRUE, reason};
+use slipway_provider::ProviderError;
 
 use crate::error::Result;
 
@@ -71,6 +72,44 @@ pub fn set_all(list: &mut Vec<Condition>, new: impl IntoIterator<Item = Conditio
     }
 }
 
+/// Records a provider's failure on the step condition `type_` and on `Ready`, with the provider's reason and message.
+pub fn fail(
+    list: &mut Vec<Condition>,
+    type_: &str,
+    error: &ProviderError,
+    generation: Option<i64>,
+) {
+    let message = error.to_string();
+    set_all(
+        list,
+        [
+            condition(type_, false, error.reason(), &message, generation),
+            condition(READY, false, error.reason(), &message, generation),
+        ],
+    );
+}
+
+/// Sets a Cluster's `Ready` from its step conditions `steps`: True when every one of them is True, otherwise False
+/// naming those that are not, in order. Returns whether it is True.
+pub fn summarize(list: &mut Vec<Condition>, steps: &[&str], generation: Option<i64>) -> bool {
+    let waiting: Vec<&str> = steps
+        .iter()
+        .copied()
+        .filter(|step| !conditions::is_true(list, step))
+        .collect();
+    let ready = waiting.is_empty();
+    let (why, message) = if ready {
+        (reason::READY, "the cluster is ready".to_string())
+    } else {
+        (
+            reason::PROVISIONING,
+            format!("waiting for {}", waiting.join(", ")),
+        )
+    };
+    conditions::set(list, condition(READY, ready, why, message, generation));
+    ready
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +131,42 @@ mod tests {
         );
         let short = condition("Ready", true, "Ready", "3 of 3 machines ready", Some(1));
         assert_eq!(short.message, "3 of 3 machines ready");
+    }
+
+    #[test]
+    fn ready_is_true_only_when_every_step_is_and_names_the_steps_it_waits_for() {
+        use slipway_api::conditions::{ADDONS_READY, CONTROL_PLANE_READY, NODES_READY};
+        let steps = [CONTROL_PLANE_READY, NODES_READY, ADDONS_READY];
+        let mut list = vec![
+            condition(CONTROL_PLANE_READY, true, "Ready", "", Some(2)),
+            condition(NODES_READY, false, "WaitingForNodes", "", Some(2)),
+        ];
+        assert!(!summarize(&mut list, &steps, Some(2)));
+        let ready = conditions::find(&list, READY).unwrap();
+        assert_eq!(ready.status, STATUS_FALSE);
+        assert_eq!(ready.message, "waiting for NodesReady, AddonsReady");
+
+        list.push(condition(ADDONS_READY, true, "Ready", "", Some(2)));
+        conditions::set(
+            &mut list,
+            condition(NODES_READY, true, "Ready", "", Some(2)),
+        );
+        assert!(summarize(&mut list, &steps, Some(2)));
+        assert!(conditions::is_true(&list, READY));
+    }
+
+    #[test]
+    fn a_provider_failure_is_recorded_on_its_step_and_on_ready() {
+        let mut list = Vec::new();
+        let error = ProviderError::permanent("InvalidCredentials", "the key was revoked");
+        fail(&mut list, "InfrastructureReady", &error, Some(3));
+        for type_ in ["InfrastructureReady", READY] {
+            let c = conditions::find(&list, type_).unwrap();
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_str()),
+                (STATUS_FALSE, "InvalidCredentials")
+            );
+            assert_eq!(c.message, "the key was revoked");
+        }
     }
 }
