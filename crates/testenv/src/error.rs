@@ -10,6 +10,13 @@ pub enum Error {
     )]
     BinaryMissing { binary: &'static str, dir: PathBuf },
 
+    /// etcd's own API (used to compact its history) refused or failed a request.
+    #[error("etcd {operation}: {message}")]
+    Etcd {
+        operation: &'static str,
+        message: String,
+    },
+
     #[error("could not start {name}: {source}")]
     Spawn {
         name: &'static str,

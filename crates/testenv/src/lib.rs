@@ -227,10 +227,57 @@ impl TestEnv {
         control_plane::wait_ready(&self.kubeconfig, &mut self.processes).await
     }
 
+    /// Moves etcd's revision past everything the apiserver has served and compacts its history up to there, as
+    /// etcd's periodic compaction does on a busy cluster. Called while the apiserver is stopped, every watch that
+    /// resumes from a resourceVersion it saw before is answered 410 Gone when the apiserver is back, and must list
+    /// again. Returns the compacted revision.
+    pub async fn compact_etcd(&self) -> Result<i64> {
+        let (apiserver, _) = self
+            .apiserver
+            .as_ref()
+            .expect("a started environment knows its etcd");
+        let etcd = &apiserver.etcd_url;
+        // etcd's JSON gateway takes keys and values base64-encoded.
+        let put = serde_json::json!({ "key": "c2xpcHdheS1jb21wYWN0", "value": "MQ==" });
+        let answer = etcd_call(etcd, "kv/put", put, "put").await?;
+        let revision: i64 = answer["header"]["revision"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .ok_or_else(|| Error::Etcd {
+                operation: "put",
+                message: format!("no header.revision in {answer}"),
+            })?;
+        let compact = serde_json::json!({ "revision": revision.to_string(), "physical": true });
+        etcd_call(etcd, "kv/compaction", compact, "compaction").await?;
+        Ok(revision)
+    }
+
     /// The PIDs of every process of this environment, in start order.
     pub fn pids(&self) -> Vec<u32> {
         self.processes.iter().map(Process::pid).collect()
     }
+}
+
+/// One call to etcd's v3 JSON gateway (`POST <etcd>/v3/<path>`).
+async fn etcd_call(
+    etcd: &str,
+    path: &str,
+    body: serde_json::Value,
+    operation: &'static str,
+) -> Result<serde_json::Value> {
+    let failed = |message: String| Error::Etcd { operation, message };
+    let response = reqwest::Client::new()
+        .post(format!("{etcd}/v3/{path}"))
+        .body(body.to_string())
+        .send()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let status = response.status();
+    let text = response.text().await.map_err(|e| failed(e.to_string()))?;
+    if !status.is_success() {
+        return Err(failed(format!("{status}: {text}")));
+    }
+    serde_json::from_str(&text).map_err(|e| failed(format!("{e}: {text}")))
 }
 
 impl Drop for TestEnv {
