@@ -8,7 +8,7 @@
 # (e.g. a debug build, to check that the scripts work; a debug manager's figures are not the benchmark's).
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
+cd "$root" || exit 1
 cache="${SLIPWAY_CACHE:-$HOME/.cache/slipway}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 

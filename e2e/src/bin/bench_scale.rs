@@ -655,14 +655,16 @@ impl Report<'_> {
         }
         let _ = writeln!(
             out,
-            "\n### apiserver writes during the {hold} s hold, all clients\n"
+            "\n### apiserver requests during the {hold} s hold, all clients\n"
         );
-        let hold_writes = self.hold_requests.filter(RequestKind::is_write);
-        if hold_writes.total() == 0 {
+        if self.hold_requests.total() == 0 {
             let _ = writeln!(out, "none");
         } else {
-            let _ = writeln!(out, "| request | count | by the manager |\n|---|---|---|");
-            for (kind, count) in hold_writes.most_frequent() {
+            let _ = writeln!(
+                out,
+                "| request | count | a write by the manager |\n|---|---|---|"
+            );
+            for (kind, count) in self.hold_requests.most_frequent() {
                 let manager = if is_manager_write(kind) { "yes" } else { "no" };
                 let _ = writeln!(out, "| {kind} | {count} | {manager} |");
             }
