@@ -30,6 +30,7 @@ use slipway_e2e::floor::{
     ready_cluster_status, ready_pool_status, status_apply,
 };
 use slipway_e2e::percentile::percentile;
+use slipway_e2e::process_usage;
 use slipway_e2e::sim_fleet::{
     CONTROL_PLANE_REPLICAS, WORKERS_PER_POOL, cluster_names, clusters_api, pool_name, pools_api,
     sim_cluster, warm_up,
@@ -86,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
     let pki = ClusterPki::generate("bench-floor").context("generating the PKI once")?;
 
     let requests_before = scrape_apiserver(&client).await?;
+    let own_cpu_before = process_usage::read(std::process::id())?.cpu_seconds;
     let writes = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicUsize::new(0));
     let progress = tokio::spawn(report_progress(args.clusters, done.clone()));
@@ -112,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
         .await;
     let seconds = started.elapsed().as_secs_f64();
     progress.abort();
+    let own_cpu = process_usage::read(std::process::id())?.cpu_seconds - own_cpu_before;
     let durations = durations?;
     let requests = scrape_apiserver(&client).await?.since(&requests_before);
 
@@ -171,6 +174,10 @@ async fn main() -> anyhow::Result<()> {
     row(
         "apiserver requests per cluster (all clients)".into(),
         format!("{:.2}", result.requests_per_cluster()),
+    );
+    row(
+        "bench-floor's own CPU seconds during the run (the client, on the same cores as the apiserver)".into(),
+        format!("{own_cpu:.2}"),
     );
     row(
         "seconds for the apiserver's first Cluster + MachinePool create (dry run, before the clock starts)"
