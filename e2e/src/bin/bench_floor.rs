@@ -36,7 +36,9 @@ use slipway_e2e::sim_fleet::{
     sim_cluster, warm_up,
 };
 
-/// Tried at 16, 32 and 64 clusters in flight (docs/benchmarks.md); 32 was the fastest on the 2-core machine.
+/// The middle of 16-64, the range in which issue 18's measurement at N = 1000 found the floor's time flat
+/// (12.3-12.5 s), and the number of creates bench-scale keeps in flight. Trials of 16, 32 and 64 on a busy machine
+/// with a debug client did not single one out (docs/benchmarks.md).
 const DEFAULT_CONCURRENCY: usize = 32;
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
