@@ -296,47 +296,28 @@ trait Reconciled:
     ) -> impl Future<Output = Outcome<Self::Status>> + Send;
 }
 
-impl Reconciled for Cluster {
-    const CONTROLLER: &'static str = cluster::CONTROLLER;
-    type Status = slipway_api::ClusterStatus;
-    fn status(&self) -> Option<&Self::Status> {
-        self.status.as_ref()
-    }
-    fn reconcile(
-        obj: Arc<Self>,
-        ctx: Arc<Context>,
-    ) -> impl Future<Output = Outcome<Self::Status>> + Send {
-        cluster::reconcile(obj, ctx)
-    }
+/// `impl Reconciled` for a kind whose status is `status: Option<$status>` and whose reconcile is `$module::reconcile`.
+macro_rules! reconciled {
+    ($kind:ty, $status:ty, $module:ident) => {
+        impl Reconciled for $kind {
+            const CONTROLLER: &'static str = $module::CONTROLLER;
+            type Status = $status;
+            fn status(&self) -> Option<&Self::Status> {
+                self.status.as_ref()
+            }
+            fn reconcile(
+                obj: Arc<Self>,
+                ctx: Arc<Context>,
+            ) -> impl Future<Output = Outcome<Self::Status>> + Send {
+                $module::reconcile(obj, ctx)
+            }
+        }
+    };
 }
 
-impl Reconciled for MachinePool {
-    const CONTROLLER: &'static str = machine_pool::CONTROLLER;
-    type Status = slipway_api::MachinePoolStatus;
-    fn status(&self) -> Option<&Self::Status> {
-        self.status.as_ref()
-    }
-    fn reconcile(
-        obj: Arc<Self>,
-        ctx: Arc<Context>,
-    ) -> impl Future<Output = Outcome<Self::Status>> + Send {
-        machine_pool::reconcile(obj, ctx)
-    }
-}
-
-impl Reconciled for AddonBundle {
-    const CONTROLLER: &'static str = addon_bundle::CONTROLLER;
-    type Status = slipway_api::AddonBundleStatus;
-    fn status(&self) -> Option<&Self::Status> {
-        self.status.as_ref()
-    }
-    fn reconcile(
-        obj: Arc<Self>,
-        ctx: Arc<Context>,
-    ) -> impl Future<Output = Outcome<Self::Status>> + Send {
-        addon_bundle::reconcile(obj, ctx)
-    }
-}
+reconciled!(Cluster, slipway_api::ClusterStatus, cluster);
+reconciled!(MachinePool, slipway_api::MachinePoolStatus, machine_pool);
+reconciled!(AddonBundle, slipway_api::AddonBundleStatus, addon_bundle);
 
 /// One reconcile of `obj`: in a span naming it, within the deadline, timed for the metrics; a success resets the
 /// object's error backoff.
