@@ -122,6 +122,7 @@ pub async fn run(
         addon_resync: settings.addon_resync,
         reconcile_deadline: settings.reconcile_deadline,
         failures: Default::default(),
+        status_in_flight: Default::default(),
     });
 
     // All controllers stop on the same signal.
@@ -344,11 +345,17 @@ async fn reconcile_and_record<K: Reconciled>(
 ) -> Result<Action, Error> {
     let outcome = K::reconcile(obj.clone(), ctx.clone()).await;
     if let Some(new) = &outcome.status {
-        let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-        if let Err(error) = status::apply_if_changed(&api, &obj.name_any(), obj.status(), new).await
-        {
-            // The pass's own failure says more than the failed write of it.
-            return outcome.next.and(Err(error));
+        let key = key(K::CONTROLLER, obj.as_ref());
+        let version = obj.resource_version();
+        if !ctx.status_in_flight.written(&key, version.as_deref(), new) {
+            let api: Api<K> =
+                Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+            match status::apply_if_changed(&api, &obj.name_any(), obj.status(), new).await {
+                Ok(true) => ctx.status_in_flight.record(key, version, new),
+                Ok(false) => {}
+                // The pass's own failure says more than the failed write of it.
+                Err(error) => return outcome.next.and(Err(error)),
+            }
         }
     }
     events::publish(&ctx, obj.as_ref(), outcome.events).await;
