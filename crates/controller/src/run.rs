@@ -289,8 +289,9 @@ trait Reconciled:
     + 'static
 {
     const CONTROLLER: &'static str;
-    type Status: serde::Serialize + PartialEq + Send + Sync;
+    type Status: serde::Serialize + serde::de::DeserializeOwned + PartialEq + Send + Sync;
     fn status(&self) -> Option<&Self::Status>;
+    fn set_status(&mut self, status: Self::Status);
     fn reconcile(
         obj: Arc<Self>,
         ctx: Arc<Context>,
@@ -305,6 +306,9 @@ macro_rules! reconciled {
             type Status = $status;
             fn status(&self) -> Option<&Self::Status> {
                 self.status.as_ref()
+            }
+            fn set_status(&mut self, status: Self::Status) {
+                self.status = Some(status);
             }
             fn reconcile(
                 obj: Arc<Self>,
@@ -343,19 +347,27 @@ async fn reconcile_and_record<K: Reconciled>(
     obj: Arc<K>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
+    let key = key(K::CONTROLLER, obj.as_ref());
+    // Woken before the cache shows this manager's last status write: start from what was written.
+    let obj = match ctx
+        .status_in_flight
+        .newer::<K::Status>(&key, obj.resource_version().as_deref())
+    {
+        Some(written) => {
+            let mut newer = K::clone(&obj);
+            newer.set_status(written);
+            Arc::new(newer)
+        }
+        None => obj,
+    };
     let outcome = K::reconcile(obj.clone(), ctx.clone()).await;
     if let Some(new) = &outcome.status {
-        let key = key(K::CONTROLLER, obj.as_ref());
-        let version = obj.resource_version();
-        if !ctx.status_in_flight.written(&key, version.as_deref(), new) {
-            let api: Api<K> =
-                Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-            match status::apply_if_changed(&api, &obj.name_any(), obj.status(), new).await {
-                Ok(Some(written)) => ctx.status_in_flight.record(key, &written, new),
-                Ok(None) => {}
-                // The pass's own failure says more than the failed write of it.
-                Err(error) => return outcome.next.and(Err(error)),
-            }
+        let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+        match status::apply_if_changed(&api, &obj.name_any(), obj.status(), new).await {
+            Ok(Some(written)) => ctx.status_in_flight.record(key, &written, new),
+            Ok(None) => {}
+            // The pass's own failure says more than the failed write of it.
+            Err(error) => return outcome.next.and(Err(error)),
         }
     }
     events::publish(&ctx, obj.as_ref(), outcome.events).await;

@@ -49,54 +49,40 @@ where
 }
 
 /// The statuses this manager wrote that the shared cache does not show yet: per object, the resourceVersion the
-/// write produced and a digest of what was written.
+/// write produced and what was written.
 ///
 /// A pass woken before the watch delivers the manager's own status write (by its own finalizer patch, say) reads
-/// the object as it was before. Compared with that older status, the same status computed again looks new and
-/// would be written a second time. While the cached object is older than the write, a status equal to the one
-/// written is no change; once the cache reaches the write (or anything after it), the cached status is compared as
-/// usual and the entry is dropped.
+/// the object as it was before. Started from that older status, it would find its conditions new (with new
+/// transition times) and write the same status a second time. While the cached object is older than the write, the
+/// pass starts from the status written instead; once the cache reaches the write (or anything after it), the cached
+/// status is the start again and the entry is dropped.
 ///
 /// "Older" compares resourceVersions as numbers, which they are on every etcd-backed apiserver; Kubernetes calls
-/// them opaque, so a version that is not a number turns this off and every status is compared with the cache.
+/// them opaque, so a version that is not a number turns this off and every pass starts from the cache.
 #[derive(Default)]
-pub struct InFlight(KeyedCache<String, (u64, u64)>);
+pub struct InFlight(KeyedCache<String, (u64, serde_json::Value)>);
 
 impl InFlight {
-    /// Whether `status` was written already after `cached_version`, the version the object is cached at.
-    pub fn written(
-        &self,
-        key: &str,
-        cached_version: Option<&str>,
-        status: &impl Serialize,
-    ) -> bool {
-        let Some((written_at, digest)) = self.0.get(key) else {
-            return false;
-        };
+    /// The status written after `cached_version`, the version the object is cached at, if any.
+    pub fn newer<S: DeserializeOwned>(&self, key: &str, cached_version: Option<&str>) -> Option<S> {
+        let (written_at, status) = self.0.get(key)?;
         match cached_version.and_then(|v| v.parse::<u64>().ok()) {
-            Some(cached) if cached < written_at => digest == digest_of(status),
+            Some(cached) if cached < written_at => serde_json::from_value(status).ok(),
             _ => {
                 self.0.remove(key);
-                false
+                None
             }
         }
     }
 
     /// Records that `status` was written, producing `written_version`.
     pub fn record(&self, key: String, written_version: &str, status: &impl Serialize) {
-        if let Ok(version) = written_version.parse::<u64>() {
-            self.0.insert(key, (version, digest_of(status)));
+        if let (Ok(version), Ok(status)) =
+            (written_version.parse::<u64>(), serde_json::to_value(status))
+        {
+            self.0.insert(key, (version, status));
         }
     }
-}
-
-fn digest_of(status: &impl Serialize) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_vec(status)
-        .expect("a status serializes")
-        .hash(&mut hasher);
-    hasher.finish()
 }
 
 /// A condition as of now, its message cut to [`conditions::MAX_MESSAGE_CHARS`]; [`conditions::set`] keeps the old
@@ -210,24 +196,36 @@ mod tests {
     }
 
     #[test]
-    fn a_status_written_over_the_cached_version_is_not_written_again_until_the_cache_moves_on() {
+    fn a_pass_starts_from_the_status_written_until_the_cache_reaches_it() {
         let in_flight = InFlight::default();
         let ready = vec![condition(READY, true, "Ready", "", Some(1))];
-        assert!(!in_flight.written("c/ns/a", Some("10"), &ready));
+        assert_eq!(
+            in_flight.newer::<Vec<Condition>>("c/ns/a", Some("10")),
+            None
+        );
         in_flight.record("c/ns/a".into(), "12", &ready);
-        // Woken again before the watch brought the write (at 10, or at 11 after a finalizer patch): the same status
-        // is no change; another one is.
-        assert!(in_flight.written("c/ns/a", Some("10"), &ready));
-        assert!(in_flight.written("c/ns/a", Some("11"), &ready));
-        let waiting = vec![condition(READY, false, "Provisioning", "", Some(1))];
-        assert!(!in_flight.written("c/ns/a", Some("11"), &waiting));
-        // The cache reached the write: the cached status is the one to compare with from now on.
-        assert!(!in_flight.written("c/ns/a", Some("12"), &ready));
-        assert!(!in_flight.written("c/ns/a", Some("10"), &ready));
-        assert!(!in_flight.written("c/ns/b", Some("10"), &ready));
-        // Versions that are not numbers: nothing is skipped.
+        // Woken again before the watch brought the write (at 10, or at 11 after a finalizer patch).
+        assert_eq!(in_flight.newer("c/ns/a", Some("10")), Some(ready.clone()));
+        assert_eq!(in_flight.newer("c/ns/a", Some("11")), Some(ready.clone()));
+        assert_eq!(
+            in_flight.newer::<Vec<Condition>>("c/ns/b", Some("10")),
+            None
+        );
+        // The cache reached the write: it is the start from now on.
+        assert_eq!(
+            in_flight.newer::<Vec<Condition>>("c/ns/a", Some("12")),
+            None
+        );
+        assert_eq!(
+            in_flight.newer::<Vec<Condition>>("c/ns/a", Some("10")),
+            None
+        );
+        // Versions that are not numbers: the cache is always the start.
         in_flight.record("c/ns/c".into(), "opaque", &ready);
-        assert!(!in_flight.written("c/ns/c", Some("10"), &ready));
+        assert_eq!(
+            in_flight.newer::<Vec<Condition>>("c/ns/c", Some("10")),
+            None
+        );
     }
 
     #[test]
