@@ -198,7 +198,9 @@ mod tests {
     #[test]
     fn a_pass_starts_from_the_status_written_until_the_cache_reaches_it() {
         let in_flight = InFlight::default();
-        let ready = vec![condition(READY, true, "Ready", "", Some(1))];
+        // As stored: transition times in whole seconds.
+        let ready: Vec<Condition> =
+            serde_json::from_value(json!([condition(READY, true, "Ready", "", Some(1))])).unwrap();
         assert_eq!(
             in_flight.newer::<Vec<Condition>>("c/ns/a", Some("10")),
             None
