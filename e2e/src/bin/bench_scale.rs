@@ -405,8 +405,8 @@ fn observe(
         .unwrap_or_default();
     // Every cluster here has a pool: a Ready that does not count it (a reconcile that ran before the pool
     // existed) is not the Ready being measured.
-    let counts_its_pool =
-        conditions::find(list, NODES_READY).is_some_and(|c| c.reason != "NoMachinePools");
+    let counts_its_pool = conditions::find(list, NODES_READY)
+        .is_some_and(|c| c.reason != conditions::reason::NO_MACHINE_POOLS);
     match conditions::find(list, READY) {
         Some(condition) if condition.status == conditions::STATUS_TRUE && counts_its_pool => {
             let latency = cluster

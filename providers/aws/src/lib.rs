@@ -26,6 +26,7 @@
 //! matches them by provider ID `aws:///<zone>/<instance-id>`), reading Secrets (the manager does, through
 //! [`CredentialSource`]).
 
+mod cidr;
 mod client;
 mod credentials;
 mod instances;

@@ -12,6 +12,7 @@ use aws_sdk_ec2::types::{
 use slipway_api::AwsSettings;
 use slipway_provider::{ClusterInfo, Deletion, ProviderError, Result};
 
+use crate::cidr::Cidr;
 use crate::client::{AwsError, Ec2};
 use crate::tags;
 use crate::throttle::ApiClass::{Describe, Mutate};
@@ -698,7 +699,70 @@ pub async fn associate_endpoint(
 /// Removes everything of the network that carries the cluster's tag. Instances must be gone already.
 pub async fn delete(ec2: &Ec2, cluster: &ClusterInfo) -> Result<Deletion> {
     let mut sweep = Sweep::default();
+    for resource in owned(ec2, cluster).await? {
+        for result in remove(ec2, &resource).await {
+            sweep.note(resource.kind(), resource.id(), result);
+        }
+    }
+    sweep.finish(cluster)
+}
 
+/// A piece of the cluster's network, found by its tag, with what must be detached before it can go.
+enum Owned {
+    Address {
+        id: String,
+        association: Option<String>,
+    },
+    SecurityGroup {
+        id: String,
+    },
+    Subnet {
+        id: String,
+    },
+    RouteTable {
+        id: String,
+        /// Its associations with subnets (the VPC's main association goes with the VPC).
+        associations: Vec<String>,
+    },
+    Gateway {
+        id: String,
+        /// The VPCs it is attached to.
+        vpcs: Vec<String>,
+    },
+    Vpc {
+        id: String,
+    },
+}
+
+impl Owned {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Address { .. } => "Elastic IP",
+            Self::SecurityGroup { .. } => "security group",
+            Self::Subnet { .. } => "subnet",
+            Self::RouteTable { .. } => "route table",
+            Self::Gateway { .. } => "internet gateway",
+            Self::Vpc { .. } => "VPC",
+        }
+    }
+
+    fn id(&self) -> &str {
+        match self {
+            Self::Address { id, .. }
+            | Self::SecurityGroup { id }
+            | Self::Subnet { id }
+            | Self::RouteTable { id, .. }
+            | Self::Gateway { id, .. }
+            | Self::Vpc { id } => id,
+        }
+    }
+}
+
+/// Everything of the network that carries the cluster's tag, in the order it can be deleted: addresses, security
+/// groups and subnets before the route tables, gateway and VPC that hold them. Only a VPC Slipway created carries
+/// the tag; an adopted one is never listed.
+async fn owned(ec2: &Ec2, cluster: &ClusterInfo) -> Result<Vec<Owned>> {
+    let mut owned = Vec::new();
     let addresses = ec2
         .call(Describe, "DescribeAddresses", |c| {
             c.describe_addresses()
@@ -707,44 +771,26 @@ pub async fn delete(ec2: &Ec2, cluster: &ClusterInfo) -> Result<Deletion> {
         })
         .await
         .map_err(fail(cluster, "addresses"))?;
-    for address in addresses.addresses() {
-        let id = address.allocation_id().unwrap_or_default();
-        if let Some(association) = address.association_id() {
-            let r = ec2
-                .call(Mutate, "DisassociateAddress", |c| {
-                    c.disassociate_address().association_id(association).send()
-                })
-                .await;
-            sweep.note("Elastic IP", id, r.map(|_| ()));
-        }
-        let r = ec2
-            .call(Mutate, "ReleaseAddress", |c| {
-                c.release_address().allocation_id(id).send()
-            })
-            .await;
-        sweep.note("Elastic IP", id, r.map(|_| ()));
-    }
-
-    for group in owned_groups(ec2, cluster).await? {
-        let id = group.group_id().unwrap_or_default();
-        let r = ec2
-            .call(Mutate, "DeleteSecurityGroup", |c| {
-                c.delete_security_group().group_id(id).send()
-            })
-            .await;
-        sweep.note("security group", id, r.map(|_| ()));
-    }
-
-    for subnet in owned_subnets(ec2, cluster).await? {
-        let id = subnet.subnet_id().unwrap_or_default();
-        let r = ec2
-            .call(Mutate, "DeleteSubnet", |c| {
-                c.delete_subnet().subnet_id(id).send()
-            })
-            .await;
-        sweep.note("subnet", id, r.map(|_| ()));
-    }
-
+    owned.extend(addresses.addresses().iter().map(|a| Owned::Address {
+        id: a.allocation_id().unwrap_or_default().to_string(),
+        association: a.association_id().map(str::to_string),
+    }));
+    owned.extend(
+        owned_groups(ec2, cluster)
+            .await?
+            .iter()
+            .map(|g| Owned::SecurityGroup {
+                id: g.group_id().unwrap_or_default().to_string(),
+            }),
+    );
+    owned.extend(
+        owned_subnets(ec2, cluster)
+            .await?
+            .iter()
+            .map(|s| Owned::Subnet {
+                id: s.subnet_id().unwrap_or_default().to_string(),
+            }),
+    );
     let tables = ec2
         .call(Describe, "DescribeRouteTables", |c| {
             c.describe_route_tables()
@@ -753,32 +799,17 @@ pub async fn delete(ec2: &Ec2, cluster: &ClusterInfo) -> Result<Deletion> {
         })
         .await
         .map_err(fail(cluster, "route tables"))?;
-    for table in tables.route_tables() {
-        let id = table.route_table_id().unwrap_or_default();
-        for association in table
-            .associations()
-            .iter()
-            .filter(|a| a.main() != Some(true))
-        {
-            if let Some(association) = association.route_table_association_id() {
-                let r = ec2
-                    .call(Mutate, "DisassociateRouteTable", |c| {
-                        c.disassociate_route_table()
-                            .association_id(association)
-                            .send()
-                    })
-                    .await;
-                sweep.note("route table", id, r.map(|_| ()));
-            }
+    owned.extend(tables.route_tables().iter().map(|t| {
+        Owned::RouteTable {
+            id: t.route_table_id().unwrap_or_default().to_string(),
+            associations: t
+                .associations()
+                .iter()
+                .filter(|a| a.main() != Some(true))
+                .filter_map(|a| a.route_table_association_id().map(str::to_string))
+                .collect(),
         }
-        let r = ec2
-            .call(Mutate, "DeleteRouteTable", |c| {
-                c.delete_route_table().route_table_id(id).send()
-            })
-            .await;
-        sweep.note("route table", id, r.map(|_| ()));
-    }
-
+    }));
     let gateways = ec2
         .call(Describe, "DescribeInternetGateways", |c| {
             c.describe_internet_gateways()
@@ -787,28 +818,16 @@ pub async fn delete(ec2: &Ec2, cluster: &ClusterInfo) -> Result<Deletion> {
         })
         .await
         .map_err(fail(cluster, "internet gateway"))?;
-    for gateway in gateways.internet_gateways() {
-        let id = gateway.internet_gateway_id().unwrap_or_default();
-        for vpc in gateway.attachments().iter().filter_map(|a| a.vpc_id()) {
-            let r = ec2
-                .call(Mutate, "DetachInternetGateway", |c| {
-                    c.detach_internet_gateway()
-                        .internet_gateway_id(id)
-                        .vpc_id(vpc)
-                        .send()
-                })
-                .await;
-            sweep.note("internet gateway", id, r.map(|_| ()));
+    owned.extend(gateways.internet_gateways().iter().map(|g| {
+        Owned::Gateway {
+            id: g.internet_gateway_id().unwrap_or_default().to_string(),
+            vpcs: g
+                .attachments()
+                .iter()
+                .filter_map(|a| a.vpc_id().map(str::to_string))
+                .collect(),
         }
-        let r = ec2
-            .call(Mutate, "DeleteInternetGateway", |c| {
-                c.delete_internet_gateway().internet_gateway_id(id).send()
-            })
-            .await;
-        sweep.note("internet gateway", id, r.map(|_| ()));
-    }
-
-    // Only a VPC Slipway created carries the tag; an adopted one is never touched.
+    }));
     let vpcs = ec2
         .call(Describe, "DescribeVpcs", |c| {
             c.describe_vpcs()
@@ -817,15 +836,94 @@ pub async fn delete(ec2: &Ec2, cluster: &ClusterInfo) -> Result<Deletion> {
         })
         .await
         .map_err(fail(cluster, "VPC"))?;
-    for vpc in vpcs.vpcs() {
-        let id = vpc.vpc_id().unwrap_or_default();
-        let r = ec2
-            .call(Mutate, "DeleteVpc", |c| c.delete_vpc().vpc_id(id).send())
-            .await;
-        sweep.note("VPC", id, r.map(|_| ()));
-    }
+    owned.extend(vpcs.vpcs().iter().map(|v| Owned::Vpc {
+        id: v.vpc_id().unwrap_or_default().to_string(),
+    }));
+    Ok(owned)
+}
 
-    sweep.finish(cluster)
+/// The EC2 calls that remove one piece, detachments first, and how each went. Every call is made, whatever the
+/// one before it answered: a detachment that failed shows up as the deletion's reason.
+async fn remove(ec2: &Ec2, resource: &Owned) -> Vec<std::result::Result<(), AwsError>> {
+    let mut results = Vec::new();
+    match resource {
+        Owned::Address { id, association } => {
+            if let Some(association) = association {
+                let r = ec2
+                    .call(Mutate, "DisassociateAddress", |c| {
+                        c.disassociate_address().association_id(association).send()
+                    })
+                    .await;
+                results.push(r.map(drop));
+            }
+            let r = ec2
+                .call(Mutate, "ReleaseAddress", |c| {
+                    c.release_address().allocation_id(id).send()
+                })
+                .await;
+            results.push(r.map(drop));
+        }
+        Owned::SecurityGroup { id } => {
+            let r = ec2
+                .call(Mutate, "DeleteSecurityGroup", |c| {
+                    c.delete_security_group().group_id(id).send()
+                })
+                .await;
+            results.push(r.map(drop));
+        }
+        Owned::Subnet { id } => {
+            let r = ec2
+                .call(Mutate, "DeleteSubnet", |c| {
+                    c.delete_subnet().subnet_id(id).send()
+                })
+                .await;
+            results.push(r.map(drop));
+        }
+        Owned::RouteTable { id, associations } => {
+            for association in associations {
+                let r = ec2
+                    .call(Mutate, "DisassociateRouteTable", |c| {
+                        c.disassociate_route_table()
+                            .association_id(association)
+                            .send()
+                    })
+                    .await;
+                results.push(r.map(drop));
+            }
+            let r = ec2
+                .call(Mutate, "DeleteRouteTable", |c| {
+                    c.delete_route_table().route_table_id(id).send()
+                })
+                .await;
+            results.push(r.map(drop));
+        }
+        Owned::Gateway { id, vpcs } => {
+            for vpc in vpcs {
+                let r = ec2
+                    .call(Mutate, "DetachInternetGateway", |c| {
+                        c.detach_internet_gateway()
+                            .internet_gateway_id(id)
+                            .vpc_id(vpc)
+                            .send()
+                    })
+                    .await;
+                results.push(r.map(drop));
+            }
+            let r = ec2
+                .call(Mutate, "DeleteInternetGateway", |c| {
+                    c.delete_internet_gateway().internet_gateway_id(id).send()
+                })
+                .await;
+            results.push(r.map(drop));
+        }
+        Owned::Vpc { id } => {
+            let r = ec2
+                .call(Mutate, "DeleteVpc", |c| c.delete_vpc().vpc_id(id).send())
+                .await;
+            results.push(r.map(drop));
+        }
+    }
+    results
 }
 
 /// Outcomes of a deletion pass: every resource is tried, whatever failed before it.
@@ -876,68 +974,6 @@ impl Sweep {
             )));
         }
         Ok(Deletion::Done)
-    }
-}
-
-/// An IPv4 CIDR block, for carving subnets from a VPC's range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Cidr {
-    base: u32,
-    prefix: u8,
-}
-
-impl Cidr {
-    fn parse(text: &str) -> Option<Self> {
-        let (address, prefix) = text.split_once('/')?;
-        let address: std::net::Ipv4Addr = address.parse().ok()?;
-        let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
-        Some(Self {
-            base: u32::from(address) & Self::mask(prefix),
-            prefix,
-        })
-    }
-
-    fn mask(prefix: u8) -> u32 {
-        if prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - prefix)
-        }
-    }
-
-    fn size(&self) -> u64 {
-        1u64 << (32 - self.prefix)
-    }
-
-    fn overlaps(&self, other: &Cidr) -> bool {
-        let (a_end, b_end) = (
-            self.base as u64 + self.size(),
-            other.base as u64 + other.size(),
-        );
-        (self.base as u64) < b_end && (other.base as u64) < a_end
-    }
-
-    /// Subnets are 1/16 of the VPC (a /20 of a /16), at most /28, the smallest AWS allows.
-    fn subnet_prefix(&self) -> u8 {
-        (self.prefix + 4).min(28)
-    }
-
-    /// The first subnet-sized block of this range that overlaps none of `taken`.
-    fn free_block(&self, taken: &[Cidr]) -> Option<Cidr> {
-        let prefix = self.subnet_prefix();
-        let step = 1u64 << (32 - prefix);
-        (0..self.size() / step)
-            .map(|i| Cidr {
-                base: (self.base as u64 + i * step) as u32,
-                prefix,
-            })
-            .find(|block| !taken.iter().any(|t| t.overlaps(block)))
-    }
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", std::net::Ipv4Addr::from(self.base), self.prefix)
     }
 }
 
@@ -1013,22 +1049,5 @@ mod tests {
                 && text.contains("vpc-1"),
             "{text}"
         );
-    }
-
-    #[test]
-    fn subnets_are_carved_from_free_space_of_the_vpc() {
-        let vpc = Cidr::parse("10.0.0.0/16").unwrap();
-        let taken = vec![
-            Cidr::parse("10.0.0.0/24").unwrap(),
-            Cidr::parse("10.0.16.0/20").unwrap(),
-        ];
-        assert_eq!(vpc.free_block(&taken).unwrap().to_string(), "10.0.32.0/20");
-        assert_eq!(vpc.free_block(&[]).unwrap().to_string(), "10.0.0.0/20");
-        let small = Cidr::parse("192.168.8.0/22").unwrap();
-        assert_eq!(small.free_block(&[]).unwrap().to_string(), "192.168.8.0/26");
-        let full: Vec<_> = (0..16)
-            .map(|i| Cidr::parse(&format!("10.0.{}.0/20", i * 16)).unwrap())
-            .collect();
-        assert_eq!(vpc.free_block(&full), None);
     }
 }

@@ -147,7 +147,7 @@ impl Side {
             && object.data["status"]["conditions"]
                 .as_array()
                 .and_then(|list| list.iter().find(|c| c["type"] == "NodesReady"))
-                .is_none_or(|c| c["reason"] == "NoMachinePools");
+                .is_none_or(|c| c["reason"] == slipway_api::conditions::reason::NO_MACHINE_POOLS);
         if condition["status"] == "True" && !uncounted_pool {
             let latency_seconds = transition_after_creation(object, condition).unwrap_or(f64::NAN);
             return ClusterState::Ready { latency_seconds };
