@@ -50,18 +50,27 @@ async fn only_the_leader_reconciles_and_the_standby_takes_over_when_it_dies() {
     let ns = env.create_namespace("leader").await;
     apply(&client, &ns, &sim_cluster("first", 1, 2, "{}")).await;
     wait_ready(&client, &ns, "first", Duration::from_secs(60)).await;
+    // A scale of a running pool is told as an Event (the first machines of a cluster are not).
+    apply(&client, &ns, &sim_cluster("first", 1, 3, "{}")).await;
 
     // Every Event about the cluster came from the leader.
     let events: Api<Event> = Api::namespaced(client.clone(), &ns);
-    let reporters: Vec<String> = events
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|e| e.reporting_instance)
-        .collect();
-    assert!(!reporters.is_empty(), "no events recorded");
+    let reporters: Vec<String> = eventually("an Event", Duration::from_secs(60), || async {
+        let reporters: Vec<String> = events
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .into_iter()
+            .filter_map(|e| e.reporting_instance)
+            .collect();
+        if reporters.is_empty() {
+            Err("no events recorded".to_string())
+        } else {
+            Ok(reporters)
+        }
+    })
+    .await;
     assert!(
         reporters.iter().all(|r| *r == leader),
         "events from {reporters:?}, leader {leader}"

@@ -8,7 +8,7 @@ use kube::runtime::events::Recorder;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::Store;
 use slipway_api::{AddonBundle, Cluster, MachinePool};
-use slipway_provider::InfrastructureProvider;
+use slipway_provider::{InfrastructureProvider, KeyedCache};
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -65,11 +65,13 @@ pub struct Context {
     pub http: slipway_egress::HttpClient,
     /// Clients for workload clusters, by Cluster UID, with the resourceVersion of the kubeconfig Secret each was
     /// made from.
-    pub workload_clients: Mutex<HashMap<String, (String, Client)>>,
+    pub workload_clients: KeyedCache<String, (String, Client)>,
     /// How often `Reconcile`-mode bundles are re-applied to repair drift.
     pub addon_resync: std::time::Duration,
     /// How long one reconcile may run before it is stopped as failed.
     pub reconcile_deadline: std::time::Duration,
+    /// Status writes the shared cache does not show yet, so a pass woken before it does not write them again.
+    pub(crate) status_in_flight: crate::status::InFlight,
     /// Consecutive failures per object, for the error backoff.
     pub(crate) failures: Mutex<HashMap<String, u32>>,
 }

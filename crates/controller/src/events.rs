@@ -1,10 +1,12 @@
-//! The Events a person needs: transitions they would otherwise have to poll for (a cluster turning Ready, a TTL
-//! deleting a cluster), machines added to or removed from a group that already ran, and what blocks a deletion.
+//! The Events a person needs: what the status does not keep. A TTL deleting a cluster, machines added to or removed
+//! from a group that already ran (a scale, a rollout), and what blocks a bundle's deletion.
+//!
+//! Not told as Events: what a condition records with its `lastTransitionTime` (a cluster turning Ready), and the
+//! machines a group is first brought up with (the conditions count them). One Event per cluster would be a tenth
+//! of the writes of bringing a fleet up.
 //!
 //! A reconcile collects them in its [`Outcome`](crate::outcome::Outcome); the runner publishes them after the
-//! object's status is written, so an Event never tells of a state the status does not show yet. The machines a
-//! group is first brought up with get no Event of their own: the cluster's `Ready` Event counts them, and one
-//! Event per machine group would triple the writes of bringing a fleet up.
+//! object's status is written, so an Event never tells of a state the status does not show yet.
 
 use kube::Resource;
 use kube::runtime::events::{Event, EventType};

@@ -96,11 +96,13 @@ async fn converge(
         // The cluster deletes its pools; nothing to grow meanwhile.
         return Ok(Next(Action::await_change()));
     }
-    let control_plane_ready = cluster
-        .status
-        .as_ref()
-        .is_some_and(|s| conditions::is_true(&s.conditions, CONTROL_PLANE_READY));
-    if !control_plane_ready {
+    let Some(cluster_status) = &cluster.status else {
+        // The cluster has not been looked at yet (they were created together a moment ago): its first status is
+        // about to say where its control plane stands, and the Cluster watch wakes this pool then. Saying "waiting"
+        // before that would be a write the next pass overtakes.
+        return Ok(LeaveStatus);
+    };
+    if !conditions::is_true(&cluster_status.conditions, CONTROL_PLANE_READY) {
         // The shared Cluster cache wakes this pool when the cluster's status changes.
         set_all(
             &mut status.conditions,

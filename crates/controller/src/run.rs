@@ -122,6 +122,7 @@ pub async fn run(
         addon_resync: settings.addon_resync,
         reconcile_deadline: settings.reconcile_deadline,
         failures: Default::default(),
+        status_in_flight: Default::default(),
     });
 
     // All controllers stop on the same signal.
@@ -296,47 +297,28 @@ trait Reconciled:
     ) -> impl Future<Output = Outcome<Self::Status>> + Send;
 }
 
-impl Reconciled for Cluster {
-    const CONTROLLER: &'static str = cluster::CONTROLLER;
-    type Status = slipway_api::ClusterStatus;
-    fn status(&self) -> Option<&Self::Status> {
-        self.status.as_ref()
-    }
-    fn reconcile(
-        obj: Arc<Self>,
-        ctx: Arc<Context>,
-    ) -> impl Future<Output = Outcome<Self::Status>> + Send {
-        cluster::reconcile(obj, ctx)
-    }
+/// `impl Reconciled` for a kind whose status is `status: Option<$status>` and whose reconcile is `$module::reconcile`.
+macro_rules! reconciled {
+    ($kind:ty, $status:ty, $module:ident) => {
+        impl Reconciled for $kind {
+            const CONTROLLER: &'static str = $module::CONTROLLER;
+            type Status = $status;
+            fn status(&self) -> Option<&Self::Status> {
+                self.status.as_ref()
+            }
+            fn reconcile(
+                obj: Arc<Self>,
+                ctx: Arc<Context>,
+            ) -> impl Future<Output = Outcome<Self::Status>> + Send {
+                $module::reconcile(obj, ctx)
+            }
+        }
+    };
 }
 
-impl Reconciled for MachinePool {
-    const CONTROLLER: &'static str = machine_pool::CONTROLLER;
-    type Status = slipway_api::MachinePoolStatus;
-    fn status(&self) -> Option<&Self::Status> {
-        self.status.as_ref()
-    }
-    fn reconcile(
-        obj: Arc<Self>,
-        ctx: Arc<Context>,
-    ) -> impl Future<Output = Outcome<Self::Status>> + Send {
-        machine_pool::reconcile(obj, ctx)
-    }
-}
-
-impl Reconciled for AddonBundle {
-    const CONTROLLER: &'static str = addon_bundle::CONTROLLER;
-    type Status = slipway_api::AddonBundleStatus;
-    fn status(&self) -> Option<&Self::Status> {
-        self.status.as_ref()
-    }
-    fn reconcile(
-        obj: Arc<Self>,
-        ctx: Arc<Context>,
-    ) -> impl Future<Output = Outcome<Self::Status>> + Send {
-        addon_bundle::reconcile(obj, ctx)
-    }
-}
+reconciled!(Cluster, slipway_api::ClusterStatus, cluster);
+reconciled!(MachinePool, slipway_api::MachinePoolStatus, machine_pool);
+reconciled!(AddonBundle, slipway_api::AddonBundleStatus, addon_bundle);
 
 /// One reconcile of `obj`: in a span naming it, within the deadline, timed for the metrics; a success resets the
 /// object's error backoff.
@@ -363,11 +345,17 @@ async fn reconcile_and_record<K: Reconciled>(
 ) -> Result<Action, Error> {
     let outcome = K::reconcile(obj.clone(), ctx.clone()).await;
     if let Some(new) = &outcome.status {
-        let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-        if let Err(error) = status::apply_if_changed(&api, &obj.name_any(), obj.status(), new).await
-        {
-            // The pass's own failure says more than the failed write of it.
-            return outcome.next.and(Err(error));
+        let key = key(K::CONTROLLER, obj.as_ref());
+        let version = obj.resource_version();
+        if !ctx.status_in_flight.written(&key, version.as_deref(), new) {
+            let api: Api<K> =
+                Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+            match status::apply_if_changed(&api, &obj.name_any(), obj.status(), new).await {
+                Ok(true) => ctx.status_in_flight.record(key, version, new),
+                Ok(false) => {}
+                // The pass's own failure says more than the failed write of it.
+                Err(error) => return outcome.next.and(Err(error)),
+            }
         }
     }
     events::publish(&ctx, obj.as_ref(), outcome.events).await;

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use slipway_api::conditions::{self, Condition, READY, STATUS_FALSE, STATUS_TRUE, reason};
-use slipway_provider::ProviderError;
+use slipway_provider::{KeyedCache, ProviderError};
 
 use crate::error::Result;
 
@@ -43,6 +43,52 @@ where
     )
     .await?;
     Ok(true)
+}
+
+/// The statuses this manager wrote that the shared cache does not show yet: per object, the resourceVersion the
+/// object had before the write and a digest of what was written.
+///
+/// A pass woken before the watch delivers the manager's own status write reads the object as it was before it.
+/// Compared with that older status, the same status computed again looks new and would be written a second time.
+/// While the cached object still has the version it had before the write, a status equal to the one written is
+/// no change; once the cache moves on (to the manager's write or anyone else's), the cached status is compared as
+/// usual and the entry is dropped.
+#[derive(Default)]
+pub struct InFlight(KeyedCache<String, (String, u64)>);
+
+impl InFlight {
+    /// Whether `status` was written already over `resource_version`, the version the object is cached at.
+    pub fn written(
+        &self,
+        key: &str,
+        resource_version: Option<&str>,
+        status: &impl Serialize,
+    ) -> bool {
+        let Some((before, digest)) = self.0.get(key) else {
+            return false;
+        };
+        if resource_version == Some(before.as_str()) {
+            return digest == digest_of(status);
+        }
+        self.0.remove(key);
+        false
+    }
+
+    /// Records that `status` was written over `resource_version`.
+    pub fn record(&self, key: String, resource_version: Option<String>, status: &impl Serialize) {
+        if let Some(version) = resource_version {
+            self.0.insert(key, (version, digest_of(status)));
+        }
+    }
+}
+
+fn digest_of(status: &impl Serialize) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(status)
+        .expect("a status serializes")
+        .hash(&mut hasher);
+    hasher.finish()
 }
 
 /// A condition as of now, its message cut to [`conditions::MAX_MESSAGE_CHARS`]; [`conditions::set`] keeps the old
@@ -153,6 +199,22 @@ mod tests {
         );
         assert!(summarize(&mut list, &steps, Some(2)));
         assert!(conditions::is_true(&list, READY));
+    }
+
+    #[test]
+    fn a_status_written_over_the_cached_version_is_not_written_again_until_the_cache_moves_on() {
+        let in_flight = InFlight::default();
+        let ready = vec![condition(READY, true, "Ready", "", Some(1))];
+        assert!(!in_flight.written("c/ns/a", Some("10"), &ready));
+        in_flight.record("c/ns/a".into(), Some("10".into()), &ready);
+        // Woken again before the watch brought the write: the same status is no change; another one is.
+        assert!(in_flight.written("c/ns/a", Some("10"), &ready));
+        let waiting = vec![condition(READY, false, "Provisioning", "", Some(1))];
+        assert!(!in_flight.written("c/ns/a", Some("10"), &waiting));
+        // The cache moved on: the cached status is the one to compare with from now on.
+        assert!(!in_flight.written("c/ns/a", Some("11"), &ready));
+        assert!(!in_flight.written("c/ns/a", Some("10"), &ready));
+        assert!(!in_flight.written("c/ns/b", Some("10"), &ready));
     }
 
     #[test]

@@ -97,14 +97,10 @@ pub(crate) async fn client(ctx: &Context, cluster: &Cluster) -> Result<Client, E
         .get(&ObjectRef::new(&name).within(&namespace))
         .and_then(|meta| meta.resource_version());
     if let Some(version) = &cached_version
-        && let Some((seen, client)) = ctx
-            .workload_clients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        && seen == version
+        && let Some((seen, client)) = ctx.workload_clients.get(&key)
+        && &seen == version
     {
-        return Ok(client.clone());
+        return Ok(client);
     }
 
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -138,10 +134,7 @@ pub(crate) async fn client(ctx: &Context, cluster: &Cluster) -> Result<Client, E
         secret: format!("{namespace}/{name}"),
         message: e.to_string(),
     })?;
-    ctx.workload_clients
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key, (version, client.clone()));
+    ctx.workload_clients.insert(key, (version, client.clone()));
     Ok(client)
 }
 
@@ -332,10 +325,7 @@ fn ca_certificates(data: &str) -> Option<Vec<Vec<u8>>> {
 
 /// Forgets a deleted cluster's client.
 pub fn forget_cluster(ctx: &Context, uid: &str) {
-    ctx.workload_clients
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(uid);
+    ctx.workload_clients.remove(uid);
 }
 
 #[cfg(test)]

@@ -9,9 +9,11 @@
 //! requeues; a provider only retries within one call when that is cheap).
 
 mod error;
+mod keyed_cache;
 mod types;
 
 pub use error::{ProviderError, Result};
+pub use keyed_cache::KeyedCache;
 pub use types::{
     ClusterInfo, Deletion, InfrastructureStatus, Machine, MachineRequest, MachineRole, Price,
 };

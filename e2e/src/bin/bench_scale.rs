@@ -1,7 +1,8 @@
 //! `bench-scale`: how long one `slipway manager` takes to bring N sim clusters (control plane 1, one pool of 3) to
 //! Ready, what that costs the apiserver (requests by verb) and the manager (peak RSS, CPU seconds), and whether the
-//! manager then stays quiet (writes during a steady window). Prints one markdown report on stdout; progress goes to
-//! stderr.
+//! manager then stays quiet while it holds the fleet (writes, RSS sampled every 10 s and CPU during `--hold`).
+//! With `--floor-result` it prints the run next to `bench-floor`'s for the same N. Prints one markdown report on
+//! stdout; progress goes to stderr.
 //!
 //! It expects an apiserver with Slipway's CRDs and a running manager; `hack/bench-scale.sh N` sets both up.
 //! See docs/benchmarks.md for what the numbers mean and for recorded runs.
@@ -17,18 +18,23 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
-use kube::api::{Api, ApiResource, DynamicObject, PostParams};
+use kube::api::{Api, ApiResource, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use serde_json::json;
+use slipway_api::Cluster;
 use slipway_api::conditions::{self, NODES_READY, READY};
-use slipway_api::{Cluster, MachinePool};
 use slipway_e2e::apiserver_requests::{RequestCounts, RequestKind};
 use slipway_e2e::bench_setup::{client_for, prepare_namespace, scrape_apiserver};
+use slipway_e2e::floor::{FloorResult, ScaleFigures, render_comparison};
 use slipway_e2e::manager_metrics::ManagerMetrics;
 use slipway_e2e::percentile::percentile;
 use slipway_e2e::process_usage::{self, ProcessUsage};
 use slipway_e2e::prometheus_text;
+use slipway_e2e::rss_samples::RssSamples;
+use slipway_e2e::sim_fleet::{
+    CONTROL_PLANE_REPLICAS, WORKERS_PER_POOL, cluster_names, clusters_api, pool_name, pools_api,
+    sim_cluster, warm_up,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Parser)]
@@ -52,9 +58,13 @@ struct Args {
     /// Namespace for the clusters; it must hold no Clusters yet.
     #[arg(long, default_value = "bench")]
     namespace: String,
-    /// Length of the window after everything is Ready in which the manager should write nothing.
-    #[arg(long, default_value_t = 60)]
-    steady_seconds: u64,
+    /// How long to keep the fleet after everything is Ready, measuring the manager idle: its writes (zero
+    /// expected), its RSS every 10 s and its CPU. `--steady-seconds`, the old name, means the same.
+    #[arg(long, alias = "steady-seconds", default_value_t = 60)]
+    hold: u64,
+    /// A `bench-floor --json` result for the same number of clusters, to print next to this run.
+    #[arg(long)]
+    floor_result: Option<PathBuf>,
     /// Create requests in flight at once.
     #[arg(long, default_value_t = 32)]
     create_concurrency: usize,
@@ -63,12 +73,12 @@ struct Args {
     timeout_seconds: u64,
 }
 
-const KUBERNETES_VERSION: &str = "v1.37.2";
-const CONTROL_PLANE_REPLICAS: u32 = 1;
-const WORKERS_PER_POOL: u32 = 3;
 /// How often the manager's resident memory is sampled while clusters come up.
 const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(100);
+/// How often it is sampled, and printed, while the fleet is held.
+const HOLD_SAMPLE_EVERY: Duration = Duration::from_secs(10);
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+const HOLD_PROGRESS_EVERY: Duration = Duration::from_secs(60);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -77,6 +87,18 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.clusters == 0 || args.create_concurrency == 0 {
         bail!("--clusters and --create-concurrency must be at least 1");
+    }
+    // Read before anything runs: a floor for another N, or no file, is a mistake to report now, not after the run.
+    let floor = args.floor_result.as_deref().map(read_floor).transpose()?;
+    if let Some(floor) = &floor
+        && floor.clusters != args.clusters
+    {
+        bail!(
+            "the floor result is for {} clusters, this run is for {}: run bench-floor with --clusters {}",
+            floor.clusters,
+            args.clusters,
+            args.clusters
+        );
     }
     let client = client_for(&args.kubeconfig).await?;
     let manager = args.manager_pid;
@@ -88,7 +110,9 @@ async fn main() -> anyhow::Result<()> {
         &ApiResource::erase::<Cluster>(&()),
     )
     .await?;
-    let first_create = warm_up(&client, &args.namespace).await?;
+    let first_create = warm_up(&client, &args.namespace)
+        .await
+        .context("creating a Cluster and a MachinePool as a dry run")?;
 
     // Before: everything that the run's numbers are differences from.
     let requests_before = scrape_apiserver(&client).await?;
@@ -109,17 +133,17 @@ async fn main() -> anyhow::Result<()> {
         .load(Ordering::Relaxed)
         .max(usage_after_run.rss_bytes);
 
-    // Steady state: nothing changes any more, so the manager should write nothing.
+    // The hold: nothing changes any more, so the manager should write nothing, and its memory should stay flat.
     eprintln!(
-        "all {} clusters Ready after {:.1} s; watching a {} s steady window",
+        "all {} clusters Ready after {:.1} s; holding the fleet for {} s",
         args.clusters,
         run.all_ready.as_secs_f64(),
-        args.steady_seconds
+        args.hold
     );
-    let requests_steady_start = scrape_apiserver(&client).await?;
-    let usage_steady_start = process_usage::read(manager)?;
-    tokio::time::sleep(Duration::from_secs(args.steady_seconds)).await;
-    let requests_steady_end = scrape_apiserver(&client).await?;
+    let requests_hold_start = scrape_apiserver(&client).await?;
+    let usage_hold_start = process_usage::read(manager)?;
+    let hold_rss = hold(manager, Duration::from_secs(args.hold)).await?;
+    let requests_hold_end = scrape_apiserver(&client).await?;
     let usage_end = process_usage::read(manager)?;
     let manager_metrics_end = scrape_manager(args.manager_metrics_addr).await?;
 
@@ -128,17 +152,19 @@ async fn main() -> anyhow::Result<()> {
         first_create,
         run,
         run_requests: requests_after_run.since(&requests_before),
-        steady_requests: requests_steady_end.since(&requests_steady_start),
+        hold_requests: requests_hold_end.since(&requests_hold_start),
         run_peak_rss,
         usage_before,
         usage_after_run,
-        usage_steady_start,
+        usage_hold_start,
         usage_end,
+        hold_rss,
+        floor,
         run_reconciles: manager_metrics_after_run
             .as_ref()
             .zip(manager_metrics_before.as_ref())
             .map(|(after, before)| after.since(before)),
-        steady_reconciles: manager_metrics_end
+        hold_reconciles: manager_metrics_end
             .as_ref()
             .zip(manager_metrics_after_run.as_ref())
             .map(|(after, before)| after.since(before)),
@@ -147,33 +173,11 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends one Cluster and one MachinePool as server-side dry runs and says how long that took. A fresh apiserver
-/// spends about 2 s on the first create of a Cluster (it builds the CRD's validation, CEL rules included, on first
-/// use); that is a one-off of the apiserver, not of the manager, so it happens before the clock starts.
-async fn warm_up(client: &Client, namespace: &str) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    let (cluster, pool) = sim_cluster("bench-warm-up")?;
-    let dry_run = PostParams {
-        dry_run: true,
-        ..PostParams::default()
-    };
-    Api::<DynamicObject>::namespaced_with(
-        client.clone(),
-        namespace,
-        &ApiResource::erase::<Cluster>(&()),
-    )
-    .create(&dry_run, &cluster)
-    .await
-    .context("creating a Cluster as a dry run")?;
-    Api::<DynamicObject>::namespaced_with(
-        client.clone(),
-        namespace,
-        &ApiResource::erase::<MachinePool>(&()),
-    )
-    .create(&dry_run, &pool)
-    .await
-    .context("creating a MachinePool as a dry run")?;
-    Ok(started.elapsed())
+fn read_floor(path: &std::path::Path) -> anyhow::Result<FloorResult> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the floor result {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a bench-floor --json result", path.display()))
 }
 
 /// The manager's reconcile metrics, when its address was given.
@@ -222,6 +226,34 @@ async fn sample_peak_rss(pid: u32, peak: Arc<AtomicU64>) {
     }
 }
 
+/// Keeps the fleet for `length`, sampling the manager's VmRSS at the start, every [`HOLD_SAMPLE_EVERY`] and at
+/// the end; fails when the manager stops meanwhile.
+async fn hold(pid: u32, length: Duration) -> anyhow::Result<RssSamples> {
+    let start = tokio::time::Instant::now();
+    let end = start + length;
+    let mut samples = RssSamples::default();
+    let mut next = start;
+    let mut next_progress = start + HOLD_PROGRESS_EVERY;
+    loop {
+        let usage = process_usage::read(pid).context("the manager stopped during the hold")?;
+        samples.push(next - start, usage.rss_bytes);
+        if next >= next_progress {
+            eprintln!(
+                "[hold {:5} / {} s] manager RSS {}",
+                (next - start).as_secs(),
+                length.as_secs(),
+                mib(usage.rss_bytes)
+            );
+            next_progress += HOLD_PROGRESS_EVERY;
+        }
+        if next >= end {
+            return Ok(samples);
+        }
+        next = (next + HOLD_SAMPLE_EVERY).min(end);
+        tokio::time::sleep_until(next).await;
+    }
+}
+
 /// What bringing the clusters up took.
 struct BringUp {
     /// From the first create request until the last cluster was seen Ready.
@@ -237,8 +269,7 @@ struct BringUp {
 /// Creates the clusters and watches them until all are Ready or the timeout passes.
 async fn bring_up(client: &Client, args: &Args) -> anyhow::Result<BringUp> {
     let n = args.clusters;
-    let width = n.to_string().len();
-    let names: Vec<String> = (0..n).map(|i| format!("bench-{i:0width$}")).collect();
+    let names = cluster_names(n);
     let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
 
     // Watch before creating, so that no transition to Ready can be missed.
@@ -330,20 +361,13 @@ async fn create_clusters(
     concurrency: usize,
     sent_at: Arc<Mutex<HashMap<String, Instant>>>,
 ) -> anyhow::Result<()> {
-    // Untyped objects: the apiserver gets exactly what a user's YAML would say, with the CRD's defaults applied
-    // by the apiserver rather than by our Rust types.
-    let clusters: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        &namespace,
-        &ApiResource::erase::<Cluster>(&()),
-    );
-    let pools: Api<DynamicObject> =
-        Api::namespaced_with(client, &namespace, &ApiResource::erase::<MachinePool>(&()));
+    let clusters = clusters_api(&client, &namespace);
+    let pools = pools_api(&client, &namespace);
     futures::stream::iter(names)
         .map(|name| {
             let (clusters, pools, sent_at) = (&clusters, &pools, &sent_at);
             async move {
-                let (cluster, pool) = sim_cluster(&name)?;
+                let (cluster, pool) = sim_cluster(&name);
                 sent_at
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -355,37 +379,13 @@ async fn create_clusters(
                 pools
                     .create(&PostParams::default(), &pool)
                     .await
-                    .with_context(|| format!("creating MachinePool {name}-workers"))?;
+                    .with_context(|| format!("creating MachinePool {}", pool_name(&name)))?;
                 anyhow::Ok(())
             }
         })
         .buffer_unordered(concurrency)
         .try_collect::<()>()
         .await
-}
-
-/// A sim Cluster at zero delay with its pool, as in `config/samples/sim-cluster.yaml` without the delays.
-fn sim_cluster(name: &str) -> anyhow::Result<(DynamicObject, DynamicObject)> {
-    let cluster = json!({
-        "apiVersion": "slipway.dev/v1alpha1",
-        "kind": "Cluster",
-        "metadata": { "name": name },
-        "spec": {
-            "kubernetes": { "version": KUBERNETES_VERSION },
-            "controlPlane": { "replicas": CONTROL_PLANE_REPLICAS },
-            "infrastructure": { "sim": {} },
-        },
-    });
-    let pool = json!({
-        "apiVersion": "slipway.dev/v1alpha1",
-        "kind": "MachinePool",
-        "metadata": { "name": format!("{name}-workers") },
-        "spec": { "clusterName": name, "replicas": WORKERS_PER_POOL },
-    });
-    Ok((
-        serde_json::from_value(cluster)?,
-        serde_json::from_value(pool)?,
-    ))
 }
 
 /// Notes a cluster that became Ready (once), or where a not-Ready one stands.
@@ -468,34 +468,67 @@ struct Report<'a> {
     first_create: Duration,
     run: BringUp,
     run_requests: RequestCounts,
-    steady_requests: RequestCounts,
+    hold_requests: RequestCounts,
     run_peak_rss: u64,
     usage_before: ProcessUsage,
     usage_after_run: ProcessUsage,
-    usage_steady_start: ProcessUsage,
+    usage_hold_start: ProcessUsage,
     usage_end: ProcessUsage,
+    hold_rss: RssSamples,
+    floor: Option<FloorResult>,
     run_reconciles: Option<ManagerMetrics>,
-    steady_reconciles: Option<ManagerMetrics>,
+    hold_reconciles: Option<ManagerMetrics>,
 }
 
-/// The manager's own writes: Slipway's objects and the Events it records. With leader election off it writes
-/// nothing else, and the bench writes nothing during the steady window.
+/// The manager's own writes: Slipway's objects, the Secrets it makes for clusters and the Events it records. With
+/// leader election off it writes nothing else, and the bench writes nothing during the hold. The report lists
+/// every write of the hold next to this, so a write of any other kind would still show.
 fn is_manager_write(kind: &RequestKind) -> bool {
     kind.is_write()
-        && ((kind.group == slipway_api::GROUP
-            && (kind.resource == "clusters" || kind.resource == "machinepools"))
+        && (kind.group == slipway_api::GROUP
+            || (kind.group.is_empty() && kind.resource == "secrets")
             || kind.resource == "events")
+}
+
+/// How many of the run's requests of `kind` the bench sent itself: its creates, and the LIST and WATCH of its
+/// watch on Clusters (kube-apiserver counts a WATCH when it ends, so the bench's appears in the run only when it
+/// ended before the run's last scrape). `None`: none of them are the bench's.
+fn sent_by_the_bench(kind: &RequestKind, clusters: usize) -> Option<String> {
+    if kind.group != slipway_api::GROUP || !kind.subresource.is_empty() {
+        return None;
+    }
+    match (kind.verb.as_str(), kind.resource.as_str()) {
+        ("POST", "clusters" | "machinepools") => Some(clusters.to_string()),
+        ("LIST", "clusters") => Some("1".to_string()),
+        ("WATCH", "clusters") => Some("0 or 1".to_string()),
+        _ => None,
+    }
 }
 
 impl Report<'_> {
     fn render(&self) -> String {
         let n = self.args.clusters;
-        let steady = self.args.steady_seconds;
+        let hold = self.args.hold;
         let mut out = String::new();
         let _ = writeln!(
             out,
             "## {n} clusters (control plane {CONTROL_PLANE_REPLICAS} + one pool of {WORKERS_PER_POOL}, sim provider, zero delay)\n"
         );
+        if let Some(floor) = &self.floor {
+            let _ = writeln!(
+                out,
+                "### Slipway next to the floor (bench-floor, the same {n} clusters on its own fresh apiserver, no manager)\n"
+            );
+            out.push_str(&render_comparison(
+                &ScaleFigures {
+                    clusters: n,
+                    all_ready_seconds: self.run.all_ready.as_secs_f64(),
+                    apiserver_requests: self.run_requests.total(),
+                },
+                floor,
+            ));
+            let _ = writeln!(out, "\n### The run\n");
+        }
         let _ = writeln!(out, "| metric | value |\n|---|---|");
         let mut row = |metric: String, value: String| {
             let _ = writeln!(out, "| {metric} | {value} |");
@@ -529,6 +562,10 @@ impl Report<'_> {
             self.run_requests.total().to_string(),
         );
         row(
+            "apiserver requests per cluster (all clients, the bench's 2 creates included)".into(),
+            format!("{:.1}", self.run_requests.total() as f64 / n as f64),
+        );
+        row(
             "manager peak RSS during the run (VmRSS sampled every 100 ms)".into(),
             mib(self.run_peak_rss),
         );
@@ -537,40 +574,65 @@ impl Report<'_> {
             mib(self.usage_end.peak_rss_bytes),
         );
         row(
-            "manager RSS at the end of the steady window".into(),
-            mib(self.usage_end.rss_bytes),
-        );
-        row(
             "manager CPU seconds during the run".into(),
             format!(
                 "{:.2}",
                 self.usage_after_run.cpu_seconds - self.usage_before.cpu_seconds
             ),
         );
+        let every = HOLD_SAMPLE_EVERY.as_secs();
+        if let Some(rss) = self.hold_rss.summary() {
+            row(
+                format!(
+                    "manager RSS during the {hold} s hold, every {every} s: first / last / min / max"
+                ),
+                format!(
+                    "{} / {} / {} / {}",
+                    mib(rss.first),
+                    mib(rss.last),
+                    mib(rss.min),
+                    mib(rss.max)
+                ),
+            );
+            row(
+                "manager RSS change over the hold (last - first)".into(),
+                format!("{:+.1} MiB", rss.change() as f64 / (1024.0 * 1024.0)),
+            );
+        }
+        let hold_cpu = self.usage_end.cpu_seconds - self.usage_hold_start.cpu_seconds;
         row(
-            format!("manager CPU seconds during the {steady} s steady window"),
-            format!(
-                "{:.2}",
-                self.usage_end.cpu_seconds - self.usage_steady_start.cpu_seconds
-            ),
+            format!("manager CPU seconds during the {hold} s hold"),
+            format!("{hold_cpu:.2}"),
         );
         row(
-            format!("manager writes during the {steady} s steady window"),
-            self.steady_requests
+            "manager CPU seconds per idle minute (over the hold)".into(),
+            if hold > 0 {
+                format!("{:.3}", hold_cpu * 60.0 / hold as f64)
+            } else {
+                "n/a".into()
+            },
+        );
+        row(
+            format!("manager writes during the {hold} s hold"),
+            self.hold_requests
                 .filter(is_manager_write)
                 .total()
                 .to_string(),
         );
-        if let (Some(run), Some(steady_window)) = (&self.run_reconciles, &self.steady_reconciles) {
+        row(
+            format!("apiserver requests during the {hold} s hold (all clients, reads included)"),
+            self.hold_requests.total().to_string(),
+        );
+        if let (Some(run), Some(hold_window)) = (&self.run_reconciles, &self.hold_reconciles) {
             for (controller, stats) in &run.controllers {
                 row(
                     format!("{controller} reconciles during the run (errors)"),
                     format!("{} ({})", stats.reconciles, stats.error_count()),
                 );
             }
-            for (controller, stats) in &steady_window.controllers {
+            for (controller, stats) in &hold_window.controllers {
                 row(
-                    format!("{controller} reconciles during the steady window"),
+                    format!("{controller} reconciles during the hold"),
                     stats.reconciles.to_string(),
                 );
             }
@@ -585,24 +647,34 @@ impl Report<'_> {
         }
         let _ = writeln!(
             out,
-            "\n### apiserver requests during the run, by verb and resource\n\n| request | count |\n|---|---|"
+            "\n### apiserver requests during the run, by verb and resource\n\nAll clients. The bench's own requests are the ones counted in the last column (its creates, and the LIST and WATCH of its watch on Clusters); the rest are the manager's and kube-apiserver's own (`leases`, `openapi`).\n\n| request | count | of which the bench's |\n|---|---|---|"
         );
         for (kind, count) in self.run_requests.most_frequent() {
-            let _ = writeln!(out, "| {kind} | {count} |");
+            let bench = sent_by_the_bench(kind, n).unwrap_or_default();
+            let _ = writeln!(out, "| {kind} | {count} | {bench} |");
         }
         let _ = writeln!(
             out,
-            "\n### apiserver writes during the {steady} s steady window, all clients\n"
+            "\n### apiserver requests during the {hold} s hold, all clients\n"
         );
-        let steady_writes = self.steady_requests.filter(RequestKind::is_write);
-        if steady_writes.total() == 0 {
+        if self.hold_requests.total() == 0 {
             let _ = writeln!(out, "none");
         } else {
-            let _ = writeln!(out, "| request | count | by the manager |\n|---|---|---|");
-            for (kind, count) in steady_writes.most_frequent() {
+            let _ = writeln!(
+                out,
+                "| request | count | a write by the manager |\n|---|---|---|"
+            );
+            for (kind, count) in self.hold_requests.most_frequent() {
                 let manager = if is_manager_write(kind) { "yes" } else { "no" };
                 let _ = writeln!(out, "| {kind} | {count} | {manager} |");
             }
+        }
+        if !self.hold_rss.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n### manager RSS during the hold, MiB, one sample every {every} s (each line starts at the offset of its first sample)\n\n```\n{}```",
+                self.hold_rss.render_lines()
+            );
         }
         if let Some(run) = &self.run_reconciles {
             let _ = writeln!(
@@ -662,5 +734,83 @@ fn millis(seconds: Option<f64>) -> String {
         Some(s) if s.is_infinite() => "> largest bucket".into(),
         Some(s) => format!("{:.1}", s * 1000.0),
         None => "n/a".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(verb: &str, group: &str, resource: &str, subresource: &str) -> RequestKind {
+        RequestKind {
+            verb: verb.into(),
+            group: group.into(),
+            resource: resource.into(),
+            subresource: subresource.into(),
+        }
+    }
+
+    #[test]
+    fn the_bench_owns_its_creates_and_its_watch_only() {
+        let of = |k: RequestKind| sent_by_the_bench(&k, 1000);
+        assert_eq!(
+            of(kind("POST", "slipway.dev", "clusters", "")).as_deref(),
+            Some("1000")
+        );
+        assert_eq!(
+            of(kind("POST", "slipway.dev", "machinepools", "")).as_deref(),
+            Some("1000")
+        );
+        assert_eq!(
+            of(kind("LIST", "slipway.dev", "clusters", "")).as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            of(kind("WATCH", "slipway.dev", "clusters", "")).as_deref(),
+            Some("0 or 1")
+        );
+        // The manager's.
+        assert_eq!(of(kind("APPLY", "slipway.dev", "clusters", "status")), None);
+        assert_eq!(of(kind("LIST", "slipway.dev", "machinepools", "")), None);
+        assert_eq!(of(kind("PATCH", "slipway.dev", "clusters", "")), None);
+        assert_eq!(of(kind("POST", "", "secrets", "")), None);
+        assert_eq!(of(kind("POST", "events.k8s.io", "events", "")), None);
+    }
+
+    #[test]
+    fn manager_writes_are_slipway_objects_secrets_and_events_not_leases_or_reads() {
+        assert!(is_manager_write(&kind(
+            "APPLY",
+            "slipway.dev",
+            "clusters",
+            "status"
+        )));
+        assert!(is_manager_write(&kind(
+            "PATCH",
+            "slipway.dev",
+            "machinepools",
+            ""
+        )));
+        assert!(is_manager_write(&kind("APPLY", "", "secrets", "")));
+        assert!(is_manager_write(&kind(
+            "POST",
+            "events.k8s.io",
+            "events",
+            ""
+        )));
+        assert!(is_manager_write(&kind("POST", "", "events", "")));
+        assert!(!is_manager_write(&kind(
+            "PUT",
+            "coordination.k8s.io",
+            "leases",
+            ""
+        )));
+        assert!(!is_manager_write(&kind(
+            "LIST",
+            "slipway.dev",
+            "clusters",
+            ""
+        )));
+        assert!(!is_manager_write(&kind("GET", "", "secrets", "")));
     }
 }

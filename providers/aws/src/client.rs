@@ -7,9 +7,8 @@
 //! exponential backoff and full jitter. One layer of retries means attempts never multiply (the SDK's 3 times
 //! backon's N). What is still failing after that goes back to the controller as `Transient`, which requeues.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
@@ -18,7 +17,7 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use backon::{ExponentialBuilder, Retryable};
-use slipway_provider::ProviderError;
+use slipway_provider::{KeyedCache, ProviderError};
 
 use crate::credentials::AwsCredentials;
 use crate::throttle::{ApiClass, Limiter, Limiters};
@@ -231,7 +230,7 @@ pub(crate) struct ClientSettings {
 pub(crate) struct Clients {
     settings: ClientSettings,
     limiters: Limiters,
-    cache: Mutex<HashMap<(String, String), Arc<Ec2>>>,
+    cache: KeyedCache<(String, String), Arc<Ec2>>,
 }
 
 impl Clients {
@@ -239,20 +238,15 @@ impl Clients {
         Self {
             settings,
             limiters,
-            cache: Mutex::default(),
+            cache: KeyedCache::new(),
         }
     }
 
     pub async fn get(&self, region: &str, credentials: Option<&AwsCredentials>) -> Arc<Ec2> {
         let fingerprint = credentials.map_or_else(|| "default-chain".into(), |c| c.fingerprint());
         let key = (region.to_string(), fingerprint);
-        if let Some(ec2) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            return ec2.clone();
+        if let Some(ec2) = self.cache.get(&key) {
+            return ec2;
         }
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
@@ -282,10 +276,7 @@ impl Clients {
             limiter,
             retry: self.settings.retry,
         });
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, ec2.clone());
+        self.cache.insert(key, ec2.clone());
         ec2
     }
 }

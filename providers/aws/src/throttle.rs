@@ -8,10 +8,10 @@
 //! A dozen lines of bucket did not justify a dependency such as `governor`, whose keyed limiters would still need
 //! a wrapper for three budgets per key.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use slipway_provider::KeyedCache;
 use tokio::time::Instant;
 
 /// Which budget an EC2 call draws from.
@@ -135,24 +135,22 @@ impl Limiter {
 /// Limiters by (access key, region), shared by every cluster that uses the same account.
 pub struct Limiters {
     budgets: Budgets,
-    by_key: Mutex<HashMap<(String, String), Arc<Limiter>>>,
+    by_key: KeyedCache<(String, String), Arc<Limiter>>,
 }
 
 impl Limiters {
     pub fn new(budgets: Budgets) -> Self {
         Self {
             budgets,
-            by_key: Mutex::default(),
+            by_key: KeyedCache::new(),
         }
     }
 
     pub fn get(&self, access_key: &str, region: &str) -> Arc<Limiter> {
         self.by_key
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry((access_key.to_string(), region.to_string()))
-            .or_insert_with(|| Arc::new(Limiter::new(&self.budgets)))
-            .clone()
+            .get_or_insert_with((access_key.to_string(), region.to_string()), || {
+                Arc::new(Limiter::new(&self.budgets))
+            })
     }
 }
 

@@ -19,16 +19,14 @@ mod processes;
 mod state_root;
 mod user_data;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
 use slipway_api::MachinePhase;
 use slipway_provider::{
-    ClusterInfo, Deletion, InfrastructureProvider, InfrastructureStatus, Machine, MachineRequest,
-    MachineRole, ProviderError, Result,
+    ClusterInfo, Deletion, InfrastructureProvider, InfrastructureStatus, KeyedCache, Machine,
+    MachineRequest, MachineRole, ProviderError, Result,
 };
 use tracing::info;
 
@@ -39,7 +37,7 @@ pub struct LocalProvider {
     state_dir: PathBuf,
     bin_dir: PathBuf,
     /// Workload clients by cluster directory, made once from the cluster's admin kubeconfig.
-    clients: Mutex<HashMap<PathBuf, kube::Client>>,
+    clients: KeyedCache<PathBuf, kube::Client>,
     children: processes::Children,
 }
 
@@ -50,7 +48,7 @@ impl LocalProvider {
         Self {
             state_dir: state_dir.into(),
             bin_dir: bin_dir.into(),
-            clients: Mutex::default(),
+            clients: KeyedCache::new(),
             children: processes::Children::default(),
         }
     }
@@ -83,18 +81,11 @@ impl LocalProvider {
     }
 
     async fn workload_client(&self, dir: &ClusterDir) -> Result<kube::Client> {
-        if let Some(client) = self
-            .clients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(dir.root())
-        {
-            return Ok(client.clone());
+        if let Some(client) = self.clients.get(dir.root()) {
+            return Ok(client);
         }
         let client = nodes::client(&dir.admin_kubeconfig()).await?;
         self.clients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .insert(dir.root().to_path_buf(), client.clone());
         Ok(client)
     }
@@ -142,10 +133,7 @@ impl InfrastructureProvider for LocalProvider {
             }
         };
         processes::stop_all(&dir, &self.children);
-        self.clients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(dir.root());
+        self.clients.remove(dir.root());
         match std::fs::remove_dir_all(dir.root()) {
             Ok(()) => info!(dir = %dir.root().display(), "removed the cluster directory"),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

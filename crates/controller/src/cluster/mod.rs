@@ -245,13 +245,10 @@ async fn provision(
     } else {
         ClusterPhase::Provisioning
     });
+    // Logged, not an Event: `Ready`'s lastTransitionTime records it, and an Event per cluster would be one more
+    // write per cluster of a fleet coming up.
     if ready && !was_ready {
         info!(cluster = %cluster.name_any(), "cluster is ready");
-        events.push(events::normal(
-            reason::READY,
-            "Provision",
-            "every condition is True",
-        ));
     }
 
     let mut next = if ready { None } else { Some(POLL) };
