@@ -54,6 +54,7 @@ pub struct Options {
 
 /// What a campaign did and found.
 pub struct Report {
+    pub seed: u64,
     pub kills: usize,
     pub rounds: usize,
     pub actions: BTreeMap<String, usize>,
@@ -81,7 +82,8 @@ impl Report {
         let max = convergence.last().copied().unwrap_or_default();
         let actions: usize = self.actions.values().sum();
         let mut out = format!(
-            "kill campaign: {} kills in {} rounds, {actions} actions ({}) on {}\n",
+            "kill campaign (seed {}): {} kills in {} rounds, {actions} actions ({}) on {}\n",
+            self.seed,
             self.kills,
             self.rounds,
             self.actions
@@ -255,8 +257,10 @@ pub async fn run(options: Options, dir: &Path) -> Report {
     let sim_state = dir.join("sim.json");
     let local_root = dir.join("clusters");
     std::fs::create_dir_all(&local_root).unwrap();
-    // Workload clusters outlive their manager on purpose; they must not outlive the test binary.
-    slipway_testenv::process::kill_pid_files_at_exit(&local_root);
+    // Workload clusters outlive their manager on purpose; they must not outlive the campaign, even one that fails
+    // half-way. Found by their command lines, not by pid files: pids are reused quickly here (pid_max 32768), and
+    // a stale pid file would name someone else's process.
+    let _cleanup = LocalCleanup(local_root.clone());
 
     let sushy = metal::Sushy::start(HOSTS, true).await;
     let image = metal::ImageServer::start().await;
@@ -301,6 +305,7 @@ pub async fn run(options: Options, dir: &Path) -> Report {
         clusters: Vec::new(),
         next_name: 0,
         report: Report {
+            seed: options.seed,
             kills: 0,
             rounds: 0,
             actions: BTreeMap::new(),
@@ -987,15 +992,29 @@ impl Campaign {
 
     /// Kills, by process id, any local workload-cluster process still running under the campaign's state root.
     fn kill_leftover_processes(&self) -> Vec<String> {
-        let mut killed = Vec::new();
-        for p in invariants::local_processes(&self.local_root) {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &p.pid.to_string()])
-                .status();
-            killed.push(format!("{} {} ({})", p.component, p.pid, p.dir.display()));
-        }
-        killed
+        kill_local_processes(&self.local_root)
     }
+}
+
+/// Kills every local workload-cluster process under the root when dropped.
+struct LocalCleanup(PathBuf);
+
+impl Drop for LocalCleanup {
+    fn drop(&mut self) {
+        kill_local_processes(&self.0);
+    }
+}
+
+/// Kills, by process id, every local workload-cluster process whose command line names a directory under `root`.
+fn kill_local_processes(root: &Path) -> Vec<String> {
+    let mut killed = Vec::new();
+    for p in invariants::local_processes(root) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &p.pid.to_string()])
+            .status();
+        killed.push(format!("{} {} ({})", p.component, p.pid, p.dir.display()));
+    }
+    killed
 }
 
 fn without_ansi(line: &str) -> String {

@@ -561,6 +561,56 @@ mod tests {
         assert_eq!(ledger.switches.len(), 1, "{:?}", ledger.switches);
     }
 
+    fn sim_cluster(asked: &[u32]) -> Tracked {
+        Tracked {
+            provider: Provider::Sim,
+            namespace: "ns".into(),
+            name: "s1".into(),
+            uid: "uid-1".into(),
+            control_plane: 1,
+            workers_asked: asked.to_vec(),
+            life: Life::Live,
+            adopted_pids: None,
+            node_uids: BTreeMap::new(),
+        }
+    }
+
+    fn creations(counts: &[(&str, u32)]) -> SimState {
+        SimState {
+            creations: counts
+                .iter()
+                .map(|(m, n)| (format!("ns/s1/uid-1/{m}"), *n))
+                .chain([("ns/s10/uid-2/s10-workers-abc1234-0".to_string(), 5)])
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn sim_creations_beyond_what_was_asked_are_violations() {
+        let fine = creations(&[
+            ("s1-control-plane-abc1234-0", 1),
+            ("s1-workers-abc1234-0", 1),
+            ("s1-workers-abc1234-1", 2),
+        ]);
+        // 2, then 1, then 2 again: the second machine may be made twice.
+        assert!(sim_creations(&fine, &[sim_cluster(&[2, 1, 2])]).is_empty());
+        // Without the scale-down, the same counts are a machine created twice.
+        assert_eq!(sim_creations(&fine, &[sim_cluster(&[2])]).len(), 1);
+        // More creations than the sizes allow (2, then 1 more after the scale-down: 3).
+        let many = creations(&[
+            ("s1-control-plane-abc1234-0", 1),
+            ("s1-workers-abc1234-0", 1),
+            ("s1-workers-abc1234-1", 1),
+            ("s1-workers-abc1234-2", 1),
+            ("s1-workers-abc1234-3", 1),
+        ]);
+        assert_eq!(sim_creations(&many, &[sim_cluster(&[2, 1, 2])]).len(), 1);
+        // A control-plane machine made twice.
+        let twice = creations(&[("s1-control-plane-abc1234-0", 2)]);
+        assert_eq!(sim_creations(&twice, &[sim_cluster(&[0])]).len(), 1);
+    }
+
     #[test]
     fn a_machine_on_two_hosts_is_a_violation() {
         let hosts = [

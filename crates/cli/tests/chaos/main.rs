@@ -85,8 +85,8 @@ async fn kill_campaign() {
     let options = Options {
         kills,
         seed: seed(),
-        // Local and bare-metal clusters are slow to make and to delete: they act every third round.
-        slow_every: 3,
+        // Local and bare-metal clusters are slow to make and to delete: they act every other round.
+        slow_every: 2,
         verbose: true,
         manager_binary: manager_binary(),
     };
