@@ -351,8 +351,8 @@ async fn reconcile_and_record<K: Reconciled>(
             let api: Api<K> =
                 Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
             match status::apply_if_changed(&api, &obj.name_any(), obj.status(), new).await {
-                Ok(true) => ctx.status_in_flight.record(key, version, new),
-                Ok(false) => {}
+                Ok(Some(written)) => ctx.status_in_flight.record(key, &written, new),
+                Ok(None) => {}
                 // The pass's own failure says more than the failed write of it.
                 Err(error) => return outcome.next.and(Err(error)),
             }

@@ -13,14 +13,14 @@ use slipway_provider::{KeyedCache, ProviderError};
 
 use crate::error::Result;
 
-/// Server-side applies `status` when it differs from `old`; says whether it wrote. Applying (rather than merging)
-/// also removes fields Slipway set before and no longer sets, such as `expiresAt` after the TTL is dropped.
+/// Server-side applies `status` when it differs from `old`; returns the object's resourceVersion after the write,
+/// or `None` when nothing was written. Applying (rather than merging) also removes fields Slipway set before and no longer sets, such as `expiresAt` after the TTL is dropped.
 pub async fn apply_if_changed<K, S>(
     api: &Api<K>,
     name: &str,
     old: Option<&S>,
     new: &S,
-) -> Result<bool>
+) -> Result<Option<String>>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -29,54 +29,62 @@ where
     S: Serialize + PartialEq,
 {
     if old == Some(new) {
-        return Ok(false);
+        return Ok(None);
     }
     let patch = json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": new,
     });
-    api.patch_status(
-        name,
-        &PatchParams::apply(slipway_api::FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(true)
+    let written = api
+        .patch_status(
+            name,
+            &PatchParams::apply(slipway_api::FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    Ok(Some(
+        written.meta().resource_version.clone().unwrap_or_default(),
+    ))
 }
 
 /// The statuses this manager wrote that the shared cache does not show yet: per object, the resourceVersion the
-/// object had before the write and a digest of what was written.
+/// write produced and a digest of what was written.
 ///
-/// A pass woken before the watch delivers the manager's own status write reads the object as it was before it.
-/// Compared with that older status, the same status computed again looks new and would be written a second time.
-/// While the cached object still has the version it had before the write, a status equal to the one written is
-/// no change; once the cache moves on (to the manager's write or anyone else's), the cached status is compared as
+/// A pass woken before the watch delivers the manager's own status write (by its own finalizer patch, say) reads
+/// the object as it was before. Compared with that older status, the same status computed again looks new and
+/// would be written a second time. While the cached object is older than the write, a status equal to the one
+/// written is no change; once the cache reaches the write (or anything after it), the cached status is compared as
 /// usual and the entry is dropped.
+///
+/// "Older" compares resourceVersions as numbers, which they are on every etcd-backed apiserver; Kubernetes calls
+/// them opaque, so a version that is not a number turns this off and every status is compared with the cache.
 #[derive(Default)]
-pub struct InFlight(KeyedCache<String, (String, u64)>);
+pub struct InFlight(KeyedCache<String, (u64, u64)>);
 
 impl InFlight {
-    /// Whether `status` was written already over `resource_version`, the version the object is cached at.
+    /// Whether `status` was written already after `cached_version`, the version the object is cached at.
     pub fn written(
         &self,
         key: &str,
-        resource_version: Option<&str>,
+        cached_version: Option<&str>,
         status: &impl Serialize,
     ) -> bool {
-        let Some((before, digest)) = self.0.get(key) else {
+        let Some((written_at, digest)) = self.0.get(key) else {
             return false;
         };
-        if resource_version == Some(before.as_str()) {
-            return digest == digest_of(status);
+        match cached_version.and_then(|v| v.parse::<u64>().ok()) {
+            Some(cached) if cached < written_at => digest == digest_of(status),
+            _ => {
+                self.0.remove(key);
+                false
+            }
         }
-        self.0.remove(key);
-        false
     }
 
-    /// Records that `status` was written over `resource_version`.
-    pub fn record(&self, key: String, resource_version: Option<String>, status: &impl Serialize) {
-        if let Some(version) = resource_version {
+    /// Records that `status` was written, producing `written_version`.
+    pub fn record(&self, key: String, written_version: &str, status: &impl Serialize) {
+        if let Ok(version) = written_version.parse::<u64>() {
             self.0.insert(key, (version, digest_of(status)));
         }
     }
@@ -206,15 +214,20 @@ mod tests {
         let in_flight = InFlight::default();
         let ready = vec![condition(READY, true, "Ready", "", Some(1))];
         assert!(!in_flight.written("c/ns/a", Some("10"), &ready));
-        in_flight.record("c/ns/a".into(), Some("10".into()), &ready);
-        // Woken again before the watch brought the write: the same status is no change; another one is.
+        in_flight.record("c/ns/a".into(), "12", &ready);
+        // Woken again before the watch brought the write (at 10, or at 11 after a finalizer patch): the same status
+        // is no change; another one is.
         assert!(in_flight.written("c/ns/a", Some("10"), &ready));
+        assert!(in_flight.written("c/ns/a", Some("11"), &ready));
         let waiting = vec![condition(READY, false, "Provisioning", "", Some(1))];
-        assert!(!in_flight.written("c/ns/a", Some("10"), &waiting));
-        // The cache moved on: the cached status is the one to compare with from now on.
-        assert!(!in_flight.written("c/ns/a", Some("11"), &ready));
+        assert!(!in_flight.written("c/ns/a", Some("11"), &waiting));
+        // The cache reached the write: the cached status is the one to compare with from now on.
+        assert!(!in_flight.written("c/ns/a", Some("12"), &ready));
         assert!(!in_flight.written("c/ns/a", Some("10"), &ready));
         assert!(!in_flight.written("c/ns/b", Some("10"), &ready));
+        // Versions that are not numbers: nothing is skipped.
+        in_flight.record("c/ns/c".into(), "opaque", &ready);
+        assert!(!in_flight.written("c/ns/c", Some("10"), &ready));
     }
 
     #[test]
