@@ -251,8 +251,8 @@ pub fn local_process_set(
 }
 
 /// After a kill, with no manager running: no cluster runs two processes of one component, every process is the
-/// one its pid file names (else no manager can ever stop it), and a control plane seen converged still runs the
-/// processes it ran then (a restarted manager adopts them).
+/// one its pid file names (else no manager can ever stop it), and a control plane seen converged still runs some of
+/// the processes it ran then (a restarted manager adopts them rather than starting the cluster again).
 pub fn local_after_kill(root: &Path, clusters: &[Tracked]) -> Vec<Violation> {
     let processes = local_processes(root);
     let mut violations = Vec::new();
@@ -293,7 +293,14 @@ pub fn local_after_kill(root: &Path, clusters: &[Tracked]) -> Vec<Violation> {
             .filter(|p| p.dir == local_dir(root, cluster))
             .map(|p| (p.component.clone(), p.pid))
             .collect();
-        if &now != adopted {
+        // A component that died by itself (a controller-manager giving up on a slow apiserver, say) is restarted,
+        // and that is the provider's job; a control plane none of whose processes is the one it ran is one the
+        // manager made again instead of adopting it.
+        let kept = adopted
+            .iter()
+            .filter(|(component, pid)| now.get(*component) == Some(pid))
+            .count();
+        if kept == 0 {
             violations.push(Violation::new(
                 format!("{}: control-plane processes replaced", cluster.label()),
                 format!("converged with {adopted:?}, now {now:?}"),
