@@ -78,12 +78,16 @@ pub fn ensure(
     Ok(true)
 }
 
-/// Stops every process of the cluster (SIGTERM, then SIGKILL after a grace period) and removes the pid files.
+/// Stops every process of the cluster (SIGTERM, then SIGKILL after a grace period) and removes the pid files of
+/// those that are gone. A pid file goes only after its process: a manager killed while the processes stop (an
+/// apiserver whose etcd is stopping takes seconds) leaves them findable, so the next one neither starts a second
+/// set beside them nor loses the means to kill them.
 pub fn stop_all(dir: &ClusterDir, children: &Children) {
     let Ok(entries) = std::fs::read_dir(dir.run()) else {
         return;
     };
     let mut pids = Vec::new();
+    let mut files = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
         let Some(component) = path
@@ -93,11 +97,12 @@ pub fn stop_all(dir: &ClusterDir, children: &Children) {
         else {
             continue;
         };
-        if let Some(pid) = running(dir, &component, children) {
+        let pid = running(dir, &component, children);
+        if let Some(pid) = pid {
             signal(pid, "TERM");
             pids.push((component, pid));
         }
-        let _ = std::fs::remove_file(&path);
+        files.push((path, pid));
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     for (_, pid) in &pids {
@@ -114,6 +119,11 @@ pub fn stop_all(dir: &ClusterDir, children: &Children) {
         std::thread::sleep(Duration::from_millis(20));
     }
     children.reap();
+    for (path, pid) in files {
+        if pid.is_none_or(|pid| !alive(pid, children)) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
 }
 
 fn alive(pid: u32, children: &Children) -> bool {

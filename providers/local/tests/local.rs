@@ -41,6 +41,14 @@ fn request(name: &str, role: MachineRole, user_data: Option<String>) -> MachineR
     }
 }
 
+const COMPONENTS: [&str; 5] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+];
+
 /// How long a local machine or process may take to get where a test waits for it.
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -277,20 +285,39 @@ async fn local_cluster_runs_survives_a_new_provider_and_is_removed_on_delete() {
             .ok_or(format!("{machines:?}"))
     })
     .await;
-    let pids: Vec<u32> = [
-        "etcd",
-        "kube-apiserver",
-        "kube-controller-manager",
-        "kube-scheduler",
-        "kwok",
-    ]
-    .iter()
-    .map(|c| pid_of(&dir, c))
-    .collect();
+    let pids: Vec<u32> = COMPONENTS.iter().map(|c| pid_of(&dir, c)).collect();
+    // While the control plane stops, a process that is still alive keeps its pid file: a manager killed at any
+    // moment of the stop leaves nothing running that the next one cannot find (and would start a second set
+    // beside). Watched from a thread of its own, since the stop blocks this one.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let watching = watching.clone();
+        let dir = dir.clone();
+        let components: Vec<(&str, u32)> = COMPONENTS.iter().copied().zip(pids.clone()).collect();
+        std::thread::spawn(move || {
+            let mut untracked = std::collections::BTreeSet::new();
+            while watching.load(std::sync::atomic::Ordering::SeqCst) {
+                for (component, pid) in &components {
+                    let file = dir.join("run").join(format!("{component}.pid"));
+                    if !file.exists() && alive(*pid) {
+                        untracked.insert(format!("{component} ({pid})"));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            untracked
+        })
+    };
     provider
         .delete_machine(&cluster, &MachineRole::ControlPlane, "dev-cp-0")
         .await
         .unwrap();
+    watching.store(false, std::sync::atomic::Ordering::SeqCst);
+    let untracked = watcher.join().unwrap();
+    assert!(
+        untracked.is_empty(),
+        "alive without a pid file while stopping: {untracked:?}"
+    );
     assert_eq!(
         provider.delete_cluster(&cluster).await.unwrap(),
         Deletion::Done

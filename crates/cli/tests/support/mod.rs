@@ -217,8 +217,25 @@ impl ManagerProcess {
 
     /// As [`Self::start_as_deployed`], logging at `level` (a `RUST_LOG` filter).
     pub fn start_logging(kubeconfig: &Path, log: &Path, extra: &[&str], level: &str) -> Self {
+        Self::start_binary(
+            Path::new(env!("CARGO_BIN_EXE_slipway")),
+            kubeconfig,
+            log,
+            extra,
+            level,
+        )
+    }
+
+    /// As [`Self::start_logging`], running `binary` instead of the one cargo built for this test.
+    pub fn start_binary(
+        binary: &Path,
+        kubeconfig: &Path,
+        log: &Path,
+        extra: &[&str],
+        level: &str,
+    ) -> Self {
         let log_file = std::fs::File::create(log).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_slipway"));
+        let mut command = Command::new(binary);
         command.arg("manager");
         if !extra.iter().any(|a| a.starts_with("--metrics-addr")) {
             command.arg("--metrics-addr=127.0.0.1:0");
