@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::join_token::{self, Publish};
 use crate::machines::{self, Boot, GroupSpec, GroupState};
 use crate::outcome::Outcome;
-use crate::status::{condition, set_all};
+use crate::status::{self, condition, set_all};
 use crate::{MACHINE_POOL_FINALIZER, PAUSED_ANNOTATION, POOL_LABEL, backoff, events, finalizer};
 
 pub const CONTROLLER: &str = "machinepool";
@@ -349,20 +349,11 @@ async fn finalize(
         // The machines stay, and so does the pool, until the provider can delete them (say, once a credentials
         // Secret is back): say so where the person waiting for the deletion looks.
         let blocked = |status: &mut MachinePoolStatus, error: &Error| {
-            let why = match error {
-                Error::Provider { source, .. } => source.reason(),
-                Error::UnknownProvider { .. } => reason::PROVIDER_NOT_REGISTERED,
-                _ => return,
-            };
-            let message = match error {
-                Error::Provider { source, .. } => {
-                    format!("cannot delete the pool's machines: {source}")
-                }
-                other => format!("cannot delete the pool's machines: {other}"),
-            };
-            conditions::set(
+            status::deletion_blocked(
                 &mut status.conditions,
-                condition(READY, false, why, message, generation),
+                "the pool's machines",
+                error,
+                generation,
             );
         };
         let provider = ctx

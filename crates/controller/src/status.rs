@@ -129,6 +129,28 @@ pub fn fail(
     );
 }
 
+/// A deletion held up by its provider (it failed, or this manager does not run it): nothing is dropped while it may
+/// still exist, and `Ready` says what is stuck and why. Other errors leave the list as it is.
+pub fn deletion_blocked(
+    list: &mut Vec<Condition>,
+    what: &str,
+    error: &crate::error::Error,
+    generation: Option<i64>,
+) {
+    use crate::error::Error;
+    let (why, message) = match error {
+        Error::Provider { source, .. } => {
+            (source.reason(), format!("cannot delete {what}: {source}"))
+        }
+        Error::UnknownProvider { .. } => (
+            reason::PROVIDER_NOT_REGISTERED,
+            format!("cannot delete {what}: {error}"),
+        ),
+        _ => return,
+    };
+    conditions::set(list, condition(READY, false, why, message, generation));
+}
+
 /// Sets a Cluster's `Ready` from its step conditions `steps`: True when every one of them is True, otherwise False
 /// naming those that are not, in order. Returns whether it is True.
 pub fn summarize(list: &mut Vec<Condition>, steps: &[&str], generation: Option<i64>) -> bool {

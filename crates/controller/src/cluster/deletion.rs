@@ -16,7 +16,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::machines::{self, call};
 use crate::outcome::Outcome;
-use crate::status::condition;
+use crate::status::{self, condition};
 use crate::{CLUSTER_FINALIZER, cluster_secrets, finalizer};
 
 /// How soon a deletion that waits for something is looked at again.
@@ -130,23 +130,8 @@ fn deleting(status: &mut ClusterStatus, message: String, generation: Option<i64>
     );
 }
 
-/// A provider that cannot delete (its credentials are gone, say, or this manager does not run it) holds the
-/// deletion: nothing is dropped while it may still exist. Says on the Cluster what is stuck and why; the error is
-/// retried.
 fn blocked(status: &mut ClusterStatus, what: &str, error: &Error, generation: Option<i64>) {
-    let why = match error {
-        Error::Provider { source, .. } => source.reason(),
-        Error::UnknownProvider { .. } => reason::PROVIDER_NOT_REGISTERED,
-        _ => return,
-    };
-    let message = match error {
-        Error::Provider { source, .. } => format!("cannot delete {what}: {source}"),
-        other => format!("cannot delete {what}: {other}"),
-    };
-    conditions::set(
-        &mut status.conditions,
-        condition(READY, false, why, message, generation),
-    );
+    status::deletion_blocked(&mut status.conditions, what, error, generation);
 }
 
 /// A pool being deleted, with what holds it up when its own status says so (a provider that cannot delete its
