@@ -14,7 +14,7 @@ use crate::layout::{ClusterDir, ControlPlaneRecord};
 use crate::processes::{self, Children, log_tail};
 use crate::user_data::Boot;
 
-const BINARIES: [&str; 5] = [
+pub(crate) const BINARIES: [&str; 5] = [
     "etcd",
     "kube-apiserver",
     "kube-controller-manager",

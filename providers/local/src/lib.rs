@@ -132,7 +132,7 @@ impl InfrastructureProvider for LocalProvider {
                 return Ok(Deletion::Done);
             }
         };
-        processes::stop_all(&dir, &self.children);
+        processes::stop_all(&dir, &control_plane::BINARIES, &self.children);
         self.clients.remove(dir.root());
         match std::fs::remove_dir_all(dir.root()) {
             Ok(()) => info!(dir = %dir.root().display(), "removed the cluster directory"),
@@ -265,7 +265,7 @@ impl InfrastructureProvider for LocalProvider {
         };
         match role {
             MachineRole::ControlPlane => {
-                processes::stop_all(&dir, &self.children);
+                processes::stop_all(&dir, &control_plane::BINARIES, &self.children);
                 dir.remove_control_plane()
                     .map_err(|e| io("removing the control-plane record", e))?;
                 Ok(Deletion::Done)

@@ -22,8 +22,8 @@ impl Children {
     }
 }
 
-/// The pid in `<dir>/run/<component>.pid` if that process is alive and is ours: its command line names this
-/// cluster's directory, so a recycled pid of another program is not mistaken for it.
+/// The pid in `<dir>/run/<component>.pid` if that process is alive and is ours (see [`is_ours`]), so a recycled
+/// pid of another program is not mistaken for it.
 pub fn running(dir: &ClusterDir, component: &str, children: &Children) -> Option<u32> {
     children.reap();
     let pid: u32 = std::fs::read_to_string(dir.run().join(format!("{component}.pid")))
@@ -31,17 +31,43 @@ pub fn running(dir: &ClusterDir, component: &str, children: &Children) -> Option
         .trim()
         .parse()
         .ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    is_ours(pid, dir, component).then_some(pid)
+}
+
+/// Whether `pid` is a live `component` of this cluster: not a zombie, its program is the component's binary and an
+/// argument names a path under this cluster's directory.
+fn is_ours(pid: u32, dir: &ClusterDir, component: &str) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
     // The state follows the parenthesised command name; a zombie is not running.
-    let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
-    if state == "Z" {
-        return None;
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    if state.is_none_or(|state| state == "Z") {
+        return false;
     }
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let root = dir.root().to_string_lossy();
-    String::from_utf8_lossy(&cmdline)
-        .contains(root.as_ref())
-        .then_some(pid)
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let mut args = cmdline
+        .split(|b| *b == 0)
+        .map(|arg| String::from_utf8_lossy(arg).into_owned());
+    let program_is_component = args
+        .next()
+        .is_some_and(|program| Path::new(&program).file_name() == Some(component.as_ref()));
+    let under = format!("{}/", dir.root().to_string_lossy());
+    program_is_component && args.any(|arg| arg.contains(&under))
+}
+
+/// A live `component` of this cluster that no pid file names: one started by a manager killed before it wrote the
+/// pid file. Found by scanning `/proc`, so the next manager adopts it instead of starting a second one beside it.
+fn unrecorded(dir: &ClusterDir, component: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| is_ours(*pid, dir, component))
 }
 
 /// Starts `command` as `component` unless it runs already; returns whether it started it.
@@ -55,6 +81,10 @@ pub fn ensure(
         return Ok(false);
     }
     std::fs::create_dir_all(dir.run())?;
+    if let Some(pid) = unrecorded(dir, component) {
+        std::fs::write(dir.run().join(format!("{component}.pid")), pid.to_string())?;
+        return Ok(false);
+    }
     std::fs::create_dir_all(dir.logs())?;
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -78,34 +108,23 @@ pub fn ensure(
     Ok(true)
 }
 
-/// Stops every process of the cluster (SIGTERM, then SIGKILL after a grace period) and removes the pid files of
-/// those that are gone. A pid file goes only after its process: a manager killed while the processes stop (an
-/// apiserver whose etcd is stopping takes seconds) leaves them findable, so the next one neither starts a second
-/// set beside them nor loses the means to kill them.
-pub fn stop_all(dir: &ClusterDir, children: &Children) {
-    let Ok(entries) = std::fs::read_dir(dir.run()) else {
-        return;
-    };
-    let mut pids = Vec::new();
-    let mut files = Vec::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Some(component) = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .map(str::to_string)
-        else {
-            continue;
-        };
-        let pid = running(dir, &component, children);
-        if let Some(pid) = pid {
-            signal(pid, "TERM");
-            pids.push((component, pid));
-        }
-        files.push((path, pid));
+/// Stops every one of `components` the cluster runs (SIGTERM, then SIGKILL after a grace period), those a pid
+/// file names and those a killed manager left without one, and removes the pid files of those that are gone. A pid
+/// file goes only after its process: a manager killed while the processes stop (an apiserver whose etcd is stopping
+/// takes seconds) leaves them findable, so the next one neither starts a second set beside them nor loses the means
+/// to kill them.
+pub fn stop_all(dir: &ClusterDir, components: &[&str], children: &Children) {
+    let pids: Vec<u32> = components
+        .iter()
+        .filter_map(|component| {
+            running(dir, component, children).or_else(|| unrecorded(dir, component))
+        })
+        .collect();
+    for pid in &pids {
+        signal(*pid, "TERM");
     }
     let deadline = Instant::now() + Duration::from_secs(5);
-    for (_, pid) in &pids {
+    for pid in &pids {
         while Instant::now() < deadline && alive(*pid, children) {
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -115,13 +134,13 @@ pub fn stop_all(dir: &ClusterDir, children: &Children) {
     }
     // SIGKILL is delivered asynchronously: return only once every process is gone, so that "deleted" means gone.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline && pids.iter().any(|(_, pid)| alive(*pid, children)) {
+    while Instant::now() < deadline && pids.iter().any(|pid| alive(*pid, children)) {
         std::thread::sleep(Duration::from_millis(20));
     }
     children.reap();
-    for (path, pid) in files {
-        if pid.is_none_or(|pid| !alive(pid, children)) {
-            let _ = std::fs::remove_file(&path);
+    for component in components {
+        if running(dir, component, children).is_none() {
+            let _ = std::fs::remove_file(dir.run().join(format!("{component}.pid")));
         }
     }
 }
@@ -152,4 +171,81 @@ pub fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    /// A stand-in for a component: `sh` under the component's name, its argument a path in the cluster directory,
+    /// as every real component's flags are.
+    fn component_command(bin: &Path, dir: &ClusterDir) -> Command {
+        let mut command = Command::new(bin);
+        command
+            // Not a lone command: dash would exec it and the process would no longer be the component.
+            .args(["-c", "sleep 60; true"])
+            .arg(dir.root().join("marker"));
+        command
+    }
+
+    fn setup() -> (tempfile::TempDir, ClusterDir, std::path::PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let bin = tmp.path().join("bin").join("kwok");
+        std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+        symlink("/bin/sh", &bin).unwrap();
+        let dir = ClusterDir::new(tmp.path().join("cluster"));
+        std::fs::create_dir_all(dir.root()).unwrap();
+        (tmp, dir, bin)
+    }
+
+    #[test]
+    fn a_component_started_without_its_pid_file_is_adopted_not_started_twice() {
+        let (_tmp, dir, bin) = setup();
+        let children = Children::default();
+        // A manager killed between spawn and writing the pid file leaves exactly this.
+        let mut orphan = component_command(&bin, &dir)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let started = ensure(&dir, "kwok", component_command(&bin, &dir), &children).unwrap();
+        assert!(!started, "a second kwok was started beside the orphan");
+        assert_eq!(running(&dir, "kwok", &children), Some(orphan.id()));
+
+        stop_all(&dir, &["kwok"], &children);
+        let status = orphan.wait().unwrap();
+        assert!(!status.success(), "the adopted kwok was not stopped");
+        assert!(!dir.run().join("kwok.pid").exists());
+    }
+
+    #[test]
+    fn stop_all_stops_a_component_no_pid_file_names() {
+        let (_tmp, dir, bin) = setup();
+        let children = Children::default();
+        let mut orphan = component_command(&bin, &dir)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        stop_all(&dir, &["kwok"], &children);
+        assert!(orphan.try_wait().unwrap().is_some(), "the orphan kwok still runs");
+        assert_eq!(unrecorded(&dir, "kwok"), None);
+    }
+
+    #[test]
+    fn another_clusters_component_or_program_is_not_ours() {
+        let (tmp, dir, bin) = setup();
+        let children = Children::default();
+        let other = ClusterDir::new(tmp.path().join("cluster-b"));
+        std::fs::create_dir_all(other.root()).unwrap();
+        // The other cluster's directory name starts with this one's: a prefix is not a match.
+        let mut theirs = component_command(&bin, &other).process_group(0).spawn().unwrap();
+        assert_eq!(unrecorded(&dir, "kwok"), None);
+        assert_eq!(unrecorded(&dir, "etcd"), None, "the program is kwok, not etcd");
+        assert!(ensure(&dir, "kwok", component_command(&bin, &dir), &children).unwrap());
+        stop_all(&dir, &["kwok"], &children);
+        assert!(theirs.try_wait().unwrap().is_none(), "the other cluster's kwok was stopped");
+        stop_all(&other, &["kwok"], &children);
+        theirs.wait().unwrap();
+    }
 }

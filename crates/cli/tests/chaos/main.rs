@@ -37,8 +37,6 @@ fn manager_binary() -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finds a known local-provider bug (a manager killed between starting kwok and writing kwok.pid leaves a \
-            kwok the next manager does not know of, and it starts a second one); run it with --ignored once fixed"]
 async fn ten_kills_across_sim_local_and_baremetal_create_nothing_twice_leave_nothing_and_converge()
 {
     let dir = tempfile::tempdir().unwrap();
