@@ -25,6 +25,9 @@ started=$(date +%s)
 step "control-plane binaries (hack/build-k8s.sh)"
 hack/build-k8s.sh
 
+step "HAProxy for local clusters' endpoints (hack/haproxy.sh)"
+hack/haproxy.sh --ensure
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -78,6 +78,10 @@ pub struct Args {
     /// (default: what hack/build-k8s.sh builds).
     #[arg(long, env = "SLIPWAY_K8S_BIN")]
     local_bin_dir: Option<PathBuf>,
+    /// The HAProxy binary the local provider runs as each cluster's API endpoint (default: `haproxy` on PATH or in
+    /// /usr/sbin).
+    #[arg(long, env = "SLIPWAY_LOCAL_HAPROXY")]
+    local_haproxy: Option<PathBuf>,
     /// EC2 endpoint of the aws provider, for an EC2-compatible cloud or an emulator such as moto (default: AWS).
     #[arg(long, env = "SLIPWAY_AWS_ENDPOINT_URL")]
     aws_endpoint_url: Option<String>,
@@ -232,10 +236,14 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
                 state_dir.display()
             )
         })?;
-        providers = providers.register(Arc::new(LocalProvider::new(
+        let mut local = LocalProvider::new(
             state_dir,
             args.local_bin_dir.clone().unwrap_or_else(default_bin_dir),
-        )));
+        );
+        if let Some(haproxy) = &args.local_haproxy {
+            local = local.with_haproxy(haproxy);
+        }
+        providers = providers.register(Arc::new(local));
     }
     info!(providers = ?providers.names(), "providers enabled");
     let settings = Settings {

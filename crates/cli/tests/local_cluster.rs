@@ -186,22 +186,13 @@ async fn sample_local_cluster_becomes_ready_scales_and_leaves_nothing_behind() {
     scale(&client, &ns, 5).await;
     wait_ready_nodes(&nodes, 5).await;
 
-    let pids: Vec<u32> = std::fs::read_dir(dir.join("run"))
-        .unwrap()
-        .flatten()
-        .map(|e| {
-            std::fs::read_to_string(e.path())
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap()
-        })
-        .collect();
+    let pid_files = support::local_pid_files(&dir);
     assert_eq!(
-        pids.len(),
-        5,
-        "etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok"
+        pid_files.len(),
+        6,
+        "one member's etcd, kube-apiserver, kube-controller-manager, kube-scheduler; kwok; HAProxy: {pid_files:?}"
     );
+    let pids: Vec<u32> = pid_files.into_values().collect();
     Api::<Cluster>::namespaced(client.clone(), &ns)
         .delete("local-demo", &DeleteParams::default())
         .await

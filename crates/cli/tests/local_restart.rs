@@ -16,26 +16,11 @@ use serde_json::json;
 use slipway_api::Cluster;
 use support::{ManagerProcess, alive, apply_file, env, eventually, wait_ready};
 
-const COMPONENTS: [&str; 5] = [
-    "etcd",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kwok",
-];
-
-fn pids(dir: &Path) -> BTreeMap<&'static str, u32> {
-    COMPONENTS
-        .iter()
-        .map(|c| {
-            let pid = std::fs::read_to_string(dir.join("run").join(format!("{c}.pid")))
-                .unwrap_or_else(|e| panic!("{c}.pid: {e}"))
-                .trim()
-                .parse()
-                .unwrap();
-            (*c, pid)
-        })
-        .collect()
+/// The cluster's processes by pid file: one member's four and the cluster's kwok and HAProxy.
+fn pids(dir: &Path) -> BTreeMap<String, u32> {
+    let pids = support::local_pid_files(dir);
+    assert_eq!(pids.len(), 6, "{pids:?}");
+    pids
 }
 
 /// Ready Nodes by name, with their UIDs: a recreated Node has a new UID.

@@ -154,6 +154,7 @@ async fn converge(
             .unwrap_or_else(|| cluster.spec.kubernetes.version.clone()),
         max_surge: usize::try_from(pool.spec.strategy.max_surge).unwrap_or(0),
         max_unavailable: usize::try_from(pool.spec.strategy.max_unavailable).unwrap_or(0),
+        serial: false,
     };
     let pool_name = pool.name_any();
     let boot = Boot::Worker {

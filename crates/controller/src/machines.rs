@@ -29,6 +29,9 @@ pub struct GroupSpec {
     pub kubernetes_version: String,
     pub max_surge: usize,
     pub max_unavailable: usize,
+    /// One change at a time, as a control plane's etcd needs: a machine is created only while every other one is
+    /// ready and nothing is being deleted, and at most one machine is deleted per step (none while one is created).
+    pub serial: bool,
 }
 
 /// A short hash of everything that makes a machine of this group what it is; machines with another hash are
@@ -90,10 +93,20 @@ pub fn plan(machines: &[Machine], spec: &GroupSpec, hash: &str) -> Plan {
     let used: BTreeSet<&str> = machines.iter().map(|m| m.name.as_str()).collect();
     let missing = desired.saturating_sub(current.len());
     let room = (desired + spec.max_surge).saturating_sub(live.len() - delete.len());
+    let mut most = missing.min(room).min(MAX_CREATES_PER_PASS);
+    if spec.serial {
+        delete.truncate(1);
+        let settled = machines
+            .iter()
+            .all(|m| m.ready && m.phase != MachinePhase::Deleting);
+        most = if delete.is_empty() && settled {
+            most.min(1)
+        } else {
+            0
+        };
+    }
     Plan {
-        create: free_names(&spec.prefix, hash, &used)
-            .take(missing.min(room).min(MAX_CREATES_PER_PASS))
-            .collect(),
+        create: free_names(&spec.prefix, hash, &used).take(most).collect(),
         delete: delete.into_iter().map(|m| m.name.clone()).collect(),
     }
 }
@@ -330,6 +343,7 @@ mod tests {
             kubernetes_version: "v1.37.2".into(),
             max_surge,
             max_unavailable,
+            serial: false,
         }
     }
 
@@ -366,6 +380,64 @@ mod tests {
         let names: BTreeSet<&str> = machines.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names.len(), 1000);
         assert!(names.contains("w-new-999"));
+    }
+
+    fn control_plane(replicas: usize) -> GroupSpec {
+        GroupSpec {
+            serial: true,
+            ..spec(replicas, 1, 0)
+        }
+    }
+
+    #[test]
+    fn a_serial_group_grows_one_ready_member_at_a_time() {
+        let group = control_plane(3);
+        assert_eq!(plan(&[], &group, NEW).create, ["w-new-0"]);
+        let mut machines = vec![machine("w-new-0", NEW, false, 0)];
+        assert_eq!(
+            plan(&machines, &group, NEW),
+            Plan::default(),
+            "no second member while the first is not ready"
+        );
+        machines[0] = machine("w-new-0", NEW, true, 0);
+        assert_eq!(plan(&machines, &group, NEW).create, ["w-new-1"]);
+        machines.push(machine("w-new-1", NEW, true, 0));
+        assert_eq!(plan(&machines, &group, NEW).create, ["w-new-2"]);
+    }
+
+    #[test]
+    fn a_serial_group_shrinks_one_member_per_step() {
+        let machines: Vec<_> = (0..5)
+            .map(|i| machine(&format!("w-new-{i}"), NEW, true, i))
+            .collect();
+        let plan = plan(&machines, &control_plane(1), NEW);
+        assert_eq!(plan.delete.len(), 1, "{plan:?}");
+        assert!(plan.create.is_empty());
+    }
+
+    #[test]
+    fn a_serial_group_replaces_by_adding_a_member_before_removing_one() {
+        let group = control_plane(3);
+        let mut machines: Vec<_> = (0..3)
+            .map(|i| machine(&format!("w-old-{i}"), OLD, true, 10 - i))
+            .collect();
+        let mut passes = 0;
+        loop {
+            let step = plan(&machines, &group, NEW);
+            if step == Plan::default() {
+                break;
+            }
+            assert!(step.create.len() + step.delete.len() == 1, "{step:?}");
+            // Never fewer than three ready members: the new one is ready before an old one goes.
+            machines.retain(|m| !step.delete.contains(&m.name));
+            assert!(machines.iter().filter(|m| m.ready).count() >= 3);
+            machines.extend(step.create.iter().map(|n| machine(n, NEW, true, 0)));
+            passes += 1;
+            assert!(passes <= 10, "never done: {machines:?}");
+        }
+        assert!(machines.iter().all(|m| m.template_hash == NEW));
+        assert_eq!(machines.len(), 3);
+        assert_eq!(passes, 6);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The control plane of one local cluster: its certificates and its five processes.
+//! The control plane of one local cluster: its certificates, each member's four processes (etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler) and the cluster's kwok.
 
 use std::path::Path;
 use std::process::Command;
@@ -10,11 +11,22 @@ use slipway_bootstrap::pki::{Leaf, Usage};
 use slipway_provider::{ProviderError, Result};
 use tracing::info;
 
-use crate::layout::{ClusterDir, ControlPlaneRecord};
+use crate::layout::{ClusterDir, ClusterRecord, MemberDir, MemberRecord};
 use crate::processes::{self, Children, log_tail};
 use crate::user_data::Boot;
 
-pub(crate) const BINARIES: [&str; 5] = [
+/// The processes of one control-plane member.
+pub const MEMBER_COMPONENTS: [&str; 4] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+];
+
+/// The processes of the cluster as a whole.
+pub const CLUSTER_COMPONENTS: [&str; 2] = ["kwok", crate::load_balancer::COMPONENT];
+
+const BINARIES: [&str; 5] = [
     "etcd",
     "kube-apiserver",
     "kube-controller-manager",
@@ -58,7 +70,8 @@ fn io(what: &str, e: impl std::fmt::Display) -> ProviderError {
 }
 
 /// Writes the cluster's CAs and the certificates its processes serve and authenticate with, and the admin
-/// kubeconfig the provider and kwok use. Written once; a restart reuses them.
+/// kubeconfig the provider and kwok use (through the load balancer). Written by the first member; every member
+/// serves with the same certificates, as all of them listen on 127.0.0.1.
 pub fn write_pki(dir: &ClusterDir, boot: &Boot) -> Result<()> {
     let pki = dir.pki();
     std::fs::create_dir_all(&pki).map_err(|e| io("creating the pki directory", e))?;
@@ -95,7 +108,7 @@ pub fn write_pki(dir: &ClusterDir, boot: &Boot) -> Result<()> {
         .front_proxy
         .sign(leaf("front-proxy-client", None, &[], &[Usage::ClientAuth]))
         .map_err(|e| io("signing the front-proxy client certificate", e))?;
-    let server = format!("https://127.0.0.1:{}", ports.apiserver);
+    let server = format!("https://127.0.0.1:{}", ports.endpoint);
     let kubeconfig = admin_kubeconfig("local", &server, &boot.pki.ca, now)
         .map_err(|e| io("admin kubeconfig", e))?;
     let files = [
@@ -114,43 +127,80 @@ pub fn write_pki(dir: &ClusterDir, boot: &Boot) -> Result<()> {
     }
     std::fs::write(dir.admin_kubeconfig(), kubeconfig.yaml)
         .map_err(|e| io("writing the admin kubeconfig", e))?;
-    Ok(())
+    dir.save_record(&ClusterRecord {
+        service_cidr: boot.service_cidr.clone(),
+    })
+    .map_err(|e| io("writing the cluster record", e))
 }
 
-/// Starts whichever of the five processes is not running. Returns whether all of them run now.
-pub fn ensure_running(
+/// The member's own kubeconfig: the cluster's admin credentials, its own apiserver as the server.
+pub fn write_member_kubeconfig(
     dir: &ClusterDir,
+    member: &MemberDir,
+    record: &MemberRecord,
+) -> Result<()> {
+    let admin = std::fs::read_to_string(dir.admin_kubeconfig())
+        .map_err(|e| io("reading the admin kubeconfig", e))?;
+    let ports = dir
+        .ports_or_allocate()
+        .map_err(|e| io("allocating ports", e))?;
+    let own = admin.replace(
+        &format!("https://127.0.0.1:{}", ports.endpoint),
+        &format!("https://127.0.0.1:{}", record.ports.apiserver),
+    );
+    std::fs::create_dir_all(member.root()).map_err(|e| io("creating the member directory", e))?;
+    std::fs::write(member.kubeconfig(), own).map_err(|e| io("writing the member kubeconfig", e))
+}
+
+/// Starts whichever of the member's four processes is not running. Returns whether all of them ran already.
+pub fn ensure_member_running(
+    dir: &ClusterDir,
+    member: &MemberDir,
     bin_dir: &Path,
-    record: &ControlPlaneRecord,
+    record: &MemberRecord,
     children: &Children,
 ) -> Result<bool> {
+    let Some(initial_cluster) = &record.initial_cluster else {
+        // Not added to the cluster's etcd yet: the create that made the record does that first.
+        return Ok(false);
+    };
+    let cluster = dir
+        .record()
+        .map_err(|e| io("reading the cluster record", e))?
+        .ok_or_else(|| io("reading the cluster record", "cluster.json is missing"))?;
     let ports = dir
         .ports_or_allocate()
         .map_err(|e| io("allocating ports", e))?;
     let pki = dir.pki();
     let p = |name: &str| pki.join(name).display().to_string();
-    let kubeconfig = dir.admin_kubeconfig().display().to_string();
-    let etcd_url = format!("http://127.0.0.1:{}", ports.etcd_client);
-    let peer_url = format!("http://127.0.0.1:{}", ports.etcd_peer);
+    let kubeconfig = member.kubeconfig().display().to_string();
+    let etcd_url = record.etcd_client_url();
+    let peer_url = record.etcd_peer_url();
+    let own = record.ports;
 
     let mut etcd = Command::new(bin_dir.join("etcd"));
     etcd.args([
-        "--name=default".to_string(),
-        format!("--data-dir={}", dir.etcd_data().display()),
+        format!("--name={}", record.name),
+        format!("--data-dir={}", member.etcd_data().display()),
         format!("--listen-client-urls={etcd_url}"),
         format!("--advertise-client-urls={etcd_url}"),
         format!("--listen-peer-urls={peer_url}"),
         format!("--initial-advertise-peer-urls={peer_url}"),
-        format!("--initial-cluster=default={peer_url}"),
+        format!("--initial-cluster={initial_cluster}"),
+        format!(
+            "--initial-cluster-state={}",
+            if record.first { "new" } else { "existing" }
+        ),
         "--log-level=warn".to_string(),
     ]);
 
     let mut apiserver = Command::new(bin_dir.join("kube-apiserver"));
     apiserver.args([
+        // Its own member's etcd, as kubeadm's stacked etcd.
         format!("--etcd-servers={etcd_url}"),
         format!(
             "--cert-dir={}",
-            dir.root().join("apiserver-certs").display()
+            member.root().join("apiserver-certs").display()
         ),
         format!("--tls-cert-file={}", p("apiserver.crt")),
         format!("--tls-private-key-file={}", p("apiserver.key")),
@@ -162,18 +212,19 @@ pub fn ensure_running(
         "--requestheader-username-headers=X-Remote-User".to_string(),
         "--requestheader-group-headers=X-Remote-Group".to_string(),
         "--requestheader-extra-headers-prefix=X-Remote-Extra-".to_string(),
-        format!("--secure-port={}", ports.apiserver),
+        format!("--secure-port={}", own.apiserver),
         "--bind-address=127.0.0.1".to_string(),
         "--advertise-address=127.0.0.1".to_string(),
         "--endpoint-reconciler-type=none".to_string(),
-        format!("--service-cluster-ip-range={}", record.service_cidr),
+        format!("--service-cluster-ip-range={}", cluster.service_cidr),
         "--allow-privileged=true".to_string(),
         "--authorization-mode=Node,RBAC".to_string(),
         // Workers join with bootstrap tokens, as with kubeadm.
         "--enable-bootstrap-token-auth=true".to_string(),
+        // One issuer for every member: the endpoint, so a token one member issued is valid at the others.
         format!(
             "--service-account-issuer=https://127.0.0.1:{}",
-            ports.apiserver
+            ports.endpoint
         ),
         format!("--service-account-key-file={}", p("sa.pub")),
         format!("--service-account-signing-key-file={}", p("sa.key")),
@@ -182,7 +233,8 @@ pub fn ensure_running(
     let mut controller_manager = Command::new(bin_dir.join("kube-controller-manager"));
     controller_manager.args([
         format!("--kubeconfig={kubeconfig}"),
-        "--leader-elect=false".to_string(),
+        // One active controller-manager among the members.
+        "--leader-elect=true".to_string(),
         "--secure-port=0".to_string(),
         // The token cleaner removes expired bootstrap tokens; it is off unless named.
         "--controllers=*,bootstrapsigner,tokencleaner".to_string(),
@@ -197,21 +249,9 @@ pub fn ensure_running(
         format!("--kubeconfig={kubeconfig}"),
         format!("--authentication-kubeconfig={kubeconfig}"),
         format!("--authorization-kubeconfig={kubeconfig}"),
-        "--leader-elect=false".to_string(),
-        format!("--secure-port={}", ports.scheduler),
+        "--leader-elect=true".to_string(),
+        format!("--secure-port={}", own.scheduler),
         "--bind-address=127.0.0.1".to_string(),
-    ]);
-
-    let mut kwok = Command::new(bin_dir.join("kwok"));
-    kwok.args([
-        format!("--kubeconfig={kubeconfig}"),
-        format!("--config={}", stages(bin_dir).display()),
-        "--node-lease-duration-seconds=40".to_string(),
-        "--manage-all-nodes=false".to_string(),
-        "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake".to_string(),
-        "--cidr=10.244.0.0/16".to_string(),
-        "--node-ip=10.0.0.1".to_string(),
-        format!("--server-address=127.0.0.1:{}", ports.kwok),
     ]);
 
     let mut all_running = true;
@@ -220,12 +260,11 @@ pub fn ensure_running(
         ("kube-apiserver", apiserver),
         ("kube-controller-manager", controller_manager),
         ("kube-scheduler", scheduler),
-        ("kwok", kwok),
     ] {
-        let started = processes::ensure(dir, component, command, children)
+        let started = processes::ensure(member.root(), component, command, children)
             .map_err(|e| io(&format!("starting {component}"), e))?;
         if started {
-            info!(dir = %dir.root().display(), component, "started");
+            info!(member = %member.root().display(), component, "started");
             all_running = false;
         }
     }
@@ -233,18 +272,43 @@ pub fn ensure_running(
         // Give a process that fails at once (a port taken, a bad flag) the chance to show it now, with its log.
         std::thread::sleep(Duration::from_millis(300));
         for component in ["etcd", "kube-apiserver"] {
-            if processes::running(dir, component, children).is_none() {
+            if processes::running(member.root(), component, children).is_none() {
                 return Err(ProviderError::transient(
                     "ControlPlaneProcessExited",
                     format!(
-                        "{component} exited at start; last lines of its log:\n{}",
-                        log_tail(&dir.logs().join(format!("{component}.log")))
+                        "{component} of {} exited at start; last lines of its log:\n{}",
+                        record.name,
+                        log_tail(&member.logs().join(format!("{component}.log")))
                     ),
                 ));
             }
         }
     }
-    Ok(true)
+    Ok(all_running)
+}
+
+/// Starts the cluster's kwok, which plays the kubelet of every worker Node, unless it runs.
+pub fn ensure_kwok(dir: &ClusterDir, bin_dir: &Path, children: &Children) -> Result<()> {
+    let ports = dir
+        .ports_or_allocate()
+        .map_err(|e| io("allocating ports", e))?;
+    let mut kwok = Command::new(bin_dir.join("kwok"));
+    kwok.args([
+        format!("--kubeconfig={}", dir.admin_kubeconfig().display()),
+        format!("--config={}", stages(bin_dir).display()),
+        "--node-lease-duration-seconds=40".to_string(),
+        "--manage-all-nodes=false".to_string(),
+        "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake".to_string(),
+        "--cidr=10.244.0.0/16".to_string(),
+        "--node-ip=10.0.0.1".to_string(),
+        format!("--server-address=127.0.0.1:{}", ports.kwok),
+    ]);
+    if processes::ensure(dir.root(), "kwok", kwok, children)
+        .map_err(|e| io("starting kwok", e))?
+    {
+        info!(dir = %dir.root().display(), "started kwok");
+    }
+    Ok(())
 }
 
 /// Whether the workload apiserver answers `/readyz`.

@@ -1,5 +1,9 @@
 //! Control-plane processes that outlive the manager: each in its own process group, known by a pid file, adopted
 //! when alive and restarted when dead.
+//!
+//! A process lives in a *home*: a directory with `run/<component>.pid` and `logs/<component>.log` (a cluster's
+//! directory for kwok and HAProxy, a member's for its etcd, apiserver, controller-manager and scheduler). A process
+//! is known as the home's by its program and an argument naming a path under the home.
 
 use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
@@ -7,8 +11,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-use crate::layout::ClusterDir;
 
 /// Children this manager started. A child that exits stays a zombie until waited for; [`Children::reap`] does that
 /// so a dead process is seen as dead.
@@ -22,21 +24,25 @@ impl Children {
     }
 }
 
-/// The pid in `<dir>/run/<component>.pid` if that process is alive and is ours (see [`is_ours`]), so a recycled
+/// The pid in `<home>/run/<component>.pid` if that process is alive and is ours (see [`is_ours`]), so a recycled
 /// pid of another program is not mistaken for it.
-pub fn running(dir: &ClusterDir, component: &str, children: &Children) -> Option<u32> {
+pub fn running(home: &Path, component: &str, children: &Children) -> Option<u32> {
     children.reap();
-    let pid: u32 = std::fs::read_to_string(dir.run().join(format!("{component}.pid")))
+    let pid: u32 = std::fs::read_to_string(pid_file(home, component))
         .ok()?
         .trim()
         .parse()
         .ok()?;
-    is_ours(pid, dir, component).then_some(pid)
+    is_ours(pid, home, component).then_some(pid)
 }
 
-/// Whether `pid` is a live `component` of this cluster: not a zombie, its program is the component's binary and an
-/// argument names a path under this cluster's directory.
-fn is_ours(pid: u32, dir: &ClusterDir, component: &str) -> bool {
+fn pid_file(home: &Path, component: &str) -> std::path::PathBuf {
+    home.join("run").join(format!("{component}.pid"))
+}
+
+/// Whether `pid` is a live `component` of `home`: not a zombie, its program is the component's binary and an
+/// argument names a path under `home`.
+fn is_ours(pid: u32, home: &Path, component: &str) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
@@ -56,40 +62,63 @@ fn is_ours(pid: u32, dir: &ClusterDir, component: &str) -> bool {
     let program_is_component = args
         .next()
         .is_some_and(|program| Path::new(&program).file_name() == Some(component.as_ref()));
-    let under = format!("{}/", dir.root().to_string_lossy());
+    let under = format!("{}/", home.to_string_lossy());
     program_is_component && args.any(|arg| arg.contains(&under))
 }
 
-/// A live `component` of this cluster that no pid file names: one started by a manager killed before it wrote the
-/// pid file. Found by scanning `/proc`, so the next manager adopts it instead of starting a second one beside it.
-fn unrecorded(dir: &ClusterDir, component: &str) -> Option<u32> {
-    std::fs::read_dir("/proc")
-        .ok()?
+/// Every live `component` under `home`, pid file or not: one started by a manager killed before it wrote the pid
+/// file, a HAProxy replaced by a reload that still drains its connections. Found by scanning `/proc`.
+pub fn all_of(home: &Path, component: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| is_ours(*pid, dir, component))
+        .filter(|pid| is_ours(*pid, home, component))
+        .collect()
 }
 
 /// Starts `command` as `component` unless it runs already; returns whether it started it.
+/// A component with no pid file but found running (its manager was killed before it wrote the file) is adopted.
 pub fn ensure(
-    dir: &ClusterDir,
+    home: &Path,
+    component: &str,
+    command: Command,
+    children: &Children,
+) -> std::io::Result<bool> {
+    if running(home, component, children).is_some() {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(home.join("run"))?;
+    if let Some(pid) = all_of(home, component).first() {
+        record(home, component, *pid)?;
+        return Ok(false);
+    }
+    start(home, component, command, children)?;
+    Ok(true)
+}
+
+/// Records `pid` as `home`'s `component`.
+pub fn record(home: &Path, component: &str, pid: u32) -> std::io::Result<()> {
+    std::fs::create_dir_all(home.join("run"))?;
+    std::fs::write(pid_file(home, component), pid.to_string())
+}
+
+/// Starts `command` as `component` in its own process group, logging to `logs/<component>.log`, and records its
+/// pid (replacing the pid file of any earlier one).
+pub fn start(
+    home: &Path,
     component: &str,
     mut command: Command,
     children: &Children,
-) -> std::io::Result<bool> {
-    if running(dir, component, children).is_some() {
-        return Ok(false);
-    }
-    std::fs::create_dir_all(dir.run())?;
-    if let Some(pid) = unrecorded(dir, component) {
-        std::fs::write(dir.run().join(format!("{component}.pid")), pid.to_string())?;
-        return Ok(false);
-    }
-    std::fs::create_dir_all(dir.logs())?;
+) -> std::io::Result<u32> {
+    std::fs::create_dir_all(home.join("run"))?;
+    std::fs::create_dir_all(home.join("logs"))?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(dir.logs().join(format!("{component}.log")))?;
+        .open(home.join("logs").join(format!("{component}.log")))?;
     // Its own process group: a signal to the manager's group (Ctrl-C, a pod's SIGTERM) does not take the
     // workload cluster down with it.
     command
@@ -99,26 +128,25 @@ pub fn ensure(
         .stderr(log);
     let child = command.spawn()?;
     let pid = child.id();
-    std::fs::write(dir.run().join(format!("{component}.pid")), pid.to_string())?;
+    record(home, component, pid)?;
     children
         .0
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(pid, child);
-    Ok(true)
+    Ok(pid)
 }
 
-/// Stops every one of `components` the cluster runs (SIGTERM, then SIGKILL after a grace period), those a pid
-/// file names and those a killed manager left without one, and removes the pid files of those that are gone. A pid
-/// file goes only after its process: a manager killed while the processes stop (an apiserver whose etcd is stopping
-/// takes seconds) leaves them findable, so the next one neither starts a second set beside them nor loses the means
-/// to kill them.
-pub fn stop_all(dir: &ClusterDir, components: &[&str], children: &Children) {
+/// Stops every one of `components` running under `home` (SIGTERM, then SIGKILL after a grace period), those a pid
+/// file names and those without one (a member's processes, found under its cluster's home, included), and removes
+/// the pid files of those that are gone. A pid file goes only after its process: a manager killed while the
+/// processes stop (an apiserver whose etcd is stopping takes seconds) leaves them findable, so the next one neither
+/// starts a second set beside them nor loses the means to kill them.
+pub fn stop_all(home: &Path, components: &[&str], children: &Children) {
+    children.reap();
     let pids: Vec<u32> = components
         .iter()
-        .filter_map(|component| {
-            running(dir, component, children).or_else(|| unrecorded(dir, component))
-        })
+        .flat_map(|component| all_of(home, component))
         .collect();
     for pid in &pids {
         signal(*pid, "TERM");
@@ -139,8 +167,8 @@ pub fn stop_all(dir: &ClusterDir, components: &[&str], children: &Children) {
     }
     children.reap();
     for component in components {
-        if running(dir, component, children).is_none() {
-            let _ = std::fs::remove_file(dir.run().join(format!("{component}.pid")));
+        if running(home, component, children).is_none() {
+            let _ = std::fs::remove_file(pid_file(home, component));
         }
     }
 }
@@ -181,23 +209,23 @@ mod tests {
 
     /// A stand-in for a component: `sh` under the component's name, its argument a path in the cluster directory,
     /// as every real component's flags are.
-    fn component_command(bin: &Path, dir: &ClusterDir) -> Command {
+    fn component_command(bin: &Path, home: &Path) -> Command {
         let mut command = Command::new(bin);
         command
             // Not a lone command: dash would exec it and the process would no longer be the component.
             .args(["-c", "sleep 60; true"])
-            .arg(dir.root().join("marker"));
+            .arg(home.join("marker"));
         command
     }
 
-    fn setup() -> (tempfile::TempDir, ClusterDir, std::path::PathBuf) {
+    fn setup() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
         let tmp = tempfile::tempdir().unwrap();
         let bin = tmp.path().join("bin").join("kwok");
         std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
         symlink("/bin/sh", &bin).unwrap();
-        let dir = ClusterDir::new(tmp.path().join("cluster"));
-        std::fs::create_dir_all(dir.root()).unwrap();
-        (tmp, dir, bin)
+        let home = tmp.path().join("cluster");
+        std::fs::create_dir_all(&home).unwrap();
+        (tmp, home, bin)
     }
 
     #[test]
@@ -216,7 +244,7 @@ mod tests {
         stop_all(&dir, &["kwok"], &children);
         let status = orphan.wait().unwrap();
         assert!(!status.success(), "the adopted kwok was not stopped");
-        assert!(!dir.run().join("kwok.pid").exists());
+        assert!(!pid_file(&dir, "kwok").exists());
     }
 
     #[test]
@@ -229,19 +257,19 @@ mod tests {
             .unwrap();
         stop_all(&dir, &["kwok"], &children);
         assert!(orphan.try_wait().unwrap().is_some(), "the orphan kwok still runs");
-        assert_eq!(unrecorded(&dir, "kwok"), None);
+        assert_eq!(all_of(&dir, "kwok"), Vec::<u32>::new());
     }
 
     #[test]
     fn another_clusters_component_or_program_is_not_ours() {
         let (tmp, dir, bin) = setup();
         let children = Children::default();
-        let other = ClusterDir::new(tmp.path().join("cluster-b"));
-        std::fs::create_dir_all(other.root()).unwrap();
+        let other = tmp.path().join("cluster-b");
+        std::fs::create_dir_all(&other).unwrap();
         // The other cluster's directory name starts with this one's: a prefix is not a match.
         let mut theirs = component_command(&bin, &other).process_group(0).spawn().unwrap();
-        assert_eq!(unrecorded(&dir, "kwok"), None);
-        assert_eq!(unrecorded(&dir, "etcd"), None, "the program is kwok, not etcd");
+        assert_eq!(all_of(&dir, "kwok"), Vec::<u32>::new());
+        assert_eq!(all_of(&dir, "etcd"), Vec::<u32>::new(), "the program is kwok, not etcd");
         assert!(ensure(&dir, "kwok", component_command(&bin, &dir), &children).unwrap());
         stop_all(&dir, &["kwok"], &children);
         assert!(theirs.try_wait().unwrap().is_none(), "the other cluster's kwok was stopped");

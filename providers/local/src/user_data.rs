@@ -23,11 +23,13 @@ pub struct InitToken {
     pub ttl_seconds: i64,
 }
 
-/// How a worker finds and trusts its cluster: kubeadm's token discovery.
+/// How a joining machine finds and trusts its cluster: kubeadm's token discovery.
 pub struct Join {
     pub api_server_endpoint: String,
     pub token: String,
     pub ca_cert_hashes: Vec<String>,
+    /// `kubeadm join --control-plane`: the JoinConfiguration has a `controlPlane` section.
+    pub control_plane: bool,
 }
 
 fn invalid(message: impl Into<String>) -> ProviderError {
@@ -50,10 +52,10 @@ fn written_file(config: &Value, path: &str) -> Result<String> {
         .ok_or_else(|| invalid(format!("user data writes no {path}")))
 }
 
-/// A worker's kubeadm-join user data.
+/// A joining machine's kubeadm-join user data (a worker's, or a later control-plane member's).
 pub fn read_join(user_data: Option<&str>) -> Result<Join> {
     let user_data =
-        user_data.ok_or_else(|| invalid("a local worker machine needs kubeadm-join user data"))?;
+        user_data.ok_or_else(|| invalid("a joining local machine needs kubeadm-join user data"))?;
     let config = cloud_config(user_data)?;
     let join: Value =
         serde_saphyr::from_str(&written_file(&config, "/run/kubeadm/kubeadm-join.yaml")?)
@@ -78,7 +80,17 @@ pub fn read_join(user_data: Option<&str>) -> Result<Join> {
                     .collect()
             })
             .unwrap_or_default(),
+        control_plane: join.get("controlPlane").is_some_and(|c| !c.is_null()),
     })
+}
+
+/// Whether the user data is a kubeadm init (the first control-plane member) rather than a join.
+pub fn is_init(user_data: Option<&str>) -> Result<bool> {
+    let user_data = user_data.ok_or_else(|| {
+        invalid("a local control-plane machine needs kubeadm init or join user data")
+    })?;
+    let config = cloud_config(user_data)?;
+    Ok(written_file(&config, "/run/kubeadm/kubeadm.yaml").is_ok())
 }
 
 pub fn read(user_data: Option<&str>) -> Result<Boot> {

@@ -41,12 +41,12 @@ fn request(name: &str, role: MachineRole, user_data: Option<String>) -> MachineR
     }
 }
 
-const COMPONENTS: [&str; 5] = [
+/// A member's processes, with pid files in `<cluster>/members/<machine>/run/`.
+const MEMBER_COMPONENTS: [&str; 4] = [
     "etcd",
     "kube-apiserver",
     "kube-controller-manager",
     "kube-scheduler",
-    "kwok",
 ];
 
 /// How long a local machine or process may take to get where a test waits for it.
@@ -78,6 +78,7 @@ async fn local_cluster_runs_survives_a_new_provider_and_is_removed_on_delete() {
     let bin = slipway_testenv::bin_dir();
     let cluster = cluster(state.as_path());
     let dir = state.as_path().join("team-a").join("dev");
+    let member = dir.join("members").join("dev-cp-0");
 
     let provider = LocalProvider::new(state.as_path(), &bin);
     let infrastructure = provider.reconcile_cluster(&cluster).await.unwrap();
@@ -233,19 +234,25 @@ async fn local_cluster_runs_survives_a_new_provider_and_is_removed_on_delete() {
         .unwrap();
 
     // The manager goes away: its processes stay, and a new provider adopts them.
-    let apiserver = pid_of(&dir, "kube-apiserver");
+    let apiserver = pid_of(&member, "kube-apiserver");
+    let haproxy = pid_of(&dir, "haproxy");
     drop(provider);
     assert!(alive(apiserver), "the apiserver died with the provider");
     let provider = LocalProvider::new(state.as_path(), &bin);
     provider.reconcile_cluster(&cluster).await.unwrap();
     assert_eq!(
-        pid_of(&dir, "kube-apiserver"),
+        pid_of(&member, "kube-apiserver"),
         apiserver,
         "a live apiserver was restarted instead of adopted"
     );
+    assert_eq!(
+        pid_of(&dir, "haproxy"),
+        haproxy,
+        "a live load balancer on an unchanged configuration was restarted"
+    );
 
     // A dead etcd is restarted on the same data directory: nothing is lost.
-    let etcd = pid_of(&dir, "etcd");
+    let etcd = pid_of(&member, "etcd");
     std::process::Command::new("kill")
         .args(["-KILL", &etcd.to_string()])
         .status()
@@ -257,7 +264,7 @@ async fn local_cluster_runs_survives_a_new_provider_and_is_removed_on_delete() {
     })
     .await;
     provider.reconcile_cluster(&cluster).await.unwrap();
-    assert_ne!(pid_of(&dir, "etcd"), etcd);
+    assert_ne!(pid_of(&member, "etcd"), etcd);
     eventually("the ConfigMap readable again", WAIT, || async {
         match config_maps.get_opt("survivor").await {
             Ok(Some(_)) => Ok(()),
@@ -285,20 +292,28 @@ async fn local_cluster_runs_survives_a_new_provider_and_is_removed_on_delete() {
             .ok_or(format!("{machines:?}"))
     })
     .await;
-    let pids: Vec<u32> = COMPONENTS.iter().map(|c| pid_of(&dir, c)).collect();
+    let pids: Vec<u32> = MEMBER_COMPONENTS
+        .iter()
+        .map(|c| pid_of(&member, c))
+        .collect();
+    let cluster_pids = [pid_of(&dir, "kwok"), pid_of(&dir, "haproxy")];
     // While the control plane stops, a process that is still alive keeps its pid file: a manager killed at any
     // moment of the stop leaves nothing running that the next one cannot find (and would start a second set
     // beside). Watched from a thread of its own, since the stop blocks this one.
     let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let watcher = {
         let watching = watching.clone();
-        let dir = dir.clone();
-        let components: Vec<(&str, u32)> = COMPONENTS.iter().copied().zip(pids.clone()).collect();
+        let member = member.clone();
+        let components: Vec<(&str, u32)> = MEMBER_COMPONENTS
+            .iter()
+            .copied()
+            .zip(pids.clone())
+            .collect();
         std::thread::spawn(move || {
             let mut untracked = std::collections::BTreeSet::new();
             while watching.load(std::sync::atomic::Ordering::SeqCst) {
                 for (component, pid) in &components {
-                    let file = dir.join("run").join(format!("{component}.pid"));
+                    let file = member.join("run").join(format!("{component}.pid"));
                     if !file.exists() && alive(*pid) {
                         untracked.insert(format!("{component} ({pid})"));
                     }
@@ -322,7 +337,7 @@ async fn local_cluster_runs_survives_a_new_provider_and_is_removed_on_delete() {
         provider.delete_cluster(&cluster).await.unwrap(),
         Deletion::Done
     );
-    for pid in pids {
+    for pid in pids.into_iter().chain(cluster_pids) {
         assert!(!alive(pid), "process {pid} outlived its cluster");
     }
     assert!(!dir.exists(), "{} not removed", dir.display());

@@ -809,7 +809,7 @@ impl Campaign {
                 Provider::Local => {
                     let dir = invariants::local_dir(&self.local_root, tracked);
                     match invariants::local_process_set(&processes, &dir, &tracked.label()) {
-                        Ok(set) if set.len() == invariants::LOCAL_COMPONENTS.len() => Ok(()),
+                        Ok(set) if set.len() == invariants::ONE_MEMBER_PROCESSES => Ok(()),
                         Ok(set) => Err(format!("control-plane processes running: {set:?}")),
                         Err(v) => Err(v.to_string()),
                     }

@@ -141,14 +141,23 @@ pub fn sim_orphans(state: &SimState, gone: &[&Tracked]) -> Vec<Violation> {
         .collect()
 }
 
-/// The components of a local control plane, as the local provider starts them.
-pub const LOCAL_COMPONENTS: [&str; 5] = [
+/// The processes of a local control-plane member, as the local provider starts them (in
+/// `<cluster>/members/<machine>/`).
+pub const MEMBER_COMPONENTS: [&str; 4] = [
     "etcd",
     "kube-apiserver",
     "kube-controller-manager",
     "kube-scheduler",
-    "kwok",
 ];
+
+/// The processes of a local cluster as a whole (in the cluster's directory).
+pub const CLUSTER_COMPONENTS: [&str; 2] = ["kwok", HAPROXY];
+
+/// A replaced HAProxy drains its connections beside the new one for a while: two of them are not a second set.
+const HAPROXY: &str = "haproxy";
+
+/// How many processes a local cluster with one control-plane member runs.
+pub const ONE_MEMBER_PROCESSES: usize = MEMBER_COMPONENTS.len() + CLUSTER_COMPONENTS.len();
 
 /// A live process of a local workload cluster, found in `/proc` by the cluster directory in its command line.
 #[derive(Debug, Clone)]
@@ -157,6 +166,18 @@ pub struct LocalProcess {
     pub component: String,
     /// `<state root>/<namespace>/<name>`.
     pub dir: PathBuf,
+    /// Where its `run/<component>.pid` is: the member's directory, or the cluster's.
+    pub home: PathBuf,
+}
+
+impl LocalProcess {
+    /// The process's place in its cluster: `<member>/<component>`, or `<component>` for the cluster's own.
+    pub fn slot(&self) -> String {
+        match self.home.strip_prefix(self.dir.join("members")) {
+            Ok(member) => format!("{}/{}", member.display(), self.component),
+            Err(_) => self.component.clone(),
+        }
+    }
 }
 
 /// Every live (not zombie) process whose command line names a cluster directory under `root`.
@@ -185,17 +206,26 @@ pub fn local_processes(root: &Path) -> Vec<LocalProcess> {
             .first()
             .and_then(|a| Path::new(a).file_name())
             .and_then(|n| n.to_str())
-            .filter(|n| LOCAL_COMPONENTS.contains(n))
+            .filter(|n| MEMBER_COMPONENTS.contains(n) || CLUSTER_COMPONENTS.contains(n))
         else {
             continue;
         };
-        // `<root><namespace>/<name>/...` somewhere in the arguments.
-        let Some(dir) = args.iter().find_map(|a| {
+        // `<root><namespace>/<name>/[members/<member>/]...` somewhere in the arguments.
+        let Some((dir, home)) = args.iter().find_map(|a| {
             let rest = &a[a.find(&root)? + root.len()..];
             let mut parts = rest.split('/');
             let (namespace, name) = (parts.next()?, parts.next()?);
-            (!namespace.is_empty() && !name.is_empty())
-                .then(|| PathBuf::from(format!("{root}{namespace}/{name}")))
+            if namespace.is_empty() || name.is_empty() {
+                return None;
+            }
+            let dir = PathBuf::from(format!("{root}{namespace}/{name}"));
+            let home = match (parts.next(), parts.next()) {
+                (Some("members"), Some(member)) if MEMBER_COMPONENTS.contains(&component) => {
+                    dir.join("members").join(member)
+                }
+                _ => dir.clone(),
+            };
+            Some((dir, home))
         }) else {
             continue;
         };
@@ -206,6 +236,7 @@ pub fn local_processes(root: &Path) -> Vec<LocalProcess> {
             pid,
             component: component.to_string(),
             dir,
+            home,
         });
     }
     found
@@ -222,7 +253,8 @@ pub fn local_dir(root: &Path, cluster: &Tracked) -> PathBuf {
     root.join(&cluster.namespace).join(&cluster.name)
 }
 
-/// The process ids of a cluster's components: exactly one per component, or a violation.
+/// The process ids of a cluster's processes by [`LocalProcess::slot`]: exactly one per slot (HAProxy: the one its
+/// pid file names, if it runs), or a violation.
 pub fn local_process_set(
     processes: &[LocalProcess],
     dir: &Path,
@@ -230,7 +262,16 @@ pub fn local_process_set(
 ) -> Result<BTreeMap<String, u32>, Violation> {
     let mut set: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for p in processes.iter().filter(|p| p.dir == dir) {
-        set.entry(p.component.clone()).or_default().push(p.pid);
+        set.entry(p.slot()).or_default().push(p.pid);
+    }
+    if let Some(haproxies) = set.get_mut(HAPROXY) {
+        let named = std::fs::read_to_string(dir.join("run").join(format!("{HAPROXY}.pid")))
+            .ok()
+            .and_then(|pid| pid.trim().parse::<u32>().ok());
+        match named.filter(|pid| haproxies.contains(pid)) {
+            Some(pid) => *haproxies = vec![pid],
+            None => haproxies.truncate(1),
+        }
     }
     let doubled: Vec<String> = set
         .iter()
@@ -257,6 +298,12 @@ pub fn local_after_kill(root: &Path, clusters: &[Tracked]) -> Vec<Violation> {
     let processes = local_processes(root);
     let mut violations = Vec::new();
     let dirs: BTreeSet<&PathBuf> = processes.iter().map(|p| &p.dir).collect();
+    let home_of = |dir: &Path, slot: &str| -> (PathBuf, String) {
+        match slot.rsplit_once('/') {
+            Some((member, component)) => (dir.join("members").join(member), component.to_string()),
+            None => (dir.to_path_buf(), slot.to_string()),
+        }
+    };
     for dir in dirs {
         let label = clusters
             .iter()
@@ -265,12 +312,13 @@ pub fn local_after_kill(root: &Path, clusters: &[Tracked]) -> Vec<Violation> {
         match local_process_set(&processes, dir, &label) {
             Err(v) => violations.push(v),
             Ok(set) => {
-                for (component, pid) in &set {
-                    let file = dir.join("run").join(format!("{component}.pid"));
+                for (slot, pid) in &set {
+                    let (home, component) = home_of(dir, slot);
+                    let file = home.join("run").join(format!("{component}.pid"));
                     let recorded = std::fs::read_to_string(&file).ok();
                     if recorded.as_deref().map(str::trim) != Some(pid.to_string().as_str()) {
                         violations.push(Violation::new(
-                            format!("{label}: {component} runs untracked"),
+                            format!("{label}: {slot} runs untracked"),
                             format!(
                                 "pid {pid} is alive, but {} holds {recorded:?}",
                                 file.display()
@@ -291,7 +339,7 @@ pub fn local_after_kill(root: &Path, clusters: &[Tracked]) -> Vec<Violation> {
         let now: BTreeMap<String, u32> = processes
             .iter()
             .filter(|p| p.dir == local_dir(root, cluster))
-            .map(|p| (p.component.clone(), p.pid))
+            .map(|p| (p.slot(), p.pid))
             .collect();
         // A component that died by itself (a controller-manager giving up on a slow apiserver, say) is restarted,
         // and that is the provider's job; a control plane none of whose processes is the one it ran is one the

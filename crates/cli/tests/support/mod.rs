@@ -391,6 +391,33 @@ pub fn alive(pid: u32) -> bool {
     })
 }
 
+/// The pid files of a local cluster's processes, by their path under the cluster's directory (`run/kwok.pid`,
+/// `members/<machine>/run/etcd.pid`, …), with the pid each holds.
+pub fn local_pid_files(dir: &Path) -> std::collections::BTreeMap<String, u32> {
+    fn walk(base: &Path, at: &Path, found: &mut std::collections::BTreeMap<String, u32>) {
+        let Ok(entries) = std::fs::read_dir(at) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(base, &path, found);
+            } else if path.extension().is_some_and(|e| e == "pid") {
+                let pid = std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|p| p.trim().parse().ok());
+                if let Some(pid) = pid {
+                    let name = path.strip_prefix(base).unwrap_or(&path).display().to_string();
+                    found.insert(name, pid);
+                }
+            }
+        }
+    }
+    let mut found = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut found);
+    found
+}
+
 /// A client from the kubeconfig file at `path` (the test's own files only: this loader honours everything in it).
 pub async fn client_from_kubeconfig(path: &Path) -> Client {
     let kubeconfig = kube::config::Kubeconfig::read_from(path).unwrap();

@@ -70,9 +70,11 @@ pub async fn control_plane(
         replicas,
         settings: cluster.spec.control_plane.machine.clone(),
         kubernetes_version: cluster.spec.kubernetes.version.clone(),
-        // One at a time: a new machine is made before an old one is deleted.
+        // One at a time: a new machine is made before an old one is deleted, and joins only a control plane
+        // whose members are all ready.
         max_surge: 1,
         max_unavailable: 0,
+        serial: true,
     };
     let boot = Boot::ControlPlane {
         cluster,
