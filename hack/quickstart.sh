@@ -11,6 +11,8 @@
 #                                 the same bundles, their manifests served from DIR on a loopback port instead (for
 #                                 a machine without internet; files are found by name, e.g. kube-flannel.yml, and
 #                                 must still match the bundles' sha256 pins)
+#   hack/quickstart.sh --ha       apply config/samples/local-ha-cluster.yaml instead: three control-plane members
+#                                 (three etcd members, apiservers behind HAProxy); combines with the options above
 #   hack/quickstart.sh stop       stop the manager, the workload clusters and the management cluster
 set -euo pipefail
 
@@ -46,26 +48,33 @@ stop() {
   rm -f "$state/manager.pid" "$state/management.pid" "$state/mirror.pid"
 }
 
-usage="usage: hack/quickstart.sh [--addons | --addons-mirror DIR | stop]"
+usage="usage: hack/quickstart.sh [--ha] [--addons | --addons-mirror DIR | stop]"
 addons=0
 mirror=""
-case "${1:-}" in
-  stop) stop; exit 0 ;;
-  --addons) addons=1 ;;
-  --addons-mirror)
-    addons=1
-    mirror="${2:-}"
-    [[ -d "$mirror" ]] || { echo "error: --addons-mirror needs a directory with the manifests; $usage" >&2; exit 2; }
-    mirror="$(cd "$mirror" && pwd)"
-    ;;
-  "") ;;
-  *) echo "$usage" >&2; exit 2 ;;
-esac
+sample=config/samples/local-cluster.yaml
+cluster=local-demo
+while (($#)); do
+  case "$1" in
+    stop) stop; exit 0 ;;
+    --ha) sample=config/samples/local-ha-cluster.yaml; cluster=local-ha ;;
+    --addons) addons=1 ;;
+    --addons-mirror)
+      addons=1
+      mirror="${2:-}"
+      [[ -d "$mirror" ]] || { echo "error: --addons-mirror needs a directory with the manifests; $usage" >&2; exit 2; }
+      mirror="$(cd "$mirror" && pwd)"
+      shift
+      ;;
+    *) echo "$usage" >&2; exit 2 ;;
+  esac
+  shift
+done
 
 for tool in cargo go; do
   command -v "$tool" >/dev/null || { echo "error: $tool is needed; see README.md, Prerequisites" >&2; exit 1; }
 done
 hack/build-k8s.sh
+hack/haproxy.sh --ensure >/dev/null
 echo "building slipway (debug) ..."
 cargo build --quiet -p slipway -p slipway-testenv
 mkdir -p "$state"
@@ -127,21 +136,21 @@ else
   echo "started the manager (log: $state/manager.log)"
 fi
 
-kubectl apply --server-side --field-manager=slipway-quickstart -f config/samples/local-cluster.yaml
-"$slipway" wait cluster local-demo --for ready --timeout 5m
+kubectl apply --server-side --field-manager=slipway-quickstart -f "$sample"
+"$slipway" wait cluster "$cluster" --for ready --timeout 5m
 
 echo
 kubectl get clusters.slipway.dev,machinepools.slipway.dev
-"$slipway" get kubeconfig local-demo --output "$state/local-demo.kubeconfig" >/dev/null
+"$slipway" get kubeconfig "$cluster" --output "$state/$cluster.kubeconfig" >/dev/null
 cat <<MSG
 
-The workload cluster local-demo is Ready: its control plane runs as local processes under $clusters, its nodes are
-kwok nodes.
-  kubectl --kubeconfig $state/local-demo.kubeconfig get nodes
-  KUBECONFIG=$kubeconfig $slipway describe cluster local-demo
+The workload cluster $cluster is Ready: its control plane runs as local processes under $clusters (HAProxy in front
+of its members), its nodes are kwok nodes.
+  kubectl --kubeconfig $state/$cluster.kubeconfig get nodes
+  KUBECONFIG=$kubeconfig $slipway describe cluster $cluster
   KUBECONFIG=$kubeconfig $slipway fleet
 
 The management cluster: export KUBECONFIG=$kubeconfig
-Logs: $state/manager.log, $management/logs/, $clusters/default/local-demo/logs/
+Logs: $state/manager.log, $management/logs/, $clusters/default/$cluster/logs/ and members/*/logs/
 Stop everything: hack/quickstart.sh stop
 MSG

@@ -115,10 +115,16 @@ async fn sample_local_cluster_becomes_ready_scales_and_leaves_nothing_behind() {
         started.elapsed().as_secs_f64()
     );
     let dir = state.join(&ns).join("local-demo");
+    let members: Vec<_> = std::fs::read_dir(dir.join("members"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(members.len(), 1, "{members:?}");
     assert!(
-        dir.join("etcd").is_dir(),
+        members[0].join("etcd").is_dir(),
         "no etcd data in {}",
-        dir.display()
+        members[0].display()
     );
 
     // The kubeconfig Secret reaches the workload cluster; its 3 machines are Ready kwok nodes.

@@ -308,8 +308,8 @@ spec:
     wait_ready(&client, &ns, "inside", Duration::from_secs(120)).await;
     let dir = inside.join(&ns).join("inside");
     assert!(
-        dir.join("etcd").is_dir(),
-        "no etcd data in {}",
+        dir.join("members").is_dir() && dir.join("cluster.json").is_file(),
+        "no control plane in {}",
         dir.display()
     );
     clusters
