@@ -1,14 +1,27 @@
-//! Cloud-init user data that makes a machine a kubeadm or k3s node.
+//! Cloud-init user data that makes a machine a kubeadm or k3s node. One renderer per role:
 //!
-//! Control-plane machines get the cluster's CAs and service-account key as files, so every member serves with
-//! certificates from the same authorities that Slipway keeps in Secrets; workers get only a bootstrap token and
-//! the CA's public-key hash, which lets them verify the API server they join.
+//! | role                              | kubeadm                        | k3s                 |
+//! |-----------------------------------|--------------------------------|---------------------|
+//! | the first control-plane member    | [`kubeadm_init`]               | [`k3s_server`]      |
+//! | every later control-plane member  | [`kubeadm_join_control_plane`] | [`k3s_server_join`] |
+//! | a worker                          | [`kubeadm_join`]               | [`k3s_agent`]       |
+//!
+//! Every kubeadm control-plane member gets the cluster's CAs and service-account key as files under
+//! `/etc/kubernetes/pki`, as Cluster API's kubeadm bootstrap hands them over: the first so `kubeadm init` serves
+//! with certificates from the authorities Slipway keeps in Secrets, later ones so `kubeadm join --control-plane`
+//! signs their own leaf certificates with the same authorities. The first k3s server gets the CA files too; a later
+//! k3s server gets none, because k3s keeps the CAs in its datastore (encrypted with the server token) and hands them
+//! to a server that presents that token. Workers get no private key and no server token: a bootstrap token and the
+//! cluster CA's hash, which lets them check the API server they join before they send the token.
+//!
+//! Which renderer a machine gets (and so which one initialises the cluster) is the controller's decision, not
+//! this module's.
 
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::pki::ClusterPki;
-use crate::token::{BootstrapToken, TOKEN_TTL};
+use crate::token::{BootstrapToken, K3sServerToken, TOKEN_TTL};
 
 /// What every machine needs to know about its cluster.
 #[derive(Debug, Clone)]
@@ -35,12 +48,15 @@ fn file(path: &str, content: &str, permissions: &str) -> Value {
     json!({ "path": path, "content": content, "permissions": permissions, "owner": "root:root" })
 }
 
-fn render(document: Value) -> Result<String> {
-    let body = serde_saphyr::to_string(&document).map_err(|e| Error::Render {
-        what: "cloud-init",
+fn yaml(what: &'static str, document: &Value) -> Result<String> {
+    serde_saphyr::to_string(document).map_err(|e| Error::Render {
+        what,
         message: e.to_string(),
-    })?;
-    Ok(format!("#cloud-config\n{body}"))
+    })
+}
+
+fn render(document: Value) -> Result<String> {
+    Ok(format!("#cloud-config\n{}", yaml("cloud-init", &document)?))
 }
 
 fn kubelet_args(node: &NodeSettings) -> Vec<Value> {
@@ -88,7 +104,13 @@ fn pki_files(pki: &ClusterPki, dir: &str) -> Vec<Value> {
     ]
 }
 
-/// `kubeadm init` on the first control-plane machine.
+/// Where `kubeadm init`'s configuration is written.
+const KUBEADM_INIT_CONFIG: &str = "/run/kubeadm/kubeadm.yaml";
+/// Where `kubeadm join`'s configuration is written, a worker's or a control-plane member's.
+const KUBEADM_JOIN_CONFIG: &str = "/run/kubeadm/kubeadm-join.yaml";
+
+/// `kubeadm init` on the first control-plane machine: the cluster's CAs and service-account key, and an
+/// InitConfiguration that creates `token` as the cluster's first bootstrap token.
 pub fn kubeadm_init(
     cluster: &ClusterNetwork,
     pki: &ClusterPki,
@@ -101,6 +123,8 @@ pub fn kubeadm_init(
         "bootstrapTokens": [{ "token": token.token(), "ttl": format!("{}s", TOKEN_TTL.as_secs()), "groups": ["system:bootstrappers:kubeadm:default-node-token"] }],
         "nodeRegistration": { "kubeletExtraArgs": kubelet_args(node) },
     });
+    // `controlPlaneEndpoint` is what makes later `kubeadm join --control-plane` possible at all: kubeadm refuses
+    // to add a member to a cluster initialised without a stable endpoint.
     let config = json!({
         "apiVersion": "kubeadm.k8s.io/v1beta4",
         "kind": "ClusterConfiguration",
@@ -111,42 +135,79 @@ pub fn kubeadm_init(
     });
     let kubeadm_yaml = [init, config]
         .iter()
-        .map(|doc| {
-            serde_saphyr::to_string(doc).map_err(|e| Error::Render {
-                what: "kubeadm config",
-                message: e.to_string(),
-            })
-        })
+        .map(|doc| yaml("kubeadm config", doc))
         .collect::<Result<Vec<_>>>()?
         .join("---\n");
     let mut files = pki_files(pki, "/etc/kubernetes/pki");
-    files.push(file("/run/kubeadm/kubeadm.yaml", &kubeadm_yaml, "0600"));
+    files.push(file(KUBEADM_INIT_CONFIG, &kubeadm_yaml, "0600"));
+    // No `--upload-certs`: a later member gets the CA files in its own user data (above, and in
+    // `kubeadm_join_control_plane`), so nothing needs kubeadm's `kubeadm-certs` Secret, which would put every CA key
+    // into the workload cluster's kube-system (encrypted with a key printed to this machine's cloud-init log).
     render(json!({
         "write_files": files,
-        "runcmd": [["kubeadm", "init", "--config", "/run/kubeadm/kubeadm.yaml", "--upload-certs"]],
+        "runcmd": [["kubeadm", "init", "--config", KUBEADM_INIT_CONFIG]],
     }))
 }
 
-/// `kubeadm join` on a worker, verifying the API server by the CA's public-key hash.
+/// A JoinConfiguration that finds the cluster at its endpoint with `token` and trusts it only if its CA's public
+/// key hashes to `ca_key_hash`; a control-plane member's also has `controlPlane`.
+fn join_configuration(
+    cluster: &ClusterNetwork,
+    ca_key_hash: &str,
+    token: &BootstrapToken,
+    node: &NodeSettings,
+    control_plane: bool,
+) -> Value {
+    let mut join = json!({
+        "apiVersion": "kubeadm.k8s.io/v1beta4",
+        "kind": "JoinConfiguration",
+        "discovery": { "bootstrapToken": { "apiServerEndpoint": cluster.endpoint, "token": token.token(), "caCertHashes": [ca_key_hash] } },
+        "nodeRegistration": { "kubeletExtraArgs": kubelet_args(node) },
+    });
+    if control_plane {
+        // Empty: kubeadm advertises the machine's default address and binds its default port, 6443, as
+        // `kubeadm init` did on the first member, so the endpoint reaches every member on the same port. No
+        // `certificateKey`: the CA files are already on the machine, nothing is downloaded.
+        join["controlPlane"] = json!({});
+    }
+    join
+}
+
+/// `kubeadm join` on a worker, verifying the API server by the CA's public-key hash. It carries no key material.
 pub fn kubeadm_join(
     cluster: &ClusterNetwork,
     ca_key_hash: &str,
     token: &BootstrapToken,
     node: &NodeSettings,
 ) -> Result<String> {
-    let join = json!({
-        "apiVersion": "kubeadm.k8s.io/v1beta4",
-        "kind": "JoinConfiguration",
-        "discovery": { "bootstrapToken": { "apiServerEndpoint": cluster.endpoint, "token": token.token(), "caCertHashes": [ca_key_hash] } },
-        "nodeRegistration": { "kubeletExtraArgs": kubelet_args(node) },
-    });
-    let join_yaml = serde_saphyr::to_string(&join).map_err(|e| Error::Render {
-        what: "kubeadm config",
-        message: e.to_string(),
-    })?;
+    let join = join_configuration(cluster, ca_key_hash, token, node, false);
     render(json!({
-        "write_files": [file("/run/kubeadm/kubeadm-join.yaml", &join_yaml, "0600")],
-        "runcmd": [["kubeadm", "join", "--config", "/run/kubeadm/kubeadm-join.yaml"]],
+        "write_files": [file(KUBEADM_JOIN_CONFIG, &yaml("kubeadm config", &join)?, "0600")],
+        "runcmd": [["kubeadm", "join", "--config", KUBEADM_JOIN_CONFIG]],
+    }))
+}
+
+/// `kubeadm join --control-plane` on every control-plane machine after the first: the same CA and
+/// service-account files `kubeadm_init` writes, from which kubeadm makes this member's own apiserver, etcd and
+/// front-proxy certificates, and a JoinConfiguration with `controlPlane` that discovers the cluster with `token`
+/// and the CA's public-key hash, as a worker does. kubeadm then adds the member's etcd to the cluster's etcd.
+pub fn kubeadm_join_control_plane(
+    cluster: &ClusterNetwork,
+    pki: &ClusterPki,
+    token: &BootstrapToken,
+    node: &NodeSettings,
+) -> Result<String> {
+    let join = join_configuration(cluster, &pki.ca.public_key_hash()?, token, node, true);
+    let mut files = pki_files(pki, "/etc/kubernetes/pki");
+    files.push(file(
+        KUBEADM_JOIN_CONFIG,
+        &yaml("kubeadm config", &join)?,
+        "0600",
+    ));
+    // `controlPlane` in the configuration is what `--control-plane` on the command line would say.
+    render(json!({
+        "write_files": files,
+        "runcmd": [["kubeadm", "join", "--config", KUBEADM_JOIN_CONFIG]],
     }))
 }
 
@@ -165,36 +226,72 @@ fn k3s_install(role: &str, version: &str) -> Value {
     ])
 }
 
-/// `k3s server` on the first control-plane machine, using the cluster's own CAs (k3s picks up CA files placed in
-/// its TLS directory before its first start).
-pub fn k3s_server(
-    cluster: &ClusterNetwork,
-    pki: &ClusterPki,
-    token: &BootstrapToken,
-    node: &NodeSettings,
-) -> Result<String> {
+const K3S_CONFIG: &str = "/etc/rancher/k3s/config.yaml";
+const K3S_TLS: &str = "/var/lib/rancher/k3s/server/tls";
+/// k3s applies every manifest in this directory once its API answers.
+const K3S_MANIFESTS: &str = "/var/lib/rancher/k3s/server/manifests";
+
+fn labels_and_provider_id(config: &mut Value, node: &NodeSettings) {
+    config["node-label"] = json!(
+        node.labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+    );
+    if let Some(id) = &node.provider_id {
+        config["kubelet-arg"] = json!([format!("provider-id={id}")]);
+    }
+}
+
+/// What every k3s server of a cluster is started with. k3s refuses a server whose networks differ from the
+/// cluster's ("critical configuration value mismatch"), and each server serves the API behind the endpoint, so
+/// each needs the endpoint's host among its certificate's names.
+fn k3s_server_config(cluster: &ClusterNetwork, token: String, node: &NodeSettings) -> Value {
     let host = cluster
         .endpoint
         .rsplit_once(':')
         .map_or(cluster.endpoint.as_str(), |(h, _)| h);
     let mut config = json!({
-        "token": token.token(),
+        "token": token,
         "tls-san": [host],
         "cluster-cidr": cluster.pod_cidr,
         "service-cidr": cluster.service_cidr,
         "cluster-domain": cluster.dns_domain,
-        "node-label": node.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
     });
-    if let Some(id) = &node.provider_id {
-        config["kubelet-arg"] = json!([format!("provider-id={id}")]);
-    }
-    let config_yaml = serde_saphyr::to_string(&config).map_err(|e| Error::Render {
-        what: "k3s config",
-        message: e.to_string(),
-    })?;
-    let tls = "/var/lib/rancher/k3s/server/tls";
+    labels_and_provider_id(&mut config, node);
+    config
+}
+
+/// `k3s server --cluster-init` on the first control-plane machine: embedded etcd, so that later servers can join
+/// it, with the cluster's own CAs (k3s uses CA files placed in its TLS directory before its first start, and keeps
+/// them in its datastore for the servers that join). It starts with `server_token`, which later servers must
+/// present. `join_token` is created as the cluster's first bootstrap token from a manifest k3s applies, as kubeadm's
+/// `bootstrapTokens` does, so workers can join with it as soon as the API answers.
+pub fn k3s_server(
+    cluster: &ClusterNetwork,
+    pki: &ClusterPki,
+    server_token: &K3sServerToken,
+    join_token: &BootstrapToken,
+    node: &NodeSettings,
+) -> Result<String> {
+    // The short form: the first server cannot check a CA hash against itself.
+    let mut config = k3s_server_config(cluster, server_token.password().to_string(), node);
+    config["cluster-init"] = json!(true);
+    let mut join_token_secret =
+        serde_json::to_value(join_token.secret()).map_err(|e| Error::Render {
+            what: "k3s join token manifest",
+            message: e.to_string(),
+        })?;
+    join_token_secret["apiVersion"] = "v1".into();
+    join_token_secret["kind"] = "Secret".into();
+    let tls = K3S_TLS;
     let files = vec![
-        file("/etc/rancher/k3s/config.yaml", &config_yaml, "0600"),
+        file(K3S_CONFIG, &yaml("k3s config", &config)?, "0600"),
+        file(
+            &format!("{K3S_MANIFESTS}/slipway-join-token.yaml"),
+            &yaml("k3s join token manifest", &join_token_secret)?,
+            "0600",
+        ),
         file(&format!("{tls}/server-ca.crt"), &pki.ca.cert_pem, "0644"),
         file(&format!("{tls}/server-ca.key"), &pki.ca.key_pem, "0600"),
         file(&format!("{tls}/client-ca.crt"), &pki.ca.cert_pem, "0644"),
@@ -241,26 +338,41 @@ pub fn k3s_server(
     }))
 }
 
-/// `k3s agent` on a worker.
+/// `k3s server --server https://<endpoint>` on every control-plane machine after the first: it joins the
+/// cluster's embedded etcd. No CA files: k3s keeps the cluster's CAs and service-account key in its datastore,
+/// encrypted with the server token, and a joining server fetches them from a running one with that token (a CA
+/// file of its own would only have to match them). The token is given in k3s's secure form, pinned to the cluster
+/// CA (`ca_cert_pem`, the certificate the first server got as `server-ca.crt`), so the server token is sent only
+/// to a server that serves that CA. It must be the first server's server token: a bootstrap token cannot join a
+/// server, and another token cannot decrypt the datastore.
+pub fn k3s_server_join(
+    cluster: &ClusterNetwork,
+    ca_cert_pem: &str,
+    server_token: &K3sServerToken,
+    node: &NodeSettings,
+) -> Result<String> {
+    let mut config = k3s_server_config(cluster, server_token.pinned_to(ca_cert_pem), node);
+    config["server"] = json!(format!("https://{}", cluster.endpoint));
+    render(json!({
+        "write_files": [file(K3S_CONFIG, &yaml("k3s config", &config)?, "0600")],
+        "runcmd": [k3s_install("server", &k3s_version(&cluster.kubernetes_version))],
+    }))
+}
+
+/// `k3s agent` on a worker: a bootstrap token pinned to the cluster CA (`ca_cert_pem`), never the server token.
 pub fn k3s_agent(
     cluster: &ClusterNetwork,
+    ca_cert_pem: &str,
     token: &BootstrapToken,
     node: &NodeSettings,
 ) -> Result<String> {
     let mut config = json!({
         "server": format!("https://{}", cluster.endpoint),
-        "token": token.token(),
-        "node-label": node.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+        "token": token.k3s_pinned_to(ca_cert_pem),
     });
-    if let Some(id) = &node.provider_id {
-        config["kubelet-arg"] = json!([format!("provider-id={id}")]);
-    }
-    let config_yaml = serde_saphyr::to_string(&config).map_err(|e| Error::Render {
-        what: "k3s config",
-        message: e.to_string(),
-    })?;
+    labels_and_provider_id(&mut config, node);
     render(json!({
-        "write_files": [file("/etc/rancher/k3s/config.yaml", &config_yaml, "0600")],
+        "write_files": [file(K3S_CONFIG, &yaml("k3s config", &config)?, "0600")],
         "runcmd": [k3s_install("agent", &k3s_version(&cluster.kubernetes_version))],
     }))
 }

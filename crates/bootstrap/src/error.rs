@@ -4,7 +4,8 @@ pub enum Error {
     #[error("certificate: {0}")]
     Certificate(#[from] rcgen::Error),
 
-    /// A Secret that should hold a key pair does not; `secret` names it, `what` says what is wrong.
+    /// A Secret that should hold bootstrap material (a key pair, a token) does not; `secret` names it, `what` says
+    /// what is wrong.
     #[error("Secret {secret}: {what}")]
     InvalidSecret { secret: String, what: String },
 

@@ -17,4 +17,4 @@ pub mod token;
 pub use error::{Error, Result};
 pub use kubeconfig::AdminKubeconfig;
 pub use pki::{CertificateAuthority, ClusterPki, ServiceAccountKey};
-pub use token::BootstrapToken;
+pub use token::{BootstrapToken, K3sServerToken};

@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use crate::error::{Error, Result};
 use crate::kubeconfig::AdminKubeconfig;
 use crate::pki::{CertificateAuthority, ClusterPki, ServiceAccountKey};
-use crate::token::BootstrapToken;
+use crate::token::{BootstrapToken, K3sServerToken};
 
 /// The type Cluster API gives its cluster Secrets.
 pub const SECRET_TYPE: &str = "cluster.x-k8s.io/secret";
@@ -34,6 +34,8 @@ pub enum Purpose {
     Kubeconfig,
     /// The token joining machines get (a copy of the one in the workload cluster's `kube-system`).
     JoinToken,
+    /// The k3s server token of a k3s cluster (named as Cluster API's k3s providers name it).
+    K3sServerToken,
 }
 
 impl Purpose {
@@ -52,11 +54,12 @@ impl Purpose {
             Self::ServiceAccount => "sa",
             Self::Kubeconfig => "kubeconfig",
             Self::JoinToken => "bootstrap-token",
+            Self::K3sServerToken => "token",
         }
     }
 
     /// `<cluster>-ca`, `<cluster>-etcd`, `<cluster>-proxy`, `<cluster>-sa`, `<cluster>-kubeconfig`,
-    /// `<cluster>-bootstrap-token`.
+    /// `<cluster>-bootstrap-token`, `<cluster>-token`.
     pub fn secret_name(self, cluster: &str) -> String {
         format!("{cluster}-{}", self.suffix())
     }
@@ -207,6 +210,36 @@ pub fn join_token_from_secret(secret: &Secret) -> Result<BootstrapToken> {
         .ok_or_else(|| Error::InvalidSecret {
             secret: secret.metadata.name.clone().unwrap_or_default(),
             what: "no well-formed token-id, token-secret and expiration".into(),
+        })
+}
+
+/// `<cluster>-token`: the k3s server token under `value`, as Cluster API's k3s providers keep it.
+pub fn k3s_server_token_secret(
+    cluster: &str,
+    token: &K3sServerToken,
+    owner: Option<OwnerReference>,
+) -> Secret {
+    let data = BTreeMap::from([(
+        "value".to_string(),
+        ByteString(token.password().as_bytes().to_vec()),
+    )]);
+    secret(cluster, Purpose::K3sServerToken, data, owner)
+}
+
+/// The k3s server token in a `<cluster>-token` Secret. An error (naming the Secret, never showing its value) when
+/// `value` is missing or not a password of the shape Slipway generates.
+pub fn k3s_server_token_from_secret(secret: &Secret) -> Result<K3sServerToken> {
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("value"))
+        .and_then(|v| std::str::from_utf8(&v.0).ok())
+        .and_then(K3sServerToken::from_password)
+        .ok_or_else(|| Error::InvalidSecret {
+            secret: name,
+            what: "key \"value\" is not a k3s server token (at least 16 characters of [a-z0-9])"
+                .into(),
         })
 }
 

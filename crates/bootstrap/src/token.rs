@@ -1,4 +1,6 @@
-//! Bootstrap tokens: short-lived credentials a new node uses to join (kubeadm and k3s both accept them).
+//! Join credentials. Bootstrap tokens are short-lived credentials a new node uses to join (kubeadm and k3s
+//! agents both accept them); the k3s server token is the one long-lived secret every k3s server of a cluster
+//! starts with.
 
 use std::collections::BTreeMap;
 
@@ -7,6 +9,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use rand::Rng;
+use sha2::{Digest, Sha256};
 
 /// How long a token is valid. Short, because it lets anyone who has it join the cluster.
 pub const TOKEN_TTL: SignedDuration = SignedDuration::from_mins(15);
@@ -55,6 +58,12 @@ impl BootstrapToken {
     /// The token as nodes present it.
     pub fn token(&self) -> String {
         format!("{}.{}", self.id, self.secret)
+    }
+
+    /// The token in k3s's secure form, `K10<CA hash>::<id>.<secret>`, so a k3s agent checks that the server it
+    /// reached serves the cluster's CA before it sends the token, as kubeadm's `caCertHashes` does.
+    pub fn k3s_pinned_to(&self, ca_cert_pem: &str) -> String {
+        format!("K10{}::{}", k3s_ca_hash(ca_cert_pem), self.token())
     }
 
     /// A token is replaced once two thirds of its life are gone, so a node that is still joining never holds one
@@ -143,4 +152,59 @@ pub enum Renewal {
     Keep,
     Extend,
     Replace,
+}
+
+/// How many characters a generated k3s server token has: 32 of `[a-z0-9]`, about 165 bits.
+const SERVER_TOKEN_LEN: usize = 32;
+
+/// The k3s server token: the password every k3s server of a cluster starts with, and the key k3s encrypts its
+/// bootstrap data (the cluster CAs' private keys among them) with in the datastore. It must stay the same for the
+/// cluster's whole life, so unlike a [`BootstrapToken`] it never expires, and it is never handed to an agent: it
+/// lets whoever holds it fetch the CA keys from any server.
+///
+/// It is a plain password, never `<id>.<secret>`: k3s refuses a server token in the bootstrap-token format ("failed
+/// to normalize server token"), and a bootstrap token cannot join a server.
+#[derive(Clone, PartialEq, Eq)]
+pub struct K3sServerToken {
+    password: String,
+}
+
+impl std::fmt::Debug for K3sServerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("K3sServerToken(<redacted>)")
+    }
+}
+
+impl K3sServerToken {
+    pub fn generate() -> Self {
+        Self {
+            password: random(SERVER_TOKEN_LEN),
+        }
+    }
+
+    /// A token read back from where it is kept; `None` unless it is a password of the shape [`Self::generate`]
+    /// makes (at least 16 characters of `[a-z0-9]`, so never the bootstrap-token form k3s refuses).
+    pub fn from_password(password: &str) -> Option<Self> {
+        (password.len() >= 16 && password.bytes().all(|b| ALPHABET.contains(&b))).then(|| Self {
+            password: password.to_string(),
+        })
+    }
+
+    /// The password, as the first server is started with it (k3s's short token form).
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// The token a joining k3s node presents in k3s's secure form, `K10<CA hash>::server:<password>`: before it
+    /// sends the password it checks that the server it reached serves the cluster's CA (see [`k3s_ca_hash`]).
+    pub fn pinned_to(&self, ca_cert_pem: &str) -> String {
+        format!("K10{}::server:{}", k3s_ca_hash(ca_cert_pem), self.password)
+    }
+}
+
+/// The CA hash of a k3s secure token for a cluster CA served as `ca_cert_pem`: the hex SHA-256 of the bytes k3s
+/// serves at `/cacerts`, which are those of its `server-ca.crt` file. (k3s hashes the file's bytes when it holds one
+/// certificate, as here; only a bundle of several is hashed by its root's DER.)
+pub fn k3s_ca_hash(ca_cert_pem: &str) -> String {
+    hex::encode(Sha256::digest(ca_cert_pem.as_bytes()))
 }

@@ -3,11 +3,12 @@
 use base64::Engine as _;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
+use sha2::Digest as _;
 use slipway_bootstrap::cloud_init::{self, ClusterNetwork, NodeSettings};
 use slipway_bootstrap::kubeconfig::{admin_kubeconfig, needs_renewal};
 use slipway_bootstrap::pki::{Leaf, Usage};
 use slipway_bootstrap::secrets::{self, Purpose};
-use slipway_bootstrap::{BootstrapToken, CertificateAuthority, ClusterPki};
+use slipway_bootstrap::{BootstrapToken, CertificateAuthority, ClusterPki, K3sServerToken};
 use x509_parser::prelude::*;
 
 fn parse_pem(pem: &str) -> Vec<u8> {
@@ -51,6 +52,72 @@ fn written_file<'a>(config: &'a Value, path: &str) -> &'a Value {
         .iter()
         .find(|f| f["path"] == path)
         .unwrap_or_else(|| panic!("{path} not written"))
+}
+
+fn written_paths(config: &Value) -> Vec<&str> {
+    config["write_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect()
+}
+
+/// The one YAML document in a written file.
+fn written_yaml(config: &Value, path: &str) -> Value {
+    serde_saphyr::from_str(written_file(config, path)["content"].as_str().unwrap())
+        .unwrap_or_else(|e| panic!("{path} is not YAML: {e}"))
+}
+
+/// The eight files of `/etc/kubernetes/pki` every kubeadm control-plane member gets, with their content and mode.
+fn kubeadm_pki_files(pki: &ClusterPki) -> [(&'static str, &str, &'static str); 8] {
+    [
+        (
+            "/etc/kubernetes/pki/ca.crt",
+            pki.ca.cert_pem.as_str(),
+            "0644",
+        ),
+        (
+            "/etc/kubernetes/pki/ca.key",
+            pki.ca.key_pem.as_str(),
+            "0600",
+        ),
+        (
+            "/etc/kubernetes/pki/etcd/ca.crt",
+            pki.etcd.cert_pem.as_str(),
+            "0644",
+        ),
+        (
+            "/etc/kubernetes/pki/etcd/ca.key",
+            pki.etcd.key_pem.as_str(),
+            "0600",
+        ),
+        (
+            "/etc/kubernetes/pki/front-proxy-ca.crt",
+            pki.front_proxy.cert_pem.as_str(),
+            "0644",
+        ),
+        (
+            "/etc/kubernetes/pki/front-proxy-ca.key",
+            pki.front_proxy.key_pem.as_str(),
+            "0600",
+        ),
+        (
+            "/etc/kubernetes/pki/sa.pub",
+            pki.service_account.public_pem.as_str(),
+            "0644",
+        ),
+        (
+            "/etc/kubernetes/pki/sa.key",
+            pki.service_account.private_pem.as_str(),
+            "0600",
+        ),
+    ]
+}
+
+/// The PEM blocks that hold a private key, whatever their kind (`PRIVATE KEY`, `EC PRIVATE KEY`, ...).
+fn private_key_blocks(user_data: &str) -> usize {
+    user_data.matches("PRIVATE KEY-----").count() / 2
 }
 
 #[test]
@@ -374,8 +441,11 @@ fn kubeadm_init_carries_the_cluster_pki_token_and_network() {
     assert_eq!(cluster["controlPlaneEndpoint"], "203.0.113.10:6443");
     assert_eq!(cluster["kubernetesVersion"], "v1.37.2");
     assert_eq!(cluster["networking"]["podSubnet"], "10.244.0.0/16");
-    assert_eq!(config["runcmd"][0][0], "kubeadm");
-    assert_eq!(config["runcmd"][0][1], "init");
+    assert_eq!(
+        config["runcmd"][0],
+        serde_json::json!(["kubeadm", "init", "--config", "/run/kubeadm/kubeadm.yaml"]),
+        "no --upload-certs: later members get the CA files in their own user data"
+    );
 }
 
 #[test]
@@ -410,49 +480,369 @@ fn kubeadm_join_verifies_the_ca_by_its_public_key_hash_and_carries_no_keys() {
 }
 
 #[test]
-fn k3s_server_uses_the_cluster_cas_and_the_agent_joins_with_the_token() {
+fn kubeadm_join_control_plane_hands_over_the_cluster_cas_and_joins_as_a_control_plane_member() {
     let pki = ClusterPki::generate("prod").unwrap();
     let token = BootstrapToken::generate(Timestamp::now());
-    let server = cloud_config(
-        &cloud_init::k3s_server(&network(), &pki, &token, &NodeSettings::default()).unwrap(),
+    let node = NodeSettings {
+        labels: vec![("slipway.dev/pool".into(), "control-plane".into())],
+        provider_id: Some("aws:///us-east-1b/i-0456".into()),
+    };
+    let user_data =
+        cloud_init::kubeadm_join_control_plane(&network(), &pki, &token, &node).unwrap();
+    let config = cloud_config(&user_data);
+
+    // The same CA and service-account files `kubeadm init` writes, so kubeadm signs this member's own
+    // certificates with the cluster's authorities; keys readable by root only.
+    for (path, content, mode) in kubeadm_pki_files(&pki) {
+        let written = written_file(&config, path);
+        assert_eq!(written["content"], content, "{path}");
+        assert_eq!(written["permissions"], mode, "{path}");
+    }
+
+    let join = written_yaml(&config, "/run/kubeadm/kubeadm-join.yaml");
+    assert_eq!(join["apiVersion"], "kubeadm.k8s.io/v1beta4");
+    assert_eq!(join["kind"], "JoinConfiguration");
+    assert!(
+        join["controlPlane"].is_object(),
+        "a control-plane join: {join}"
+    );
+    assert!(
+        join["controlPlane"].get("certificateKey").is_none(),
+        "the CAs are on the machine; nothing is downloaded from kubeadm-certs"
+    );
+    let discovery = &join["discovery"]["bootstrapToken"];
+    assert_eq!(discovery["apiServerEndpoint"], "203.0.113.10:6443");
+    assert_eq!(discovery["token"], token.token());
+    assert_eq!(
+        discovery["caCertHashes"],
+        serde_json::json!([pki.ca.public_key_hash().unwrap()])
     );
     assert_eq!(
-        written_file(&server, "/var/lib/rancher/k3s/server/tls/server-ca.crt")["content"],
-        pki.ca.cert_pem
+        join["nodeRegistration"]["kubeletExtraArgs"],
+        serde_json::json!([
+            { "name": "node-labels", "value": "slipway.dev/pool=control-plane" },
+            { "name": "provider-id", "value": "aws:///us-east-1b/i-0456" },
+        ])
+    );
+
+    // It joins: no init configuration, no init command, nothing uploaded or downloaded with a certificate key.
+    assert!(
+        !written_paths(&config).contains(&"/run/kubeadm/kubeadm.yaml"),
+        "{:?}",
+        written_paths(&config)
     );
     assert_eq!(
-        written_file(&server, "/var/lib/rancher/k3s/server/tls/etcd/peer-ca.key")["content"],
-        pki.etcd.key_pem
+        config["runcmd"],
+        serde_json::json!([[
+            "kubeadm",
+            "join",
+            "--config",
+            "/run/kubeadm/kubeadm-join.yaml"
+        ]])
     );
-    let config: Value = serde_saphyr::from_str(
-        written_file(&server, "/etc/rancher/k3s/config.yaml")["content"]
-            .as_str()
-            .unwrap(),
+    assert!(!user_data.contains("InitConfiguration"));
+    assert!(!user_data.contains("certificate-key") && !user_data.contains("upload-certs"));
+}
+
+#[test]
+fn of_the_three_kubeadm_roles_only_control_plane_members_carry_keys_and_only_the_first_initialises()
+{
+    let pki = ClusterPki::generate("prod").unwrap();
+    let token = BootstrapToken::generate(Timestamp::now());
+    let node = NodeSettings::default();
+    let hash = pki.ca.public_key_hash().unwrap();
+    let init = cloud_init::kubeadm_init(&network(), &pki, &token, &node).unwrap();
+    let member = cloud_init::kubeadm_join_control_plane(&network(), &pki, &token, &node).unwrap();
+    let worker = cloud_init::kubeadm_join(&network(), &hash, &token, &node).unwrap();
+
+    let role = |user_data: &str| {
+        let config = cloud_config(user_data);
+        let command: Vec<String> = config["runcmd"][0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+        let control_plane = written_paths(&config)
+            .contains(&"/run/kubeadm/kubeadm-join.yaml")
+            .then(|| {
+                written_yaml(&config, "/run/kubeadm/kubeadm-join.yaml")["controlPlane"].is_object()
+            });
+        (command[1].clone(), control_plane)
+    };
+    assert_eq!(role(&init), ("init".to_string(), None));
+    assert_eq!(role(&member), ("join".to_string(), Some(true)));
+    assert_eq!(role(&worker), ("join".to_string(), Some(false)));
+
+    // Four private keys (three CAs and the service-account key) on each control-plane member, none on a worker.
+    assert_eq!(private_key_blocks(&init), 4);
+    assert_eq!(private_key_blocks(&member), 4);
+    assert!(!worker.contains("PRIVATE KEY"), "{worker}");
+    let contents = |user_data: &str| {
+        let config = cloud_config(user_data);
+        config["write_files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["content"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    for key in [
+        &pki.ca.key_pem,
+        &pki.etcd.key_pem,
+        &pki.front_proxy.key_pem,
+        &pki.service_account.private_pem,
+    ] {
+        assert!(contents(&init).contains(key) && contents(&member).contains(key));
+        assert!(!contents(&worker).iter().any(|c| c.contains(key.trim())));
+    }
+    let worker_files = cloud_config(&worker);
+    assert_eq!(
+        written_paths(&worker_files),
+        ["/run/kubeadm/kubeadm-join.yaml"],
+        "a worker writes its join configuration and nothing else (no sa.key, no CA file)"
+    );
+}
+
+#[test]
+fn k3s_first_server_starts_embedded_etcd_with_the_cluster_cas_and_a_server_token() {
+    let pki = ClusterPki::generate("prod").unwrap();
+    let server_token = K3sServerToken::generate();
+    let join_token = BootstrapToken::generate(Timestamp::now());
+    let user_data = cloud_init::k3s_server(
+        &network(),
+        &pki,
+        &server_token,
+        &join_token,
+        &NodeSettings::default(),
     )
     .unwrap();
-    assert_eq!(config["token"], token.token());
-    assert_eq!(config["tls-san"][0], "203.0.113.10");
+    let server = cloud_config(&user_data);
+    let tls = "/var/lib/rancher/k3s/server/tls";
+    for (path, content) in [
+        ("server-ca.crt", &pki.ca.cert_pem),
+        ("server-ca.key", &pki.ca.key_pem),
+        ("client-ca.crt", &pki.ca.cert_pem),
+        ("client-ca.key", &pki.ca.key_pem),
+        ("request-header-ca.crt", &pki.front_proxy.cert_pem),
+        ("request-header-ca.key", &pki.front_proxy.key_pem),
+        ("etcd/server-ca.crt", &pki.etcd.cert_pem),
+        ("etcd/server-ca.key", &pki.etcd.key_pem),
+        ("etcd/peer-ca.crt", &pki.etcd.cert_pem),
+        ("etcd/peer-ca.key", &pki.etcd.key_pem),
+        ("service.key", &pki.service_account.private_pem),
+    ] {
+        assert_eq!(
+            written_file(&server, &format!("{tls}/{path}"))["content"],
+            **content,
+            "{path}"
+        );
+    }
+
+    let config = written_yaml(&server, "/etc/rancher/k3s/config.yaml");
+    assert_eq!(
+        config["cluster-init"], true,
+        "embedded etcd, so servers can join"
+    );
+    assert!(
+        config.get("server").is_none(),
+        "the first server joins no one"
+    );
+    // The server token in k3s's short form: a plain password, never the `<id>.<secret>` form k3s refuses for a
+    // server, and not the join token.
+    assert_eq!(config["token"], server_token.password());
+    assert!(!server_token.password().contains('.'));
+    assert_ne!(config["token"], join_token.token());
+    assert_eq!(config["tls-san"], serde_json::json!(["203.0.113.10"]));
+    assert_eq!(config["cluster-cidr"], "10.244.0.0/16");
+    assert_eq!(config["service-cidr"], "10.96.0.0/12");
+    assert_eq!(config["cluster-domain"], "cluster.local");
+
+    // The first join token reaches the cluster through a manifest k3s applies, as kubeadm's bootstrapTokens does.
+    let manifest = written_yaml(
+        &server,
+        "/var/lib/rancher/k3s/server/manifests/slipway-join-token.yaml",
+    );
+    assert_eq!(
+        written_file(
+            &server,
+            "/var/lib/rancher/k3s/server/manifests/slipway-join-token.yaml"
+        )["permissions"],
+        "0600"
+    );
+    assert_eq!(
+        (manifest["apiVersion"].as_str(), manifest["kind"].as_str()),
+        (Some("v1"), Some("Secret"))
+    );
+    assert_eq!(manifest["type"], "bootstrap.kubernetes.io/token");
+    assert_eq!(manifest["metadata"]["namespace"], "kube-system");
+    assert_eq!(
+        manifest["metadata"]["name"],
+        format!("bootstrap-token-{}", join_token.id)
+    );
+    let data = |key: &str| {
+        let encoded = manifest["data"][key].as_str().unwrap();
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(data("token-id"), join_token.id);
+    assert_eq!(data("token-secret"), join_token.secret);
+    assert_eq!(data("usage-bootstrap-authentication"), "true");
     assert!(
         server["runcmd"][0][2]
             .as_str()
             .unwrap()
-            .contains("v1.37.2+k3s1")
+            .contains("INSTALL_K3S_VERSION='v1.37.2+k3s1' INSTALL_K3S_EXEC='server'")
+    );
+}
+
+#[test]
+fn k3s_joining_server_gets_no_ca_files_and_presents_the_server_token_pinned_to_the_cluster_ca() {
+    let pki = ClusterPki::generate("prod").unwrap();
+    let server_token = K3sServerToken::generate();
+    let join_token = BootstrapToken::generate(Timestamp::now());
+    let node = NodeSettings {
+        labels: vec![("slipway.dev/pool".into(), "control-plane".into())],
+        provider_id: Some("aws:///us-east-1c/i-0789".into()),
+    };
+    let first = cloud_config(
+        &cloud_init::k3s_server(&network(), &pki, &server_token, &join_token, &node).unwrap(),
+    );
+    let user_data =
+        cloud_init::k3s_server_join(&network(), &pki.ca.cert_pem, &server_token, &node).unwrap();
+    let joining = cloud_config(&user_data);
+
+    // k3s hands a joining server the CAs from its datastore: no key and no CA file of its own.
+    assert_eq!(written_paths(&joining), ["/etc/rancher/k3s/config.yaml"]);
+    assert!(!user_data.contains("PRIVATE KEY") && !user_data.contains("BEGIN CERTIFICATE"));
+    assert!(
+        !user_data.contains(&join_token.token()),
+        "servers do not join with a bootstrap token"
     );
 
-    let agent =
-        cloud_config(&cloud_init::k3s_agent(&network(), &token, &NodeSettings::default()).unwrap());
-    let config: Value = serde_saphyr::from_str(
-        written_file(&agent, "/etc/rancher/k3s/config.yaml")["content"]
+    let config = written_yaml(&joining, "/etc/rancher/k3s/config.yaml");
+    assert_eq!(config["server"], "https://203.0.113.10:6443");
+    assert!(
+        config.get("cluster-init").is_none(),
+        "it joins the etcd the first server started"
+    );
+    // `K10<CA hash>::server:<password>`, the hash being SHA-256 of what k3s serves at /cacerts: the bytes of the
+    // first server's server-ca.crt. A joining server that reaches anything else refuses to send the password.
+    let served_ca =
+        written_file(&first, "/var/lib/rancher/k3s/server/tls/server-ca.crt")["content"]
             .as_str()
-            .unwrap(),
+            .unwrap();
+    let token = config["token"].as_str().unwrap();
+    let (hash, credentials) = token.strip_prefix("K10").unwrap().split_once("::").unwrap();
+    assert_eq!(
+        hash,
+        hex::encode(sha2::Sha256::digest(served_ca.as_bytes()))
+    );
+    assert_eq!(credentials, format!("server:{}", server_token.password()));
+
+    // Everything k3s requires to match across servers matches the first server's.
+    let first_config = written_yaml(&first, "/etc/rancher/k3s/config.yaml");
+    for key in [
+        "tls-san",
+        "cluster-cidr",
+        "service-cidr",
+        "cluster-domain",
+        "node-label",
+        "kubelet-arg",
+    ] {
+        assert_eq!(config[key], first_config[key], "{key}");
+    }
+    assert_eq!(
+        config["kubelet-arg"],
+        serde_json::json!(["provider-id=aws:///us-east-1c/i-0789"])
+    );
+    assert_eq!(
+        joining["runcmd"], first["runcmd"],
+        "both run `k3s server` of the same release"
+    );
+}
+
+#[test]
+fn k3s_agent_joins_with_a_bootstrap_token_pinned_to_the_cluster_ca_and_no_server_secret() {
+    let pki = ClusterPki::generate("prod").unwrap();
+    let server_token = K3sServerToken::generate();
+    let token = BootstrapToken::generate(Timestamp::now());
+    let user_data = cloud_init::k3s_agent(
+        &network(),
+        &pki.ca.cert_pem,
+        &token,
+        &NodeSettings::default(),
     )
     .unwrap();
+    assert!(
+        !user_data.contains("PRIVATE KEY"),
+        "a worker gets no private keys"
+    );
+    assert!(!user_data.contains(server_token.password()));
+    let agent = cloud_config(&user_data);
+    assert_eq!(written_paths(&agent), ["/etc/rancher/k3s/config.yaml"]);
+    let config = written_yaml(&agent, "/etc/rancher/k3s/config.yaml");
     assert_eq!(config["server"], "https://203.0.113.10:6443");
-    assert_eq!(config["token"], token.token());
+    assert_eq!(
+        config["token"],
+        format!(
+            "K10{}::{}",
+            hex::encode(sha2::Sha256::digest(pki.ca.cert_pem.as_bytes())),
+            token.token()
+        )
+    );
     assert!(
         agent["runcmd"][0][2]
             .as_str()
             .unwrap()
             .contains("INSTALL_K3S_EXEC='agent'")
     );
+}
+
+#[test]
+fn the_k3s_server_token_is_a_redacted_password_whose_secret_round_trips() {
+    let token = K3sServerToken::generate();
+    assert_eq!(token.password().len(), 32);
+    assert!(
+        token
+            .password()
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    );
+    assert_ne!(K3sServerToken::generate(), token, "tokens are random");
+    assert!(!format!("{token:?}").contains(token.password()));
+    // k3s refuses a server token of the bootstrap-token form, and a short one is guessable.
+    assert!(K3sServerToken::from_password("abcdef.0123456789abcdef").is_none());
+    assert!(K3sServerToken::from_password("short").is_none());
+
+    let secret = secrets::k3s_server_token_secret("prod", &token, None);
+    assert_eq!(secret.metadata.name.as_deref(), Some("prod-token"));
+    assert_eq!(Purpose::K3sServerToken.secret_name("prod"), "prod-token");
+    assert_eq!(secret.type_.as_deref(), Some("cluster.x-k8s.io/secret"));
+    assert_eq!(
+        secret.metadata.labels.as_ref().unwrap()["cluster.x-k8s.io/cluster-name"],
+        "prod"
+    );
+    assert_eq!(
+        secrets::k3s_server_token_from_secret(&secret).unwrap(),
+        token
+    );
+
+    let mut bad = secret.clone();
+    bad.data.as_mut().unwrap().insert(
+        "value".into(),
+        k8s_openapi::ByteString(b"abcdef.0123456789abcdef".to_vec()),
+    );
+    let error = secrets::k3s_server_token_from_secret(&bad)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("prod-token") && error.contains("value"),
+        "{error}"
+    );
+    assert!(!error.contains("0123456789abcdef"), "{error}");
 }

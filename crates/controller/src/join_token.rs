@@ -3,8 +3,9 @@
 //! expired and extended while machines are still joining, so a machine never holds a token that lapses under it;
 //! when every machine has joined it is left to expire.
 //!
-//! The first token travels in the control plane's init configuration (kubeadm's `bootstrapTokens`, k3s's `token`):
-//! the control plane creates it itself, before any API answers. A replaced or extended token is written into the
+//! The first token travels in the first control-plane member's user data (kubeadm's `bootstrapTokens`; for k3s, a
+//! bootstrap-token Secret in its auto-applied manifests): the control plane creates it itself, before any API
+//! answers. It is never a k3s server token, which is another, lasting secret (`<cluster>-token`). A replaced or extended token is written into the
 //! workload cluster through its API before any machine is handed it.
 
 use k8s_openapi::api::core::v1::Secret;

@@ -1,11 +1,13 @@
 //! What a new machine boots with: rendered only when a machine is about to be made.
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::ResourceExt;
-use kube::api::Api;
+use kube::api::{Api, PostParams};
+use kube::{Resource, ResourceExt};
 use slipway_api::{Cluster, Distribution};
 use slipway_bootstrap::cloud_init::{self, ClusterNetwork, NodeSettings};
 use slipway_bootstrap::secrets::{self, Purpose};
+use slipway_bootstrap::{CertificateAuthority, K3sServerToken};
+use tracing::info;
 
 use crate::cluster_secrets;
 use crate::context::Context;
@@ -16,8 +18,16 @@ use crate::join_token::{self, Publish};
 pub enum Boot<'a> {
     /// Machines of providers that boot nothing.
     Nothing,
-    /// The control plane: `kubeadm init` or `k3s server` with the cluster's own PKI.
+    /// The first control-plane member, which initialises the cluster: `kubeadm init` or `k3s server
+    /// --cluster-init`, with the cluster's own PKI.
     ControlPlane {
+        cluster: &'a Cluster,
+        endpoint: Option<(String, u16)>,
+    },
+    /// A control-plane member added to a cluster that is already initialised: `kubeadm join --control-plane`
+    /// with the cluster's CAs and service-account key handed over, or `k3s server --server https://<endpoint>`
+    /// with the cluster's k3s server token.
+    ControlPlaneJoin {
         cluster: &'a Cluster,
         endpoint: Option<(String, u16)>,
     },
@@ -43,7 +53,32 @@ impl Boot<'_> {
                     Distribution::Kubeadm => {
                         cloud_init::kubeadm_init(&network, &pki, &token, &node)?
                     }
-                    Distribution::K3s => cloud_init::k3s_server(&network, &pki, &token, &node)?,
+                    Distribution::K3s => {
+                        let server_token =
+                            k3s_server_token(ctx, cluster, ServerToken::Ensure).await?;
+                        cloud_init::k3s_server(&network, &pki, &server_token, &token, &node)?
+                    }
+                }))
+            }
+            Boot::ControlPlaneJoin { cluster, endpoint } => {
+                let Some(endpoint) = endpoint else {
+                    return Ok(None);
+                };
+                let network = network(cluster, endpoint);
+                let node = node_settings("control-plane");
+                Ok(Some(match cluster.spec.kubernetes.distribution {
+                    Distribution::Kubeadm => {
+                        let pki = cluster_secrets::load_pki(ctx, cluster).await?;
+                        // The cluster answers already: the token is written into it before it is handed out.
+                        let token = join_token::ensure(ctx, cluster, Publish::ThroughApi).await?;
+                        cloud_init::kubeadm_join_control_plane(&network, &pki, &token, &node)?
+                    }
+                    Distribution::K3s => {
+                        let server_token =
+                            k3s_server_token(ctx, cluster, ServerToken::Existing).await?;
+                        let ca = cluster_ca(ctx, cluster).await?;
+                        cloud_init::k3s_server_join(&network, &ca.cert_pem, &server_token, &node)?
+                    }
                 }))
             }
             Boot::Worker { cluster, pool } => {
@@ -58,12 +93,14 @@ impl Boot<'_> {
                 let network = network(cluster, &endpoint);
                 let token = join_token::ensure(ctx, cluster, Publish::ThroughApi).await?;
                 let node = node_settings(pool);
+                let ca = cluster_ca(ctx, cluster).await?;
                 Ok(Some(match cluster.spec.kubernetes.distribution {
                     Distribution::Kubeadm => {
-                        let ca_hash = ca_key_hash(ctx, cluster).await?;
-                        cloud_init::kubeadm_join(&network, &ca_hash, &token, &node)?
+                        cloud_init::kubeadm_join(&network, &ca.public_key_hash()?, &token, &node)?
                     }
-                    Distribution::K3s => cloud_init::k3s_agent(&network, &token, &node)?,
+                    Distribution::K3s => {
+                        cloud_init::k3s_agent(&network, &ca.cert_pem, &token, &node)?
+                    }
                 }))
             }
         }
@@ -89,12 +126,61 @@ fn node_settings(group: &str) -> NodeSettings {
     }
 }
 
-/// `sha256:<hex>` of the cluster CA's public key: how a joining node knows it talks to its own cluster.
-async fn ca_key_hash(ctx: &Context, cluster: &Cluster) -> Result<String> {
+/// The cluster CA (`<cluster>-ca`): a joining node checks the API server it reaches against it.
+async fn cluster_ca(ctx: &Context, cluster: &Cluster) -> Result<CertificateAuthority> {
     let api: Api<Secret> =
         Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
     let secret = api
         .get(&Purpose::Ca.secret_name(&cluster.name_any()))
         .await?;
-    Ok(secrets::ca_from_secret(&secret)?.public_key_hash()?)
+    Ok(secrets::ca_from_secret(&secret)?)
+}
+
+/// Whether a missing k3s server token may be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerToken {
+    /// For the first server, which has not started yet: made when missing.
+    Ensure,
+    /// For a joining server: only the token the first server started with will do, so a missing one is an error.
+    Existing,
+}
+
+/// The cluster's k3s server token from `<cluster>-token`. It is made once, before the first server boots, and never
+/// replaced: k3s encrypts its datastore's bootstrap data with it, so a server with another token can never join.
+/// A Secret broken by hand is therefore an error naming it, not something to overwrite.
+async fn k3s_server_token(
+    ctx: &Context,
+    cluster: &Cluster,
+    want: ServerToken,
+) -> Result<K3sServerToken> {
+    let name = cluster.name_any();
+    let secret_name = Purpose::K3sServerToken.secret_name(&name);
+    let api: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
+    if let Some(secret) = api.get_opt(&secret_name).await? {
+        return Ok(secrets::k3s_server_token_from_secret(&secret)?);
+    }
+    if want == ServerToken::Existing {
+        return Err(slipway_bootstrap::Error::InvalidSecret {
+            secret: secret_name,
+            what: "does not exist, and a k3s server joins only with the token the first server started with: \
+                   restore the Secret (key \"value\") from a backup or from /var/lib/rancher/k3s/server/token on a \
+                   running server"
+                .into(),
+        }
+        .into());
+    }
+    let token = K3sServerToken::generate();
+    let secret = secrets::k3s_server_token_secret(&name, &token, cluster.controller_owner_ref(&()));
+    // `create` never overwrites: when another pass made it first, its token is the one to use.
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => {
+            info!(secret = %secret_name, "created the k3s server token");
+            Ok(token)
+        }
+        Err(kube::Error::Api(status)) if status.is_already_exists() => Ok(
+            secrets::k3s_server_token_from_secret(&api.get(&secret_name).await?)?,
+        ),
+        Err(e) => Err(e.into()),
+    }
 }
