@@ -202,6 +202,10 @@ pub async fn converge_step(
     )
     .map_err(provider_error)?;
     let step = plan(&machines, spec, &hash);
+    // A control plane that has a member (a live one: a member being deleted is leaving it) is joined, not
+    // initialised again. With `serial`, a new member is planned only while every other one is ready.
+    let has_machines = machines.iter().any(|m| m.phase != MachinePhase::Deleting);
+    let boot = boot.for_group(has_machines);
     // Rendered only when a machine is to be made: it reads the cluster's key material.
     let user_data = if step.create.is_empty() || !provider.needs_user_data() {
         None

@@ -35,7 +35,18 @@ pub enum Boot<'a> {
     Worker { cluster: &'a Cluster, pool: &'a str },
 }
 
-impl Boot<'_> {
+impl<'a> Boot<'a> {
+    /// The bootstrap of a new control-plane machine given whether the group has machines already: the first
+    /// initialises the cluster, every later one joins it. Other kinds are as they are.
+    pub fn for_group(self, has_machines: bool) -> Boot<'a> {
+        match self {
+            Boot::ControlPlane { cluster, endpoint } if has_machines => {
+                Boot::ControlPlaneJoin { cluster, endpoint }
+            }
+            other => other,
+        }
+    }
+
     pub async fn render(&self, ctx: &Context) -> Result<Option<String>> {
         match self {
             Boot::Nothing => Ok(None),
@@ -69,7 +80,17 @@ impl Boot<'_> {
                 Ok(Some(match cluster.spec.kubernetes.distribution {
                     Distribution::Kubeadm => {
                         let pki = cluster_secrets::load_pki(ctx, cluster).await?;
-                        // The cluster answers already: the token is written into it before it is handed out.
+                        // The cluster answers already (its first member is ready), but the Cluster is not Ready
+                        // until every member is, and the kubeconfig Secret is written then: the token goes in
+                        // through the API, so the Secret is made now.
+                        let (host, port) = endpoint;
+                        cluster_secrets::ensure_kubeconfig(
+                            ctx,
+                            cluster,
+                            &crate::workload::server_url(host, port),
+                            None,
+                        )
+                        .await?;
                         let token = join_token::ensure(ctx, cluster, Publish::ThroughApi).await?;
                         cloud_init::kubeadm_join_control_plane(&network, &pki, &token, &node)?
                     }
