@@ -67,8 +67,9 @@ pub struct MachinePoolSpec {
     /// Checked at admission: the format, and on an update from one version to another the step (major version
     /// kept, minor up by one at most and never down, any patch of the same minor). Adding or removing the field
     /// is not a step admission checks: the apiserver cannot read the Cluster to know which version the pool ran.
-    /// Checked by the controller against the Cluster's `spec.kubernetes.version`: not newer, and at most 3 minors
-    /// older; a pool outside that range is held with a condition that says so.
+    /// Checked by the controller against the Cluster's `spec.kubernetes.version`: the same major, not a newer minor,
+    /// at most 3 minors older (the kubelet skew Kubernetes supports); a pool outside that range is held with a
+    /// condition that says so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
     #[x_kube(
