@@ -90,9 +90,15 @@ pub struct ClusterSpec {
 #[serde(rename_all = "camelCase")]
 pub struct KubernetesSpec {
     /// Kubernetes version of the control plane and, unless a pool says otherwise, the nodes, e.g. `v1.37.2`.
+    /// Checked at admission on every update: the major version stays, the minor goes up by one at most and never
+    /// down (v1.36.x → v1.37.y, not → v1.38 or → v1.35); patch releases of the same minor may go either way.
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("self.matches('^v[0-9]+[.][0-9]+[.][0-9]+$')")
-        .message("spec.kubernetes.version: must look like v1.37.2 (vMAJOR.MINOR.PATCH)"))]
+    #[x_kube(
+        validation = crate::version_rules::format("spec.kubernetes.version", ""),
+        validation = crate::version_rules::same_major("spec.kubernetes.version"),
+        validation = crate::version_rules::no_minor_downgrade("spec.kubernetes.version"),
+        validation = crate::version_rules::one_minor_at_a_time("spec.kubernetes.version")
+    )]
     pub version: String,
 
     /// How the cluster is bootstrapped.

@@ -19,6 +19,7 @@ pub mod crd;
 pub mod limits;
 pub mod machine;
 pub mod machine_pool;
+mod version_rules;
 
 pub use addon_bundle::{
     AddonBundle, AddonBundleSpec, AddonBundleStatus, AddonClusterStatus, AddonMode, AddonSource,

@@ -64,10 +64,20 @@ pub struct MachinePoolSpec {
     pub replicas: i32,
 
     /// Kubernetes version of the nodes, e.g. `v1.37.2`. Absent: the cluster's `spec.kubernetes.version`.
+    /// Checked at admission: the format, and on an update from one version to another the step (major version
+    /// kept, minor up by one at most and never down, any patch of the same minor). Adding or removing the field
+    /// is not a step admission checks: the apiserver cannot read the Cluster to know which version the pool ran.
+    /// Checked by the controller against the Cluster's `spec.kubernetes.version`: the same major, not a newer minor,
+    /// at most 3 minors older (the kubelet skew Kubernetes supports); a pool outside that range is held with a
+    /// condition that says so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("self.matches('^v[0-9]+[.][0-9]+[.][0-9]+$')")
-        .message("spec.version: must look like v1.37.2 (vMAJOR.MINOR.PATCH), or be left out to follow the cluster"))]
+    #[x_kube(
+        validation = crate::version_rules::format("spec.version", ", or be left out to follow the cluster"),
+        validation = crate::version_rules::same_major("spec.version"),
+        validation = crate::version_rules::no_minor_downgrade("spec.version"),
+        validation = crate::version_rules::one_minor_at_a_time("spec.version")
+    )]
     pub version: Option<String>,
 
     /// What each machine looks like. Changing it replaces the machines, within `strategy`.

@@ -173,22 +173,25 @@ async fn every_crd_is_accepted_and_established() {
     );
 }
 
-/// Applies every document of `files` into `namespace` and reads the Slipway objects back as the Rust types.
-/// Returns one line per refused document.
+/// Applies every document of `files` into `namespace`, in order, and reads the Slipway objects back as the Rust
+/// types. A later document with the kind and name of an earlier one is an update of it (how `tests/valid/`
+/// expresses an update that must be accepted, e.g. a one-minor version upgrade). Returns one line per refused
+/// document.
 async fn apply_files_and_read_back(
     client: &Client,
     namespace: &str,
     files: &[PathBuf],
 ) -> Vec<String> {
     let mut failures = Vec::new();
-    let mut slipway_objects = 0;
+    let mut slipway_objects = std::collections::BTreeSet::new();
     for path in files {
         for doc in documents(path) {
-            slipway_objects += usize::from(
-                doc["apiVersion"]
-                    .as_str()
-                    .is_some_and(|v| v.starts_with("slipway.dev/")),
-            );
+            if doc["apiVersion"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("slipway.dev/"))
+            {
+                slipway_objects.insert((doc["kind"].to_string(), name_of(&doc)));
+            }
             if let Err(e) = apply(client, namespace, &doc).await {
                 failures.push(format!(
                     "{} {}: {}",
@@ -200,7 +203,10 @@ async fn apply_files_and_read_back(
         }
     }
     if failures.is_empty() {
-        assert_eq!(read_back_typed(client, namespace).await, slipway_objects);
+        assert_eq!(
+            read_back_typed(client, namespace).await,
+            slipway_objects.len()
+        );
     }
     failures
 }
@@ -233,8 +239,9 @@ async fn every_valid_case_is_accepted() {
     );
 }
 
-/// One file of `tests/invalid/`: the YAML, the fragment the apiserver's message must contain and, for a
-/// case about updates, the valid object to create first.
+/// One file of `tests/invalid/`: the YAML, the fragment the apiserver's message must contain (`# expect:`) and,
+/// for a case about updates (`# update-of: FILE`), the valid object to create first: the first document of
+/// `tests/valid/FILE`, under the case's name. The case's own document is then the update that must be refused.
 struct InvalidCase {
     file: String,
     expect: String,

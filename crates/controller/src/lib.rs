@@ -25,6 +25,7 @@ mod outcome;
 mod run;
 mod status;
 mod user_data;
+pub mod version_skew;
 mod workload;
 
 pub use context::{Context, ProviderRegistry};

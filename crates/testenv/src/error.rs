@@ -10,6 +10,17 @@ pub enum Error {
     )]
     BinaryMissing { binary: &'static str, dir: PathBuf },
 
+    /// The previous minor's control plane, for upgrade tests, is not built.
+    #[error(
+        "{binary} not found in {dir}: the previous minor's control-plane binaries (Kubernetes {version}) are not \
+         built.\n  Run `hack/build-k8s.sh` (builds them into {dir})."
+    )]
+    PreviousMinorMissing {
+        binary: &'static str,
+        version: &'static str,
+        dir: PathBuf,
+    },
+
     /// etcd's own API (used to compact its history) refused or failed a request.
     #[error("etcd {operation}: {message}")]
     Etcd {

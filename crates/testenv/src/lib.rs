@@ -24,7 +24,10 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ObjectMeta, PostParams};
 use tokio::sync::OnceCell;
 
-pub use binaries::{bin_dir, binary, cache_dir, kubernetes_version};
+pub use binaries::{
+    bin_dir, bin_dir_for, binary, cache_dir, kubernetes_version, previous_kubernetes_version,
+    previous_minor_bin_dir,
+};
 pub use error::{Error, Result};
 pub use ports::free_port;
 use process::Process;
