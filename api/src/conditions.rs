@@ -78,6 +78,9 @@ pub mod reason {
     pub const AT_REPLICAS: &str = "AtReplicas";
     /// MachinePool `RollingOut`: every machine runs the current template.
     pub const UP_TO_DATE: &str = "UpToDate";
+    /// MachinePool `Ready`: the pool's `spec.version` is outside what its control plane's version allows; the pool's
+    /// machines are left as they are.
+    pub const VERSION_SKEW: &str = "VersionSkew";
 }
 
 /// `Condition.status` values (`metav1.ConditionStatus`).

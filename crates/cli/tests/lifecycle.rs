@@ -195,6 +195,62 @@ async fn scaling_a_pool_converges_through_spec_and_scale_subresource() {
 }
 
 #[tokio::test]
+async fn a_pool_outside_the_version_skew_is_held_with_a_condition_naming_the_fix() {
+    let env = env().await;
+    let sim = manager(env);
+    let ns = env.create_namespace("skew").await;
+    let client = env.client().await;
+    apply(&client, &ns, &sim_cluster("skew", 1, 2, "{}")).await;
+    wait_ready(&client, &ns, "skew", TIMEOUT).await;
+    let machines = machines_of(sim, &ns, "skew");
+    let pools: Api<MachinePool> = Api::namespaced(client.clone(), &ns);
+
+    // Four minors behind a v1.37.2 control plane: admission cannot see the Cluster; the controller holds the pool.
+    pools
+        .patch(
+            "skew-workers",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "spec": { "version": "v1.33.4" } })),
+        )
+        .await
+        .unwrap();
+    let held = eventually("the pool held for version skew", TIMEOUT, || async {
+        let pool = pools.get("skew-workers").await.map_err(|e| e.to_string())?;
+        let status = pool.status.clone().unwrap_or_default();
+        let ready = conditions::find(&status.conditions, "Ready").cloned();
+        match ready {
+            Some(c) if c.status == "False" && c.reason == "VersionSkew" => Ok(c.message),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(
+        held.contains("spec.version") && held.contains("v1.34.x or newer"),
+        "{held}"
+    );
+    assert_eq!(
+        machines_of(sim, &ns, "skew"),
+        machines,
+        "a held pool's machines were changed"
+    );
+
+    // Following the cluster again (a pinned version may be removed; stepping v1.33 → v1.36 would be refused at
+    // admission, one minor at a time): the pool is Ready again.
+    pools
+        .patch(
+            "skew-workers",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "spec": { "version": null } })),
+        )
+        .await
+        .unwrap();
+    eventually("pool ready again", TIMEOUT, || {
+        pool_ready_replicas(&pools, "skew-workers", 2)
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn deleting_a_cluster_removes_pools_machines_and_finalizers() {
     let env = env().await;
     let sim = manager(env);

@@ -126,6 +126,25 @@ async fn converge(
         return Ok(Next(Action::await_change()));
     }
 
+    // A pool on its own version stays within what the control plane's version allows (CEL on the pool cannot
+    // see the Cluster). Its machines are left alone until the versions fit again.
+    if let Some(version) = &pool.spec.version
+        && let Err(skew) =
+            crate::version_skew::pool_skew(&cluster.spec.kubernetes.version, version)
+    {
+        set_all(
+            &mut status.conditions,
+            [condition(
+                READY,
+                false,
+                reason::VERSION_SKEW,
+                skew.to_string(),
+                generation,
+            )],
+        );
+        return Ok(Next(Action::await_change()));
+    }
+
     let provider = ctx.provider_for(&cluster).inspect_err(|error| {
         conditions::set(
             &mut status.conditions,

@@ -303,9 +303,7 @@ pub fn ensure_kwok(dir: &ClusterDir, bin_dir: &Path, children: &Children) -> Res
         "--node-ip=10.0.0.1".to_string(),
         format!("--server-address=127.0.0.1:{}", ports.kwok),
     ]);
-    if processes::ensure(dir.root(), "kwok", kwok, children)
-        .map_err(|e| io("starting kwok", e))?
-    {
+    if processes::ensure(dir.root(), "kwok", kwok, children).map_err(|e| io("starting kwok", e))? {
         info!(dir = %dir.root().display(), "started kwok");
     }
     Ok(())

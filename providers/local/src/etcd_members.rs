@@ -61,8 +61,8 @@ async fn post(client_url: &str, path: &str, body: serde_json::Value) -> Result<V
 /// The members as the etcd at `client_url` knows them.
 pub async fn list(client_url: &str) -> Result<Vec<EtcdMember>> {
     let bytes = post(client_url, "/v3/cluster/member/list", json!({})).await?;
-    let list: MemberList = serde_json::from_slice(&bytes)
-        .map_err(|e| unavailable("etcd's member list", e))?;
+    let list: MemberList =
+        serde_json::from_slice(&bytes).map_err(|e| unavailable("etcd's member list", e))?;
     Ok(list.members)
 }
 
@@ -133,8 +133,7 @@ pub async fn healthy(client_url: &str) -> bool {
     let Ok(bytes) = response.bytes().await else {
         return false;
     };
-    serde_json::from_slice::<serde_json::Value>(&bytes)
-        .is_ok_and(|v| v["health"] == "true")
+    serde_json::from_slice::<serde_json::Value>(&bytes).is_ok_and(|v| v["health"] == "true")
 }
 
 #[cfg(test)]

@@ -166,9 +166,13 @@ impl LocalProvider {
 
     /// Makes the member `request.name`: its record (ports kept from an interrupted earlier try), its place in the
     /// cluster's etcd, then its processes.
-    async fn create_member(&self, dir: &ClusterDir, request: &MachineRequest) -> Result<MemberRecord> {
+    async fn create_member(
+        &self,
+        dir: &ClusterDir,
+        request: &MachineRequest,
+    ) -> Result<MemberRecord> {
         let member = dir.member(&request.name);
-        let mut record = match member
+        let record = match member
             .record()
             .map_err(|e| io("reading the member record", e))?
         {
@@ -183,7 +187,11 @@ impl LocalProvider {
                             "control-plane machine {} boots with kubeadm init, but the cluster has members ({}): a \
                              later member joins with kubeadm join --control-plane",
                             request.name,
-                            others.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+                            others
+                                .iter()
+                                .map(|m| m.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                     ));
                 }
@@ -233,6 +241,18 @@ impl LocalProvider {
                 record
             }
         };
+        self.complete_member(dir, &member, record).await
+    }
+
+    /// Adds the member to the cluster's etcd unless it is (etcd refuses an add while the member added last has not
+    /// been connected for a few seconds: that is a transient error, and the next pass, or list, tries again), then
+    /// starts its processes and puts it behind the load balancer.
+    async fn complete_member(
+        &self,
+        dir: &ClusterDir,
+        member: &MemberDir,
+        mut record: MemberRecord,
+    ) -> Result<MemberRecord> {
         if record.initial_cluster.is_none() {
             let peer = record.etcd_peer_url();
             let initial_cluster = if record.first {
@@ -256,8 +276,8 @@ impl LocalProvider {
                 .save_record(&record)
                 .map_err(|e| io("writing the member record", e))?;
         }
-        control_plane::write_member_kubeconfig(dir, &member, &record)?;
-        control_plane::ensure_member_running(dir, &member, &self.bin_dir, &record, &self.children)?;
+        control_plane::write_member_kubeconfig(dir, member, &record)?;
+        control_plane::ensure_member_running(dir, member, &self.bin_dir, &record, &self.children)?;
         self.ensure_load_balancer(dir)?;
         Ok(record)
     }
@@ -275,7 +295,9 @@ impl LocalProvider {
                 let Some(through) = self.healthy_member(dir, name).await? else {
                     return Err(ProviderError::transient(
                         "EtcdUnavailable",
-                        format!("no other member's etcd is healthy to remove {name} through; waiting for one"),
+                        format!(
+                            "no other member's etcd is healthy to remove {name} through; waiting for one"
+                        ),
                     ));
                 };
                 etcd_members::remove(&through, &record.etcd_peer_url()).await?;
@@ -391,8 +413,17 @@ impl InfrastructureProvider for LocalProvider {
             MachineRole::ControlPlane => {
                 let mut machines = Vec::new();
                 let mut any_ready = None;
-                for record in records {
+                for mut record in records {
                     let member = dir.member(&record.name);
+                    if record.initial_cluster.is_none() {
+                        // A create that saved the member but could not add it to etcd yet.
+                        match self.complete_member(&dir, &member, record.clone()).await {
+                            Ok(completed) => record = completed,
+                            Err(error) => {
+                                info!(member = %record.name, %error, "the member is not in the cluster's etcd yet")
+                            }
+                        }
+                    }
                     let running = control_plane::ensure_member_running(
                         &dir,
                         &member,

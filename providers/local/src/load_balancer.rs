@@ -91,7 +91,8 @@ pub fn ensure(
     let running = processes::all_of(dir.root(), COMPONENT);
     if let Some(pid) = running.iter().find(|pid| runs_on(**pid, &path)) {
         if processes::running(dir.root(), COMPONENT, children) != Some(*pid) {
-            processes::record(dir.root(), COMPONENT, *pid).map_err(|e| io("adopting HAProxy", e))?;
+            processes::record(dir.root(), COMPONENT, *pid)
+                .map_err(|e| io("adopting HAProxy", e))?;
         }
         return Ok(());
     }
@@ -164,8 +165,14 @@ mod tests {
         assert!(text.contains("bind 127.0.0.1:6443"), "{text}");
         assert!(text.contains("mode tcp"), "{text}");
         assert!(text.contains("option httpchk GET /readyz"), "{text}");
-        assert!(text.contains("server a 127.0.0.1:7001 check check-ssl"), "{text}");
-        assert!(text.contains("server b 127.0.0.1:7002 check check-ssl"), "{text}");
+        assert!(
+            text.contains("server a 127.0.0.1:7001 check check-ssl"),
+            "{text}"
+        );
+        assert!(
+            text.contains("server b 127.0.0.1:7002 check check-ssl"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -176,7 +183,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("haproxy.cfg");
         std::fs::write(&path, config(6443, &[member("a", 7001)])).unwrap();
-        let output = Command::new(haproxy).arg("-c").arg("-f").arg(&path).output().unwrap();
+        let output = Command::new(haproxy)
+            .arg("-c")
+            .arg("-f")
+            .arg(&path)
+            .output()
+            .unwrap();
         assert!(
             output.status.success(),
             "{}{}",

@@ -256,7 +256,10 @@ mod tests {
             .spawn()
             .unwrap();
         stop_all(&dir, &["kwok"], &children);
-        assert!(orphan.try_wait().unwrap().is_some(), "the orphan kwok still runs");
+        assert!(
+            orphan.try_wait().unwrap().is_some(),
+            "the orphan kwok still runs"
+        );
         assert_eq!(all_of(&dir, "kwok"), Vec::<u32>::new());
     }
 
@@ -267,12 +270,22 @@ mod tests {
         let other = tmp.path().join("cluster-b");
         std::fs::create_dir_all(&other).unwrap();
         // The other cluster's directory name starts with this one's: a prefix is not a match.
-        let mut theirs = component_command(&bin, &other).process_group(0).spawn().unwrap();
+        let mut theirs = component_command(&bin, &other)
+            .process_group(0)
+            .spawn()
+            .unwrap();
         assert_eq!(all_of(&dir, "kwok"), Vec::<u32>::new());
-        assert_eq!(all_of(&dir, "etcd"), Vec::<u32>::new(), "the program is kwok, not etcd");
+        assert_eq!(
+            all_of(&dir, "etcd"),
+            Vec::<u32>::new(),
+            "the program is kwok, not etcd"
+        );
         assert!(ensure(&dir, "kwok", component_command(&bin, &dir), &children).unwrap());
         stop_all(&dir, &["kwok"], &children);
-        assert!(theirs.try_wait().unwrap().is_none(), "the other cluster's kwok was stopped");
+        assert!(
+            theirs.try_wait().unwrap().is_none(),
+            "the other cluster's kwok was stopped"
+        );
         stop_all(&other, &["kwok"], &children);
         theirs.wait().unwrap();
     }

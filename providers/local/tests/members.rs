@@ -15,7 +15,9 @@ use slipway_bootstrap::cloud_init::{
     ClusterNetwork, NodeSettings, kubeadm_init, kubeadm_join_control_plane,
 };
 use slipway_bootstrap::{BootstrapToken, ClusterPki};
-use slipway_provider::{ClusterInfo, Deletion, InfrastructureProvider, MachineRequest, MachineRole};
+use slipway_provider::{
+    ClusterInfo, Deletion, InfrastructureProvider, MachineRequest, MachineRole,
+};
 use slipway_provider_local::LocalProvider;
 use slipway_testenv::eventually;
 
@@ -116,7 +118,9 @@ async fn wait_members_ready(provider: &LocalProvider, cluster: &ClusterInfo, exp
     let expected: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
     eventually(&format!("members {expected:?} ready"), WAIT, || async {
         let ready = ready_members(provider, cluster).await;
-        (ready == expected).then_some(()).ok_or(format!("{ready:?}"))
+        (ready == expected)
+            .then_some(())
+            .ok_or(format!("{ready:?}"))
     })
     .await;
 }
@@ -128,7 +132,9 @@ async fn wait_etcd_members(dir: &Path, through: &str, expected: &[&str]) {
         WAIT,
         || async {
             let listed = etcd_members(dir, through).await?;
-            (listed == expected).then_some(()).ok_or(format!("{listed:?}"))
+            (listed == expected)
+                .then_some(())
+                .ok_or(format!("{listed:?}"))
         },
     )
     .await;
@@ -203,8 +209,13 @@ impl Fixture {
     }
 
     async fn init(&self, name: &str) {
-        let data = kubeadm_init(&self.network, &self.pki, &self.token, &NodeSettings::default())
-            .unwrap();
+        let data = kubeadm_init(
+            &self.network,
+            &self.pki,
+            &self.token,
+            &NodeSettings::default(),
+        )
+        .unwrap();
         self.provider
             .create_machine(&self.cluster, &request(name, data))
             .await
@@ -219,10 +230,20 @@ impl Fixture {
             &NodeSettings::default(),
         )
         .unwrap();
-        self.provider
-            .create_machine(&self.cluster, &request(name, data))
-            .await
-            .unwrap();
+        // As the controller does: a transient refusal (etcd takes an add only once the member added last has been
+        // connected a few seconds) is tried again.
+        eventually(&format!("{name} created"), WAIT, || async {
+            match self
+                .provider
+                .create_machine(&self.cluster, &request(name, data.clone()))
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_retryable() => Err(e.to_string()),
+                Err(e) => panic!("{name}: {e}"),
+            }
+        })
+        .await;
     }
 
     async fn remove(&self, name: &str) {
@@ -286,7 +307,12 @@ async fn three_members_share_one_etcd_and_the_endpoint_survives_a_member_going_d
     put(&config_maps, "before").await;
 
     // ha-cp-1 goes down entirely: the others keep quorum and the endpoint routes around it.
-    for component in ["kube-apiserver", "etcd", "kube-scheduler", "kube-controller-manager"] {
+    for component in [
+        "kube-apiserver",
+        "etcd",
+        "kube-scheduler",
+        "kube-controller-manager",
+    ] {
         let pid = pid_of(&f.dir, "ha-cp-1", component);
         std::process::Command::new("kill")
             .args(["-KILL", &format!("-{pid}")])

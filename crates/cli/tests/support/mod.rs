@@ -407,7 +407,11 @@ pub fn local_pid_files(dir: &Path) -> std::collections::BTreeMap<String, u32> {
                     .ok()
                     .and_then(|p| p.trim().parse().ok());
                 if let Some(pid) = pid {
-                    let name = path.strip_prefix(base).unwrap_or(&path).display().to_string();
+                    let name = path
+                        .strip_prefix(base)
+                        .unwrap_or(&path)
+                        .display()
+                        .to_string();
                     found.insert(name, pid);
                 }
             }
