@@ -53,7 +53,7 @@ enum Command {
     /// Print a shell completion script.
     Completion(completion::Args),
     /// Run the controllers that reconcile Clusters and MachinePools (what runs in the management cluster).
-    Manager(manager::Args),
+    Manager(Box<manager::Args>),
     /// Write Slipway's CustomResourceDefinitions as YAML files.
     Crds(crds::Args),
 }
@@ -71,7 +71,7 @@ fn main() -> std::process::ExitCode {
         Command::Wait(command) => block_on(wait::run(command)),
         Command::Fleet(args) => block_on(fleet::run(args)),
         Command::Completion(args) => completion::run(args, command()),
-        Command::Manager(args) => manager::run(args),
+        Command::Manager(args) => manager::run(*args),
         Command::Crds(args) => crds::run(args),
     };
     exit::report(result)
