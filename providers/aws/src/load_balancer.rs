@@ -375,7 +375,12 @@ async fn ensure_load_balancer(
                 .iter()
                 .any(|a| a.key() == Some(key) && a.value() == Some(value))
         })
-        .map(|(key, value)| LoadBalancerAttribute::builder().key(*key).value(*value).build())
+        .map(|(key, value)| {
+            LoadBalancerAttribute::builder()
+                .key(*key)
+                .value(*value)
+                .build()
+        })
         .collect();
     if !wrong.is_empty() {
         elb.call(Mutate, "ModifyLoadBalancerAttributes", |c| {
@@ -448,7 +453,12 @@ async fn ensure_target_group(elb: &Elb, cluster: &ClusterInfo, vpc_id: &str) -> 
                 .iter()
                 .any(|a| a.key() == Some(key) && a.value() == Some(value))
         })
-        .map(|(key, value)| TargetGroupAttribute::builder().key(*key).value(*value).build())
+        .map(|(key, value)| {
+            TargetGroupAttribute::builder()
+                .key(*key)
+                .value(*value)
+                .build()
+        })
         .collect();
     if !wrong.is_empty() {
         elb.call(Mutate, "ModifyTargetGroupAttributes", |c| {
@@ -649,7 +659,10 @@ mod tests {
     #[test]
     fn names_fit_elastic_load_balancing_rules_and_differ_per_cluster_incarnation() {
         let demo = resource_name(&cluster("default", "demo", "u1"));
-        assert!(demo.starts_with("demo-") && demo.len() == "demo-".len() + 8, "{demo}");
+        assert!(
+            demo.starts_with("demo-") && demo.len() == "demo-".len() + 8,
+            "{demo}"
+        );
         assert_ne!(demo, resource_name(&cluster("default", "demo", "u2")));
         assert_ne!(demo, resource_name(&cluster("other", "demo", "u1")));
         for name in [
@@ -672,7 +685,9 @@ mod tests {
     fn a_listener_forwarding_elsewhere_is_noticed() {
         assert!(forwards_to(&forward_to("tg-a"), "tg-a"));
         assert!(!forwards_to(&forward_to("tg-b"), "tg-a"));
-        let fixed = Action::builder().r#type(ActionTypeEnum::FixedResponse).build();
+        let fixed = Action::builder()
+            .r#type(ActionTypeEnum::FixedResponse)
+            .build();
         assert!(!forwards_to(&fixed, "tg-a"));
     }
 }

@@ -14,8 +14,8 @@ use slipway_provider::{ClusterInfo, Deletion, ProviderError, Result};
 
 use crate::cidr::Cidr;
 use crate::client::{Aws, AwsError, Ec2};
-use crate::{load_balancer, tags};
 use crate::throttle::ApiClass::{Describe, Mutate};
+use crate::{load_balancer, tags};
 
 pub const API_PORT: i32 = 6443;
 
@@ -952,9 +952,13 @@ impl Sweep {
                 if e.code_starts_with("Invalid")
                     && e.code.as_deref().is_some_and(|c| c.ends_with(".NotFound")) => {}
             Err(e)
-                if ["ListenerNotFound", "LoadBalancerNotFound", "TargetGroupNotFound"]
-                    .iter()
-                    .any(|code| e.code_is(code)) => {}
+                if [
+                    "ListenerNotFound",
+                    "LoadBalancerNotFound",
+                    "TargetGroupNotFound",
+                ]
+                .iter()
+                .any(|code| e.code_is(code)) => {}
             // In use: a security group or subnet still holding a deleted load balancer's network interfaces, a
             // target group still held by a listener. Its holder is on its way out; the next pass tries again.
             Err(e)
@@ -1047,6 +1051,54 @@ mod tests {
         assert!(
             message.contains("security group sg-1 is still in use"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn a_load_balancer_piece_still_in_use_is_waited_for_and_one_already_gone_is_done() {
+        let elb_error = |operation, code: &str| AwsError {
+            service: "ELB",
+            ..aws_error(operation, code, "m")
+        };
+        let mut sweep = Sweep::default();
+        sweep.note(
+            "load balancer listener",
+            "arn:listener",
+            Err(elb_error("DeleteListener", "ListenerNotFound")),
+        );
+        sweep.note(
+            "load balancer",
+            "arn:lb",
+            Err(elb_error("DeleteLoadBalancer", "LoadBalancerNotFound")),
+        );
+        assert_eq!(sweep.finish(&cluster()).unwrap(), Deletion::Done);
+
+        let mut sweep = Sweep::default();
+        sweep.note(
+            "target group",
+            "arn:tg",
+            Err(elb_error("DeleteTargetGroup", "ResourceInUse")),
+        );
+        let Deletion::InProgress(message) = sweep.finish(&cluster()).unwrap() else {
+            panic!("a target group still in use is not deleted yet");
+        };
+        assert!(
+            message.contains("target group arn:tg is still in use"),
+            "{message}"
+        );
+
+        let mut sweep = Sweep::default();
+        sweep.note(
+            "load balancer",
+            "arn:lb",
+            Err(elb_error("DeleteLoadBalancer", "OperationNotPermitted")),
+        );
+        let text = sweep.finish(&cluster()).unwrap_err().to_string();
+        assert!(
+            text.contains(
+                "load balancer arn:lb: ELB DeleteLoadBalancer failed: OperationNotPermitted"
+            ),
+            "{text}"
         );
     }
 

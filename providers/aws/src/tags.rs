@@ -101,7 +101,10 @@ pub fn elb(
 }
 
 /// Whether Elastic Load Balancing tags mark a resource as `cluster`'s.
-pub fn elb_owned(tags: &[aws_sdk_elasticloadbalancingv2::types::Tag], cluster: &ClusterInfo) -> bool {
+pub fn elb_owned(
+    tags: &[aws_sdk_elasticloadbalancingv2::types::Tag],
+    cluster: &ClusterInfo,
+) -> bool {
     tags.iter()
         .any(|t| t.key() == Some(CLUSTER) && t.value() == Some(cluster.key().as_str()))
 }

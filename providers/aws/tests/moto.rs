@@ -231,9 +231,10 @@ async fn cluster_network_and_machines_are_created_once_with_ownership_tags() {
         .filter(|p| (p.from_port(), p.to_port()) == (Some(6443), Some(6443)))
         .collect();
     assert!(
-        api_rules
+        api_rules.iter().any(|p| p
+            .ip_ranges()
             .iter()
-            .any(|p| p.ip_ranges().iter().any(|r| r.cidr_ip() == Some("203.0.113.0/24"))),
+            .any(|r| r.cidr_ip() == Some("203.0.113.0/24"))),
         "{api_rules:?}"
     );
     assert!(
@@ -263,7 +264,11 @@ async fn cluster_network_and_machines_are_created_once_with_ownership_tags() {
             .is_empty()
     );
     let balancing = ElbInventory::read(&elb).await;
-    assert_eq!(balancing.counts(Some(&cluster.key())), (1, 1, 1), "{balancing:?}");
+    assert_eq!(
+        balancing.counts(Some(&cluster.key())),
+        (1, 1, 1),
+        "{balancing:?}"
+    );
     assert_eq!(balancing.counts(None), (1, 1, 1), "nothing untagged");
     let (lb, lb_tags) = &balancing.load_balancers[0];
     assert_eq!(lb.dns_name(), Some(endpoint.as_str()));
@@ -290,8 +295,14 @@ async fn cluster_network_and_machines_are_created_once_with_ownership_tags() {
         .map(|s| s.subnet_id().unwrap())
         .collect();
     public_subnets.sort();
-    assert_eq!(lb_subnets, public_subnets, "the load balancer is in the public subnets");
-    assert_eq!(lb_tags.get("slipway.dev/role").map(String::as_str), Some("api"));
+    assert_eq!(
+        lb_subnets, public_subnets,
+        "the load balancer is in the public subnets"
+    );
+    assert_eq!(
+        lb_tags.get("slipway.dev/role").map(String::as_str),
+        Some("api")
+    );
     assert_eq!(
         lb_tags.get("Name").map(String::as_str),
         Some("default-demo-api")
@@ -303,9 +314,11 @@ async fn cluster_network_and_machines_are_created_once_with_ownership_tags() {
         .await
         .unwrap();
     assert!(
-        attributes.attributes().iter().any(|a| a.key()
-            == Some("load_balancing.cross_zone.enabled")
-            && a.value() == Some("true")),
+        attributes
+            .attributes()
+            .iter()
+            .any(|a| a.key() == Some("load_balancing.cross_zone.enabled")
+                && a.value() == Some("true")),
         "{attributes:?}"
     );
     let (group, _) = &balancing.target_groups[0];
@@ -333,9 +346,10 @@ async fn cluster_network_and_machines_are_created_once_with_ownership_tags() {
         .await
         .unwrap();
     assert!(
-        group_attributes.attributes().iter().any(|a| a.key()
-            == Some("preserve_client_ip.enabled")
-            && a.value() == Some("false")),
+        group_attributes
+            .attributes()
+            .iter()
+            .any(|a| a.key() == Some("preserve_client_ip.enabled") && a.value() == Some("false")),
         "{group_attributes:?}"
     );
     let (listener, _) = &balancing.listeners[0];
@@ -371,7 +385,10 @@ async fn cluster_network_and_machines_are_created_once_with_ownership_tags() {
                 .collect::<Vec<_>>(),
         )
     };
-    assert_eq!(arns(&ElbInventory::read(&elb).await), arns(&first_balancing));
+    assert_eq!(
+        arns(&ElbInventory::read(&elb).await),
+        arns(&first_balancing)
+    );
 
     // One control-plane machine and three workers.
     let join = join_cloud_init(&format!("{endpoint}:6443"));
@@ -643,7 +660,10 @@ async fn scaling_then_deleting_the_cluster_leaves_no_tagged_resource() {
 }
 
 /// The cluster's target group, read without the provider.
-async fn target_group_of(elb: &aws_sdk_elasticloadbalancingv2::Client, cluster: &ClusterInfo) -> String {
+async fn target_group_of(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    cluster: &ClusterInfo,
+) -> String {
     let inventory = ElbInventory::read(elb).await;
     let ours: Vec<_> = inventory
         .target_groups
@@ -661,7 +681,8 @@ async fn running_control_plane(ec2: &aws_sdk_ec2::Client, cluster: &ClusterInfo)
         .iter()
         .filter(|i| tag(i, "slipway.dev/pool") == Some("control-plane"))
         .filter(|i| {
-            i.state().and_then(|s| s.name()) == Some(&aws_sdk_ec2::types::InstanceStateName::Running)
+            i.state().and_then(|s| s.name())
+                == Some(&aws_sdk_ec2::types::InstanceStateName::Running)
         })
         .map(|i| i.instance_id().unwrap().to_string())
         .collect();
@@ -708,13 +729,19 @@ async fn the_load_balancer_holds_exactly_the_running_control_plane_instances() {
             .unwrap();
     }
     provider
-        .create_machine(&cluster, &request(&cluster, workers(), 0, "#cloud-config\n"))
+        .create_machine(
+            &cluster,
+            &request(&cluster, workers(), 0, "#cloud-config\n"),
+        )
         .await
         .unwrap();
     let members = running_control_plane(&ec2, &cluster).await;
     assert_eq!(members.len(), 3);
     assert_eq!(support::targets(&elb, &target_group).await, members);
-    let listed = provider.list_machines(&cluster, &control_plane).await.unwrap();
+    let listed = provider
+        .list_machines(&cluster, &control_plane)
+        .await
+        .unwrap();
     assert_eq!(listed.len(), 3);
     assert_eq!(support::targets(&elb, &target_group).await, members);
 
@@ -733,7 +760,11 @@ async fn the_load_balancer_holds_exactly_the_running_control_plane_instances() {
         .await
         .unwrap();
     assert!(matches!(first, Deletion::InProgress(_)), "{first:?}");
-    let staying: Vec<String> = members.iter().filter(|id| **id != leaving).cloned().collect();
+    let staying: Vec<String> = members
+        .iter()
+        .filter(|id| **id != leaving)
+        .cloned()
+        .collect();
     assert_eq!(support::targets(&elb, &target_group).await, staying);
     delete_machine_until_done(&provider, &cluster, &control_plane, "ha-control-plane-1").await;
     provider
@@ -751,7 +782,11 @@ async fn the_load_balancer_holds_exactly_the_running_control_plane_instances() {
     // Drift is undone at the next listing: a member stopped behind Slipway's back leaves the target group, and an
     // instance someone registered by hand (here the worker) is taken out.
     let stopped = replaced[0].clone();
-    ec2.stop_instances().instance_ids(&stopped).send().await.unwrap();
+    ec2.stop_instances()
+        .instance_ids(&stopped)
+        .send()
+        .await
+        .unwrap();
     let worker = live_instances(&ec2, &cluster)
         .await
         .into_iter()
@@ -770,13 +805,27 @@ async fn the_load_balancer_holds_exactly_the_running_control_plane_instances() {
         .send()
         .await
         .unwrap();
-    assert!(support::targets(&elb, &target_group).await.contains(&worker));
-    provider.list_machines(&cluster, &control_plane).await.unwrap();
+    assert!(
+        support::targets(&elb, &target_group)
+            .await
+            .contains(&worker)
+    );
+    provider
+        .list_machines(&cluster, &control_plane)
+        .await
+        .unwrap();
     let expected: Vec<String> = replaced[1..].to_vec();
     assert_eq!(support::targets(&elb, &target_group).await, expected);
     // Started again, it is a target again.
-    ec2.start_instances().instance_ids(&stopped).send().await.unwrap();
-    provider.list_machines(&cluster, &control_plane).await.unwrap();
+    ec2.start_instances()
+        .instance_ids(&stopped)
+        .send()
+        .await
+        .unwrap();
+    provider
+        .list_machines(&cluster, &control_plane)
+        .await
+        .unwrap();
     assert_eq!(support::targets(&elb, &target_group).await, replaced);
 
     // Reconciling again creates nothing a second time and keeps the targets.
@@ -791,12 +840,19 @@ async fn the_load_balancer_holds_exactly_the_running_control_plane_instances() {
         after.load_balancers[0].0.load_balancer_arn(),
         before.load_balancers[0].0.load_balancer_arn()
     );
-    assert_eq!(after.listeners[0].0.listener_arn(), before.listeners[0].0.listener_arn());
+    assert_eq!(
+        after.listeners[0].0.listener_arn(),
+        before.listeners[0].0.listener_arn()
+    );
     assert_eq!(target_group_of(&elb, &cluster).await, target_group);
     assert_eq!(support::targets(&elb, &target_group).await, replaced);
 
     // Deleting the cluster leaves no load balancer, target group or listener.
-    let load_balancer = after.load_balancers[0].0.load_balancer_arn().unwrap().to_string();
+    let load_balancer = after.load_balancers[0]
+        .0
+        .load_balancer_arn()
+        .unwrap()
+        .to_string();
     let listener = after.listeners[0].0.listener_arn().unwrap().to_string();
     delete_until_done(&provider, &cluster).await;
     assert!(

@@ -290,7 +290,11 @@ impl ElbInventory {
                 );
             }
         }
-        let tags_of = |arn: Option<&str>| tags.get(arn.unwrap_or_default()).cloned().unwrap_or_default();
+        let tags_of = |arn: Option<&str>| {
+            tags.get(arn.unwrap_or_default())
+                .cloned()
+                .unwrap_or_default()
+        };
         Self {
             load_balancers: load_balancers
                 .into_iter()
@@ -333,7 +337,10 @@ impl ElbInventory {
 }
 
 /// The instance ids a target group holds (draining ones left out: they are on their way out), sorted.
-pub async fn targets(elb: &aws_sdk_elasticloadbalancingv2::Client, target_group: &str) -> Vec<String> {
+pub async fn targets(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    target_group: &str,
+) -> Vec<String> {
     let out = elb
         .describe_target_health()
         .target_group_arn(target_group)
