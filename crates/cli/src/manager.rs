@@ -78,7 +78,8 @@ pub struct Args {
     /// (default: what hack/build-k8s.sh builds).
     #[arg(long, env = "SLIPWAY_K8S_BIN")]
     local_bin_dir: Option<PathBuf>,
-    /// EC2 endpoint of the aws provider, for an EC2-compatible cloud or an emulator such as moto (default: AWS).
+    /// EC2 and Elastic Load Balancing endpoint of the aws provider, for a compatible cloud or an emulator such as
+    /// moto (default: AWS).
     #[arg(long, env = "SLIPWAY_AWS_ENDPOINT_URL")]
     aws_endpoint_url: Option<String>,
     /// ConfigMap `<namespace>/<name>` whose entries override the aws provider's embedded hourly prices (key: an
