@@ -67,7 +67,7 @@ pub use throttle::{Budget, Budgets};
 use client::{Aws, ClientSettings, Clients};
 use throttle::Limiters;
 
-/// How the provider talks to EC2 and what it picks when a machine leaves something out.
+/// How the provider talks to AWS (EC2, Elastic Load Balancing) and what it picks when a machine leaves something out.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AwsConfig {
     /// Another endpoint for EC2 and Elastic Load Balancing, e.g. `http://127.0.0.1:5000` for moto (which serves
