@@ -82,7 +82,8 @@ pub struct Args {
     /// /usr/sbin).
     #[arg(long, env = "SLIPWAY_LOCAL_HAPROXY")]
     local_haproxy: Option<PathBuf>,
-    /// EC2 endpoint of the aws provider, for an EC2-compatible cloud or an emulator such as moto (default: AWS).
+    /// EC2 and Elastic Load Balancing endpoint of the aws provider, for a compatible cloud or an emulator such as
+    /// moto (default: AWS).
     #[arg(long, env = "SLIPWAY_AWS_ENDPOINT_URL")]
     aws_endpoint_url: Option<String>,
     /// ConfigMap `<namespace>/<name>` whose entries override the aws provider's embedded hourly prices (key: an

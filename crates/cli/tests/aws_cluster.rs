@@ -172,7 +172,7 @@ async fn aws_cluster_becomes_ready_on_moto_and_leaves_no_instance_behind() {
     let status = cluster.status.unwrap();
     let endpoint = status
         .control_plane_endpoint
-        .expect("the Elastic IP as endpoint");
+        .expect("the load balancer's DNS name as endpoint");
     assert_eq!(endpoint.port, 6443);
     // No instance type is named, so all three machines are the provider's default t3.medium, $0.0416 an hour.
     let cost = status.cost.expect("status.cost");
@@ -189,6 +189,35 @@ async fn aws_cluster_becomes_ready_on_moto_and_leaves_no_instance_behind() {
         cluster_instances(&ec2, &key).await.len(),
         3,
         "1 control plane + 2 workers"
+    );
+    // The endpoint is the cluster's network load balancer, whose target group holds the control-plane instance.
+    let elb = aws_support::elb(moto).await;
+    let inventory = aws_support::ElbInventory::read(&elb).await;
+    let ours = |tags: &aws_support::ElbTags| {
+        tags.get("slipway.dev/cluster").map(String::as_str) == Some(key.as_str())
+    };
+    let balancers: Vec<_> = inventory
+        .load_balancers
+        .iter()
+        .filter(|(_, tags)| ours(tags))
+        .collect();
+    assert_eq!(balancers.len(), 1, "{inventory:?}");
+    assert_eq!(balancers[0].0.dns_name(), Some(endpoint.host.as_str()));
+    let groups: Vec<_> = inventory
+        .target_groups
+        .iter()
+        .filter(|(_, tags)| ours(tags))
+        .collect();
+    assert_eq!(groups.len(), 1, "{inventory:?}");
+    let control_plane: Vec<String> = instance_groups(&ec2, &key)
+        .await
+        .into_iter()
+        .filter(|(_, group)| group == "control-plane")
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(
+        aws_support::targets(&elb, groups[0].0.target_group_arn().unwrap()).await,
+        control_plane
     );
     // Each instance boots bootstrap's cloud-init for its role: the control plane `kubeadm init` with the cluster's
     // CAs, the workers `kubeadm join` with the cluster's join token and its CA's hash, and no keys.
@@ -266,6 +295,13 @@ async fn aws_cluster_becomes_ready_on_moto_and_leaves_no_instance_behind() {
     assert!(
         cluster_instances(&ec2, &key).await.is_empty(),
         "instances left behind"
+    );
+    assert_eq!(
+        aws_support::ElbInventory::read(&elb)
+            .await
+            .counts(Some(&key)),
+        (0, 0, 0),
+        "load balancers, target groups, listeners left behind"
     );
 }
 

@@ -1,6 +1,6 @@
 //! The `slipway manager` binary with the aws provider against moto: SIGKILLed at random moments while clusters are
-//! being created, restarted, then made to delete them, it leaves nothing behind in EC2 and never runs more
-//! instances than a group may have; and its `--aws-price-configmap` prices the cost estimate.
+//! being created, restarted, then made to delete them, it leaves nothing behind in EC2 or Elastic Load Balancing
+//! and never runs more instances than a group may have; and its `--aws-price-configmap` prices the cost estimate.
 //!
 //! The tests here start manager processes that reconcile every namespace, so they take turns (`TURN`).
 
@@ -66,8 +66,18 @@ fn tagged() -> Filter {
 
 /// What exists in moto, by kind: Slipway-tagged resources, and every resource of the kinds Slipway makes (an
 /// untagged leftover would show only there).
-async fn inventory(ec2: &aws_sdk_ec2::Client) -> BTreeMap<String, usize> {
+async fn inventory(
+    ec2: &aws_sdk_ec2::Client,
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+) -> BTreeMap<String, usize> {
     let mut found = BTreeMap::new();
+    let balancing = aws_support::ElbInventory::read(elb).await;
+    for (prefix, which) in [("tagged", Some("*")), ("all", None)] {
+        let (load_balancers, target_groups, listeners) = balancing.counts(which);
+        found.insert(format!("{prefix} load balancers"), load_balancers);
+        found.insert(format!("{prefix} target groups"), target_groups);
+        found.insert(format!("{prefix} listeners"), listeners);
+    }
     for filtered in [true, false] {
         let filters = if filtered { vec![tagged()] } else { vec![] };
         let prefix = if filtered { "tagged" } else { "all" };
@@ -217,7 +227,8 @@ async fn a_manager_killed_during_create_then_deleting_leaves_nothing_in_ec2() {
     let client = env.client().await;
     let moto = moto();
     let ec2 = aws_support::ec2(moto).await;
-    let baseline = inventory(&ec2).await;
+    let elb = aws_support::elb(moto).await;
+    let baseline = inventory(&ec2, &elb).await;
     let dir = tempfile::tempdir().unwrap();
     let endpoint = format!("--aws-endpoint-url={moto}");
     let args = ["--leader-elect=false", endpoint.as_str()];
@@ -348,7 +359,7 @@ async fn a_manager_killed_during_create_then_deleting_leaves_nothing_in_ec2() {
             "round {round}: killed {kill_delay:?} after {kill_point} ({kill_after:?}), done in {:?}",
             round_started.elapsed()
         );
-        let after = inventory(&ec2).await;
+        let after = inventory(&ec2, &elb).await;
         assert_eq!(
             after,
             baseline,

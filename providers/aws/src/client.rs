@@ -1,11 +1,14 @@
-//! EC2 clients per (credentials, region), and the one way every call goes out: through the rate limiter and
-//! backon's retry loop.
+//! EC2 and Elastic Load Balancing (v2) clients per (credentials, region), and the one way every call goes out:
+//! through the rate limiter and backon's retry loop.
 //!
 //! Retries are layered on purpose. The SDK's own retry is set to a single attempt, so that every request on the
-//! wire has first taken a token from our bucket and the budget counts what EC2 really sees; backon then retries
+//! wire has first taken a token from our bucket and the budget counts what AWS really sees; backon then retries
 //! throttling (`RequestLimitExceeded`, `Throttling`), 5xx answers, timeouts and connection errors with capped
 //! exponential backoff and full jitter. One layer of retries means attempts never multiply (the SDK's 3 times
 //! backon's N). What is still failing after that goes back to the controller as `Transient`, which requeues.
+//!
+//! Both services' clients of one account and region share one limiter: AWS throttles each service on its own, so
+//! one set of budgets for the two is stricter than either needs, and it keeps a single knob.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -41,11 +44,13 @@ impl Default for RetryPolicy {
     }
 }
 
-/// An EC2 call that failed, reduced to what the provider decides on. Holds no request data, so no secret.
+/// An AWS call that failed, reduced to what the provider decides on. Holds no request data, so no secret.
 #[derive(Debug, Clone)]
 pub(crate) struct AwsError {
+    /// `EC2` or `ELB`, for messages.
+    pub service: &'static str,
     pub operation: &'static str,
-    /// EC2's error code, e.g. `InvalidAMIID.NotFound`, `DependencyViolation`.
+    /// The service's error code, e.g. `InvalidAMIID.NotFound`, `DependencyViolation`, `ResourceInUse`.
     pub code: Option<String>,
     pub message: String,
     pub status: Option<u16>,
@@ -72,6 +77,8 @@ const CREDENTIAL_CODES: &[&str] = &[
     "SignatureDoesNotMatch",
     "OptInRequired",
     "Blocked",
+    // Elastic Load Balancing's answer when the key's IAM policy does not allow the call.
+    "AccessDenied",
 ];
 
 const CAPACITY_CODES: &[&str] = &[
@@ -82,10 +89,19 @@ const CAPACITY_CODES: &[&str] = &[
     "VpcLimitExceeded",
     "SubnetLimitExceeded",
     "InsufficientFreeAddressesInSubnet",
+    // Elastic Load Balancing's quotas.
+    "TooManyLoadBalancers",
+    "TooManyTargetGroups",
+    "TooManyListeners",
+    "TooManyTargets",
 ];
 
 impl AwsError {
-    fn from_sdk<E>(operation: &'static str, error: SdkError<E, HttpResponse>) -> Self
+    fn from_sdk<E>(
+        service: &'static str,
+        operation: &'static str,
+        error: SdkError<E, HttpResponse>,
+    ) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
@@ -100,6 +116,7 @@ impl AwsError {
             .map(str::to_string)
             .unwrap_or_else(|| DisplayErrorContext(&error).to_string());
         Self {
+            service,
             operation,
             code,
             message,
@@ -130,8 +147,8 @@ impl AwsError {
     pub fn into_provider(self, what: &str) -> ProviderError {
         let code = self.code.clone().unwrap_or_else(|| "unknown".into());
         let text = format!(
-            "{what}: EC2 {} failed: {code}: {}",
-            self.operation, self.message
+            "{what}: {} {} failed: {code}: {}",
+            self.service, self.operation, self.message
         );
         match self.code.as_deref() {
             Some(c) if CREDENTIAL_CODES.contains(&c) => ProviderError::permanent(
@@ -168,15 +185,26 @@ impl AwsError {
     }
 }
 
-/// One account's EC2 client in one region, with its rate limiter.
-pub(crate) struct Ec2 {
-    pub client: aws_sdk_ec2::Client,
+/// One account's client of one AWS service in one region, with its rate limiter.
+pub(crate) struct Service<C> {
+    pub client: C,
+    /// `EC2` or `ELB`, for messages.
+    name: &'static str,
     limiter: Arc<Limiter>,
     retry: RetryPolicy,
 }
 
-impl Ec2 {
-    /// Sends one EC2 call: takes a token from `class`'s budget before every attempt, retries what is worth
+pub(crate) type Ec2 = Service<aws_sdk_ec2::Client>;
+pub(crate) type Elb = Service<aws_sdk_elasticloadbalancingv2::Client>;
+
+/// The clients of one account in one region.
+pub(crate) struct Aws {
+    pub ec2: Ec2,
+    pub elb: Elb,
+}
+
+impl<C> Service<C> {
+    /// Sends one call: takes a token from `class`'s budget before every attempt, retries what is worth
     /// retrying. `send` builds and sends the request; it is called once per attempt.
     pub async fn call<T, E, F, Fut>(
         &self,
@@ -185,7 +213,7 @@ impl Ec2 {
         mut send: F,
     ) -> Result<T, AwsError>
     where
-        F: FnMut(&aws_sdk_ec2::Client) -> Fut,
+        F: FnMut(&C) -> Fut,
         Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
@@ -198,9 +226,12 @@ impl Ec2 {
             // The SDK's futures do nothing until polled, so the token is taken before the request is sent.
             let request = send(&self.client);
             let limiter = self.limiter.clone();
+            let service = self.name;
             async move {
                 limiter.acquire(class).await;
-                request.await.map_err(|e| AwsError::from_sdk(operation, e))
+                request
+                    .await
+                    .map_err(|e| AwsError::from_sdk(service, operation, e))
             }
         };
         attempt
@@ -209,10 +240,11 @@ impl Ec2 {
             .when(AwsError::is_retryable)
             .notify(|e: &AwsError, after: Duration| {
                 tracing::debug!(
+                    service = self.name,
                     operation,
                     code = e.code.as_deref().unwrap_or("none"),
                     retry_in_ms = after.as_millis() as u64,
-                    "retrying EC2 call"
+                    "retrying AWS call"
                 );
             })
             .await
@@ -230,7 +262,7 @@ pub(crate) struct ClientSettings {
 pub(crate) struct Clients {
     settings: ClientSettings,
     limiters: Limiters,
-    cache: KeyedCache<(String, String), Arc<Ec2>>,
+    cache: KeyedCache<(String, String), Arc<Aws>>,
 }
 
 impl Clients {
@@ -242,11 +274,11 @@ impl Clients {
         }
     }
 
-    pub async fn get(&self, region: &str, credentials: Option<&AwsCredentials>) -> Arc<Ec2> {
+    pub async fn get(&self, region: &str, credentials: Option<&AwsCredentials>) -> Arc<Aws> {
         let fingerprint = credentials.map_or_else(|| "default-chain".into(), |c| c.fingerprint());
         let key = (region.to_string(), fingerprint);
-        if let Some(ec2) = self.cache.get(&key) {
-            return ec2;
+        if let Some(aws) = self.cache.get(&key) {
+            return aws;
         }
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
@@ -266,18 +298,27 @@ impl Clients {
         }
         let config = loader.load().await;
         // The limiter is shared by everything using the same account in the region, whatever the secret's
-        // rotation state: EC2 throttles by account, not by secret.
+        // rotation state: AWS throttles by account, not by secret.
         let limiter = self.limiters.get(
             credentials.map_or("default-chain", |c| c.access_key_id()),
             region,
         );
-        let ec2 = Arc::new(Ec2 {
-            client: aws_sdk_ec2::Client::new(&config),
-            limiter,
-            retry: self.settings.retry,
+        let aws = Arc::new(Aws {
+            ec2: Service {
+                client: aws_sdk_ec2::Client::new(&config),
+                name: "EC2",
+                limiter: limiter.clone(),
+                retry: self.settings.retry,
+            },
+            elb: Service {
+                client: aws_sdk_elasticloadbalancingv2::Client::new(&config),
+                name: "ELB",
+                limiter,
+                retry: self.settings.retry,
+            },
         });
-        self.cache.insert(key, ec2.clone());
-        ec2
+        self.cache.insert(key, aws.clone());
+        aws
     }
 }
 
@@ -287,6 +328,7 @@ mod tests {
 
     fn error(code: &str, status: u16) -> AwsError {
         AwsError {
+            service: "EC2",
             operation: "RunInstances",
             code: Some(code.into()),
             message: "m".into(),

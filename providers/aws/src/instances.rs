@@ -226,7 +226,7 @@ fn ordinal(name: &str) -> usize {
     })
 }
 
-/// Control-plane machines go to public subnets (they carry the endpoint address), workers to private ones;
+/// Control-plane machines go to public subnets (with the API's load balancer), workers to private ones;
 /// either way round-robin over the zones by ordinal.
 fn subnet_for<'a>(network: &'a Network, request: &MachineRequest) -> Option<&'a (String, String)> {
     let subnets = match request.role {

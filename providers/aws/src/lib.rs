@@ -1,35 +1,42 @@
-//! slipway-provider-aws: Slipway's machines as EC2 instances, in a network Slipway makes (or adopts) per cluster.
+//! slipway-provider-aws: Slipway's machines as EC2 instances, in a network Slipway makes (or adopts) per cluster,
+//! behind a network load balancer that is the control plane's endpoint.
 //!
 //! `reconcile_cluster` creates, or repairs, a VPC (or adopts `spec.infrastructure.aws.vpcId`), a public and a
 //! private subnet per availability zone, an internet gateway, route tables, a security group for the control
-//! plane's API (port 6443 from `controlPlaneIngressCidrs`) and one for traffic between the cluster's machines, and
-//! an Elastic IP that is the control plane's endpoint. Machines are instances launched with the bootstrap
-//! cloud-init as user data; control-plane machines sit in the public subnets and the first running one carries
-//! the Elastic IP. Everything carries `slipway.dev/cluster=<namespace>/<name>` and is found by that tag before
-//! anything is created, so every call is idempotent and safe to repeat after a crash; deletion removes exactly
-//! what carries the tag, in dependency order, and says what it still waits for.
+//! plane's API (port 6443 from `controlPlaneIngressCidrs` and from its own members) and one for traffic between the
+//! cluster's machines; then an internet-facing network load balancer (aws-sdk-elasticloadbalancingv2) in the public
+//! subnets and the control-plane security group, with cross-zone load balancing on, a TCP target group on 6443
+//! (instance targets, TCP health checks, client IP preservation off) and a TCP listener on 6443 that forwards to
+//! it. The load balancer's DNS name is the endpoint (`InfrastructureStatus.endpoint`, so the Cluster's
+//! `status.controlPlaneEndpoint`), and the infrastructure is ready once all three exist (and the load balancer
+//! is not in state `failed`). Machines are instances launched with the bootstrap cloud-init as user data;
+//! control-plane machines sit in the public subnets. Every listing, creation and deletion of control-plane
+//! machines leaves the target group holding exactly the group's running instances: new ones are registered, and
+//! terminated, stopping, stopped or foreign ones deregistered (a machine being deleted is deregistered before it
+//! is terminated), so the endpoint outlives any one member.
 //!
-//! Every EC2 call goes through a token bucket per (access key, region) with separate budgets for RunInstances,
-//! Describe* and the rest, and is retried with capped, jittered exponential backoff on throttling and 5xx (see
-//! `client`). Credentials come from a [`CredentialSource`] the manager implements (it reads the cluster's
-//! Secret), or from aws-config's default chain. Prices for the cost estimate come from an embedded table that
-//! can be overridden.
+//! Everything carries `slipway.dev/cluster=<namespace>/<name>` and is found by that tag before anything is
+//! created (load balancer pieces by listing them and reading their tags, as Elastic Load Balancing has no tag
+//! filter), so every call is idempotent and safe to repeat after a crash; deletion removes exactly what carries the
+//! tag, in dependency order (listener, load balancer, target group, then the network), and says what it still
+//! waits for.
 //!
-//! One endpoint address is the non-HA design: the API is reachable through whichever control-plane machine holds
-//! the Elastic IP, and when that machine goes, the address moves to the next running one on the next listing.
-//! HA endpoints would come as a network load balancer (aws-sdk-elasticloadbalancingv2) with a target group on
-//! 6443 holding every control-plane instance, its DNS name as the endpoint; the NLB would then own the Elastic IP
-//! (one per zone), so `InfrastructureStatus.endpoint` keeps its shape.
+//! Every AWS call goes through a token bucket per (access key, region), shared by EC2 and Elastic Load Balancing,
+//! with separate budgets for RunInstances, Describe* and the rest, and is retried with capped, jittered
+//! exponential backoff on throttling and 5xx (see `client`). Credentials come from a [`CredentialSource`] the
+//! manager implements (it reads the cluster's Secret), or from aws-config's default chain. Prices for the cost
+//! estimate come from an embedded table that can be overridden.
 //!
-//! Not here: NAT gateways (machines in private subnets have no way out to the internet yet, so worker images
-//! must not need to pull from it, or the subnets need a NAT gateway added), Kubernetes Nodes (the controller
-//! matches them by provider ID `aws:///<zone>/<instance-id>`), reading Secrets (the manager does, through
-//! [`CredentialSource`]).
+//! Not here: NAT gateways (machines in private subnets have no way out to the internet yet, and that includes the
+//! load balancer's public addresses: worker images must not need the internet, or the subnets need a NAT gateway
+//! added), Kubernetes Nodes (the controller matches them by provider ID `aws:///<zone>/<instance-id>`), reading
+//! Secrets (the manager does, through [`CredentialSource`]).
 
 mod cidr;
 mod client;
 mod credentials;
 mod instances;
+mod load_balancer;
 mod network;
 mod pricing;
 mod tags;
@@ -57,13 +64,14 @@ pub use tags::{
 };
 pub use throttle::{Budget, Budgets};
 
-use client::{ClientSettings, Clients, Ec2};
+use client::{Aws, ClientSettings, Clients};
 use throttle::Limiters;
 
-/// How the provider talks to EC2 and what it picks when a machine leaves something out.
+/// How the provider talks to AWS (EC2, Elastic Load Balancing) and what it picks when a machine leaves something out.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AwsConfig {
-    /// Another EC2 endpoint, e.g. `http://127.0.0.1:5000` for moto or a compatible cloud. Absent: AWS's own.
+    /// Another endpoint for EC2 and Elastic Load Balancing, e.g. `http://127.0.0.1:5000` for moto (which serves
+    /// both on one port) or a compatible cloud. Absent: AWS's own.
     pub endpoint_url: Option<String>,
     /// Instance type of machines that name none.
     pub default_instance_type: String,
@@ -118,7 +126,7 @@ impl AwsProvider {
         self
     }
 
-    async fn ec2<'a>(&self, cluster: &'a ClusterInfo) -> Result<(Arc<Ec2>, &'a AwsSettings)> {
+    async fn aws<'a>(&self, cluster: &'a ClusterInfo) -> Result<(Arc<Aws>, &'a AwsSettings)> {
         let settings = cluster.infrastructure.aws.as_ref().ok_or_else(|| {
             ProviderError::permanent(
                 "WrongProvider",
@@ -134,42 +142,20 @@ impl AwsProvider {
         ))
     }
 
-    /// Gives the endpoint address to the oldest running control-plane instance when no live one holds it: after
-    /// the first control-plane machine starts, and again when the holder is gone. `control_plane` is the group's
-    /// live instances.
-    async fn place_endpoint(
+    /// Makes the load balancer's target group hold exactly the running instances among `control_plane`, the
+    /// group's live instances (see `load_balancer::sync_targets`).
+    async fn sync_targets(
         &self,
-        ec2: &Ec2,
+        aws: &Aws,
         cluster: &ClusterInfo,
         control_plane: &[aws_sdk_ec2::types::Instance],
     ) -> Result<()> {
-        let running = |i: &&aws_sdk_ec2::types::Instance| {
-            i.state().and_then(|s| s.name())
-                == Some(&aws_sdk_ec2::types::InstanceStateName::Running)
+        let vpc = match control_plane.iter().find_map(|i| i.vpc_id()) {
+            Some(vpc) => Some(vpc.to_string()),
+            // No live member to take it from: the subnets know.
+            None => network::vpc_id(&aws.ec2, cluster).await?,
         };
-        let Some(oldest) = control_plane
-            .iter()
-            .filter(running)
-            .min_by_key(|i| i.launch_time().map(|t| (t.secs(), t.subsec_nanos())))
-        else {
-            // Nothing can hold it yet; an instance that is still pending cannot take an Elastic IP.
-            return Ok(());
-        };
-        let Some(endpoint) = network::find_endpoint(ec2, cluster).await? else {
-            return Ok(());
-        };
-        if let Some(holder) = &endpoint.instance_id
-            && control_plane
-                .iter()
-                .filter(running)
-                .any(|i| i.instance_id() == Some(holder.as_str()))
-        {
-            return Ok(());
-        }
-        if let Some(id) = oldest.instance_id() {
-            network::associate_endpoint(ec2, cluster, &endpoint, id).await?;
-        }
-        Ok(())
+        load_balancer::sync_targets(&aws.elb, cluster, vpc.as_deref(), control_plane).await
     }
 }
 
@@ -180,39 +166,54 @@ impl InfrastructureProvider for AwsProvider {
     }
 
     async fn reconcile_cluster(&self, cluster: &ClusterInfo) -> Result<InfrastructureStatus> {
-        let (ec2, settings) = self.ec2(cluster).await?;
-        let network = network::reconcile(&ec2, cluster, settings, &self.config.vpc_cidr).await?;
+        let (aws, settings) = self.aws(cluster).await?;
+        let network =
+            network::reconcile(&aws.ec2, cluster, settings, &self.config.vpc_cidr).await?;
+        let endpoint = load_balancer::reconcile(&aws.elb, cluster, &network).await?;
         let zones: Vec<&str> = network
             .public_subnets
             .iter()
             .map(|(z, _)| z.as_str())
             .collect();
+        let place = format!(
+            "VPC {} with subnets in {}; API endpoint {}:{} (network load balancer {}, {})",
+            network.vpc_id,
+            zones.join(", "),
+            endpoint.dns_name,
+            network::API_PORT,
+            endpoint.name,
+            endpoint.state
+        );
+        // A load balancer that failed to come up will not serve; AWS says why in its state, and it has to be
+        // deleted by hand (or with the cluster) before another is made.
+        if endpoint.state == "failed" {
+            return Ok(InfrastructureStatus {
+                ready: false,
+                message: place,
+                endpoint: None,
+                workload_api: true,
+            });
+        }
         Ok(InfrastructureStatus {
             ready: true,
-            message: format!(
-                "VPC {} with subnets in {}; API endpoint {}:{}",
-                network.vpc_id,
-                zones.join(", "),
-                network.endpoint.public_ip,
-                network::API_PORT
-            ),
-            endpoint: Some((network.endpoint.public_ip, network::API_PORT as u16)),
+            message: place,
+            endpoint: Some((endpoint.dns_name, network::API_PORT as u16)),
             workload_api: true,
         })
     }
 
     async fn delete_cluster(&self, cluster: &ClusterInfo) -> Result<Deletion> {
-        let (ec2, _) = self.ec2(cluster).await?;
-        let live = instances::describe(&ec2, cluster, None, None).await?;
+        let (aws, _) = self.aws(cluster).await?;
+        let live = instances::describe(&aws.ec2, cluster, None, None).await?;
         if !live.is_empty() {
-            let ids = instances::terminate(&ec2, cluster, &live).await?;
+            let ids = instances::terminate(&aws.ec2, cluster, &live).await?;
             return Ok(Deletion::InProgress(format!(
                 "waiting for {} instance(s) to terminate: {}",
                 ids.len(),
                 ids.join(", ")
             )));
         }
-        network::delete(&ec2, cluster).await
+        network::delete(&aws, cluster).await
     }
 
     async fn list_machines(
@@ -220,10 +221,10 @@ impl InfrastructureProvider for AwsProvider {
         cluster: &ClusterInfo,
         role: &MachineRole,
     ) -> Result<Vec<Machine>> {
-        let (ec2, _) = self.ec2(cluster).await?;
-        let found = instances::describe(&ec2, cluster, Some(role.group()), None).await?;
+        let (aws, _) = self.aws(cluster).await?;
+        let found = instances::describe(&aws.ec2, cluster, Some(role.group()), None).await?;
         if *role == MachineRole::ControlPlane {
-            self.place_endpoint(&ec2, cluster, &found).await?;
+            self.sync_targets(&aws, cluster, &found).await?;
         }
         Ok(instances::machines(found))
     }
@@ -233,13 +234,14 @@ impl InfrastructureProvider for AwsProvider {
         cluster: &ClusterInfo,
         request: &MachineRequest,
     ) -> Result<Machine> {
-        let (ec2, _) = self.ec2(cluster).await?;
+        let (aws, _) = self.aws(cluster).await?;
+        let ec2 = &aws.ec2;
         let group = request.role.group();
-        let existing = instances::describe(&ec2, cluster, Some(group), Some(&request.name)).await?;
+        let existing = instances::describe(ec2, cluster, Some(group), Some(&request.name)).await?;
         let machine = match instances::machines(existing).into_iter().next() {
             Some(machine) => machine,
             None => {
-                let network = network::find(&ec2, cluster).await?.ok_or_else(|| {
+                let network = network::find(ec2, cluster).await?.ok_or_else(|| {
                     ProviderError::transient(
                         "InfrastructureNotReady",
                         format!(
@@ -251,7 +253,7 @@ impl InfrastructureProvider for AwsProvider {
                     )
                 })?;
                 let image = instances::resolve_image(
-                    &ec2,
+                    ec2,
                     cluster,
                     request.settings.image.as_deref(),
                     &self.config.images,
@@ -263,7 +265,7 @@ impl InfrastructureProvider for AwsProvider {
                     .as_deref()
                     .unwrap_or(&self.config.default_instance_type);
                 let instance =
-                    instances::run(&ec2, cluster, &network, request, &image, instance_type).await?;
+                    instances::run(ec2, cluster, &network, request, &image, instance_type).await?;
                 instances::to_machine(&instance).ok_or_else(|| {
                     ProviderError::transient(
                         "AwsError",
@@ -276,8 +278,8 @@ impl InfrastructureProvider for AwsProvider {
             }
         };
         if request.role == MachineRole::ControlPlane {
-            let control_plane = instances::describe(&ec2, cluster, Some(group), None).await?;
-            self.place_endpoint(&ec2, cluster, &control_plane).await?;
+            let control_plane = instances::describe(ec2, cluster, Some(group), None).await?;
+            self.sync_targets(&aws, cluster, &control_plane).await?;
         }
         Ok(machine)
     }
@@ -288,12 +290,23 @@ impl InfrastructureProvider for AwsProvider {
         role: &MachineRole,
         name: &str,
     ) -> Result<Deletion> {
-        let (ec2, _) = self.ec2(cluster).await?;
-        let live = instances::describe(&ec2, cluster, Some(role.group()), Some(name)).await?;
+        let (aws, _) = self.aws(cluster).await?;
+        let ec2 = &aws.ec2;
+        let live = instances::describe(ec2, cluster, Some(role.group()), Some(name)).await?;
         if live.is_empty() {
             return Ok(Deletion::Done);
         }
-        let ids = instances::terminate(&ec2, cluster, &live).await?;
+        if *role == MachineRole::ControlPlane {
+            // Out of the load balancer before it goes, so that new connections stop going to it first.
+            let leaving: Vec<&str> = live.iter().filter_map(|i| i.instance_id()).collect();
+            let staying: Vec<_> = instances::describe(ec2, cluster, Some(role.group()), None)
+                .await?
+                .into_iter()
+                .filter(|i| !i.instance_id().is_some_and(|id| leaving.contains(&id)))
+                .collect();
+            self.sync_targets(&aws, cluster, &staying).await?;
+        }
+        let ids = instances::terminate(ec2, cluster, &live).await?;
         Ok(Deletion::InProgress(format!(
             "instance {} of machine {name} is terminating",
             ids.join(", ")

@@ -1,21 +1,21 @@
-//! A cluster's shared network: VPC, subnets, internet gateway, route tables, security groups and the Elastic IP
-//! that is the control plane's endpoint.
+//! A cluster's shared network: VPC, subnets, internet gateway, route tables and security groups. (The load
+//! balancer in front of the control plane is made in `load_balancer`, and deleted here with the rest.)
 //!
 //! Each step lists what carries the cluster's tag before it creates anything, so a reconcile that crashed half
 //! way picks up where it stopped, and a second reconcile creates nothing. Deletion works from the same tags and
 //! so removes only what Slipway made: an adopted VPC (and whatever else was in it before) is left alone.
 
 use aws_sdk_ec2::types::{
-    AttributeBooleanValue, DomainType, IpPermission, IpRange, ResourceType, SecurityGroup, Subnet,
+    AttributeBooleanValue, IpPermission, IpRange, ResourceType, SecurityGroup, Subnet,
     UserIdGroupPair,
 };
 use slipway_api::AwsSettings;
 use slipway_provider::{ClusterInfo, Deletion, ProviderError, Result};
 
 use crate::cidr::Cidr;
-use crate::client::{AwsError, Ec2};
-use crate::tags;
+use crate::client::{Aws, AwsError, Ec2};
 use crate::throttle::ApiClass::{Describe, Mutate};
+use crate::{load_balancer, tags};
 
 pub const API_PORT: i32 = 6443;
 
@@ -24,7 +24,6 @@ pub const PUBLIC: &str = "public";
 pub const PRIVATE: &str = "private";
 pub const CONTROL_PLANE: &str = "control-plane";
 pub const NODES: &str = "nodes";
-pub const ENDPOINT: &str = "endpoint";
 const VPC: &str = "vpc";
 const GATEWAY: &str = "gateway";
 
@@ -40,15 +39,6 @@ pub struct Network {
     pub private_subnets: Vec<(String, String)>,
     pub control_plane_group: String,
     pub node_group: String,
-    pub endpoint: Endpoint,
-}
-
-/// The Elastic IP in front of the API server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    pub allocation_id: String,
-    pub public_ip: String,
-    pub instance_id: Option<String>,
 }
 
 fn fail(cluster: &ClusterInfo, what: &str) -> impl FnOnce(AwsError) -> ProviderError {
@@ -80,15 +70,21 @@ pub async fn reconcile(
     ensure_route_table(ec2, cluster, &vpc_id, PRIVATE, None, &private_subnets).await?;
     let (control_plane_group, node_group) =
         ensure_security_groups(ec2, cluster, settings, &vpc_id).await?;
-    let endpoint = ensure_endpoint(ec2, cluster).await?;
     Ok(Network {
         vpc_id,
         public_subnets,
         private_subnets,
         control_plane_group,
         node_group,
-        endpoint,
     })
+}
+
+/// The VPC the cluster's subnets are in, without creating anything; `None` once they are gone.
+pub async fn vpc_id(ec2: &Ec2, cluster: &ClusterInfo) -> Result<Option<String>> {
+    Ok(owned_subnets(ec2, cluster)
+        .await?
+        .iter()
+        .find_map(|s| s.vpc_id().map(str::to_string)))
 }
 
 /// The network as it is, without creating anything; `None` while a piece is missing.
@@ -116,25 +112,21 @@ pub async fn find(ec2: &Ec2, cluster: &ClusterInfo) -> Result<Option<Network>> {
             .find(|g| tags::value(g.tags(), tags::ROLE) == Some(role))
             .and_then(|g| g.group_id().map(str::to_string))
     };
-    let endpoint = find_endpoint(ec2, cluster).await?;
     let vpc_id = subnets.first().and_then(|s| s.vpc_id()).map(str::to_string);
-    Ok(
-        match (vpc_id, group(CONTROL_PLANE), group(NODES), endpoint) {
-            (Some(vpc_id), Some(control_plane_group), Some(node_group), Some(endpoint))
-                if !public_subnets.is_empty() && !private_subnets.is_empty() =>
-            {
-                Some(Network {
-                    vpc_id,
-                    public_subnets,
-                    private_subnets,
-                    control_plane_group,
-                    node_group,
-                    endpoint,
-                })
-            }
-            _ => None,
-        },
-    )
+    Ok(match (vpc_id, group(CONTROL_PLANE), group(NODES)) {
+        (Some(vpc_id), Some(control_plane_group), Some(node_group))
+            if !public_subnets.is_empty() && !private_subnets.is_empty() =>
+        {
+            Some(Network {
+                vpc_id,
+                public_subnets,
+                private_subnets,
+                control_plane_group,
+                node_group,
+            })
+        }
+        _ => None,
+    })
 }
 
 /// The adopted VPC, or the one Slipway made for the cluster (made now if missing). Returns (id, CIDR).
@@ -504,9 +496,11 @@ async fn owned_groups(ec2: &Ec2, cluster: &ClusterInfo) -> Result<Vec<SecurityGr
     Ok(out.security_groups().to_vec())
 }
 
-/// The control-plane group admits the API port from `controlPlaneIngressCidrs`; the node group admits all traffic
-/// from its own members and nothing else. Control-plane machines are in both, so they reach the nodes and the
-/// nodes reach them; no group refers to the other, so either can be deleted first.
+/// The control-plane group admits the API port from `controlPlaneIngressCidrs` and from its own members; the node
+/// group admits all traffic from its own members and nothing else. Control-plane machines are in both, so they
+/// reach the nodes and the nodes reach them; the API's load balancer is in the control-plane group, so clients
+/// reach it from the allowed ranges and it reaches the members (and health-checks them) as a member of the group.
+/// No group refers to the other, so either can be deleted first.
 async fn ensure_security_groups(
     ec2: &Ec2,
     cluster: &ClusterInfo,
@@ -558,7 +552,7 @@ async fn ensure_security_groups(
             } else {
                 settings.control_plane_ingress_cidrs.clone()
             };
-            cidrs
+            let mut wanted = cidrs
                 .into_iter()
                 .filter(|cidr| {
                     !permissions.iter().any(|p| {
@@ -583,7 +577,31 @@ async fn ensure_security_groups(
                         )
                         .build()
                 })
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            let from_members = permissions.iter().any(|p| {
+                p.ip_protocol() == Some("tcp")
+                    && p.from_port() == Some(API_PORT)
+                    && p.to_port() == Some(API_PORT)
+                    && p.user_id_group_pairs()
+                        .iter()
+                        .any(|g| g.group_id() == Some(id.as_str()))
+            });
+            if !from_members {
+                wanted.push(
+                    IpPermission::builder()
+                        .ip_protocol("tcp")
+                        .from_port(API_PORT)
+                        .to_port(API_PORT)
+                        .user_id_group_pairs(
+                            UserIdGroupPair::builder()
+                                .group_id(&id)
+                                .description("Kubernetes API through the load balancer")
+                                .build(),
+                        )
+                        .build(),
+                );
+            }
+            wanted
         } else {
             let present = permissions.iter().any(|p| {
                 p.ip_protocol() == Some("-1")
@@ -622,85 +640,11 @@ async fn ensure_security_groups(
     Ok((ids.remove(0), ids.remove(0)))
 }
 
-pub async fn find_endpoint(ec2: &Ec2, cluster: &ClusterInfo) -> Result<Option<Endpoint>> {
-    let out = ec2
-        .call(Describe, "DescribeAddresses", |c| {
-            c.describe_addresses()
-                .set_filters(Some(tags::owned(cluster, Some(ENDPOINT))))
-                .send()
-        })
-        .await
-        .map_err(fail(cluster, "endpoint address"))?;
-    Ok(out.addresses().first().and_then(|a| {
-        Some(Endpoint {
-            allocation_id: a.allocation_id()?.to_string(),
-            public_ip: a.public_ip()?.to_string(),
-            instance_id: a.instance_id().map(str::to_string),
-        })
-    }))
-}
-
-/// The Elastic IP that kubeconfigs and joining nodes use; it outlives any one control-plane machine.
-async fn ensure_endpoint(ec2: &Ec2, cluster: &ClusterInfo) -> Result<Endpoint> {
-    if let Some(endpoint) = find_endpoint(ec2, cluster).await? {
-        return Ok(endpoint);
-    }
-    let out = ec2
-        .call(Mutate, "AllocateAddress", |c| {
-            c.allocate_address()
-                .domain(DomainType::Vpc)
-                .tag_specifications(tags::spec(
-                    ResourceType::ElasticIp,
-                    cluster,
-                    ENDPOINT,
-                    ENDPOINT,
-                    &[],
-                ))
-                .send()
-        })
-        .await
-        .map_err(fail(cluster, "endpoint address"))?;
-    let endpoint = Endpoint {
-        allocation_id: out.allocation_id().unwrap_or_default().to_string(),
-        public_ip: out.public_ip().unwrap_or_default().to_string(),
-        instance_id: None,
-    };
-    tracing::info!(cluster = %cluster.key(), address = %endpoint.public_ip, "allocated endpoint address");
-    Ok(endpoint)
-}
-
-/// Points the endpoint address at `instance_id`. An instance that is not running yet cannot take it; the next
-/// call tries again.
-pub async fn associate_endpoint(
-    ec2: &Ec2,
-    cluster: &ClusterInfo,
-    endpoint: &Endpoint,
-    instance_id: &str,
-) -> Result<bool> {
-    let out = ec2
-        .call(Mutate, "AssociateAddress", |c| {
-            c.associate_address()
-                .allocation_id(&endpoint.allocation_id)
-                .instance_id(instance_id)
-                .send()
-        })
-        .await;
-    match out {
-        Ok(_) => {
-            tracing::info!(cluster = %cluster.key(), instance = instance_id, address = %endpoint.public_ip,
-                "endpoint address now points at control-plane instance");
-            Ok(true)
-        }
-        Err(e) if e.code_is("IncorrectInstanceState") => Ok(false),
-        Err(e) => Err(fail(cluster, "endpoint address")(e)),
-    }
-}
-
 /// Removes everything of the network that carries the cluster's tag. Instances must be gone already.
-pub async fn delete(ec2: &Ec2, cluster: &ClusterInfo) -> Result<Deletion> {
+pub async fn delete(aws: &Aws, cluster: &ClusterInfo) -> Result<Deletion> {
     let mut sweep = Sweep::default();
-    for resource in owned(ec2, cluster).await? {
-        for result in remove(ec2, &resource).await {
+    for resource in owned(aws, cluster).await? {
+        for result in remove(aws, &resource).await {
             sweep.note(resource.kind(), resource.id(), result);
         }
     }
@@ -709,6 +653,19 @@ pub async fn delete(ec2: &Ec2, cluster: &ClusterInfo) -> Result<Deletion> {
 
 /// A piece of the cluster's network, found by its tag, with what must be detached before it can go.
 enum Owned {
+    /// The load balancer's listener: it holds the target group.
+    Listener {
+        arn: String,
+    },
+    /// Deleting it deletes any listener left too; its network interfaces go a little later, and until then the
+    /// subnets and the security group are in use.
+    LoadBalancer {
+        arn: String,
+    },
+    TargetGroup {
+        arn: String,
+    },
+    /// Clusters made before the API endpoint was a load balancer have an Elastic IP; it goes with the cluster.
     Address {
         id: String,
         association: Option<String>,
@@ -737,6 +694,9 @@ enum Owned {
 impl Owned {
     fn kind(&self) -> &'static str {
         match self {
+            Self::Listener { .. } => "load balancer listener",
+            Self::LoadBalancer { .. } => "load balancer",
+            Self::TargetGroup { .. } => "target group",
             Self::Address { .. } => "Elastic IP",
             Self::SecurityGroup { .. } => "security group",
             Self::Subnet { .. } => "subnet",
@@ -748,6 +708,7 @@ impl Owned {
 
     fn id(&self) -> &str {
         match self {
+            Self::Listener { arn } | Self::LoadBalancer { arn } | Self::TargetGroup { arn } => arn,
             Self::Address { id, .. }
             | Self::SecurityGroup { id }
             | Self::Subnet { id }
@@ -758,11 +719,35 @@ impl Owned {
     }
 }
 
-/// Everything of the network that carries the cluster's tag, in the order it can be deleted: addresses, security
-/// groups and subnets before the route tables, gateway and VPC that hold them. Only a VPC Slipway created carries
-/// the tag; an adopted one is never listed.
-async fn owned(ec2: &Ec2, cluster: &ClusterInfo) -> Result<Vec<Owned>> {
+/// Everything of the network that carries the cluster's tag, in the order it can be deleted: the load balancer's
+/// listener, the load balancer and the target group it used, then addresses, security groups and subnets before
+/// the route tables, gateway and VPC that hold them. Only a VPC Slipway created carries the tag; an adopted one is
+/// never listed. Load balancers and target groups are looked for in every VPC, not only the cluster's: one whose
+/// subnets went first must still be found.
+async fn owned(aws: &Aws, cluster: &ClusterInfo) -> Result<Vec<Owned>> {
+    let (ec2, elb) = (&aws.ec2, &aws.elb);
     let mut owned = Vec::new();
+    let load_balancers = load_balancer::owned_load_balancers(elb, cluster, None).await?;
+    for lb in &load_balancers {
+        let arn = lb.load_balancer_arn().unwrap_or_default();
+        owned.extend(
+            load_balancer::listeners(elb, cluster, arn)
+                .await?
+                .into_iter()
+                .map(|arn| Owned::Listener { arn }),
+        );
+    }
+    owned.extend(load_balancers.iter().map(|lb| Owned::LoadBalancer {
+        arn: lb.load_balancer_arn().unwrap_or_default().to_string(),
+    }));
+    owned.extend(
+        load_balancer::owned_target_groups(elb, cluster, None)
+            .await?
+            .iter()
+            .map(|tg| Owned::TargetGroup {
+                arn: tg.target_group_arn().unwrap_or_default().to_string(),
+            }),
+    );
     let addresses = ec2
         .call(Describe, "DescribeAddresses", |c| {
             c.describe_addresses()
@@ -842,11 +827,36 @@ async fn owned(ec2: &Ec2, cluster: &ClusterInfo) -> Result<Vec<Owned>> {
     Ok(owned)
 }
 
-/// The EC2 calls that remove one piece, detachments first, and how each went. Every call is made, whatever the
-/// one before it answered: a detachment that failed shows up as the deletion's reason.
-async fn remove(ec2: &Ec2, resource: &Owned) -> Vec<std::result::Result<(), AwsError>> {
+/// The calls that remove one piece, detachments first, and how each went. Every call is made, whatever the one
+/// before it answered: a detachment that failed shows up as the deletion's reason.
+async fn remove(aws: &Aws, resource: &Owned) -> Vec<std::result::Result<(), AwsError>> {
+    let (ec2, elb) = (&aws.ec2, &aws.elb);
     let mut results = Vec::new();
     match resource {
+        Owned::Listener { arn } => {
+            let r = elb
+                .call(Mutate, "DeleteListener", |c| {
+                    c.delete_listener().listener_arn(arn).send()
+                })
+                .await;
+            results.push(r.map(drop));
+        }
+        Owned::LoadBalancer { arn } => {
+            let r = elb
+                .call(Mutate, "DeleteLoadBalancer", |c| {
+                    c.delete_load_balancer().load_balancer_arn(arn).send()
+                })
+                .await;
+            results.push(r.map(drop));
+        }
+        Owned::TargetGroup { arn } => {
+            let r = elb
+                .call(Mutate, "DeleteTargetGroup", |c| {
+                    c.delete_target_group().target_group_arn(arn).send()
+                })
+                .await;
+            results.push(r.map(drop));
+        }
         Owned::Address { id, association } => {
             if let Some(association) = association {
                 let r = ec2
@@ -941,12 +951,27 @@ impl Sweep {
             Err(e)
                 if e.code_starts_with("Invalid")
                     && e.code.as_deref().is_some_and(|c| c.ends_with(".NotFound")) => {}
-            Err(e) if e.code_is("DependencyViolation") || e.code_is("InvalidIPAddress.InUse") => {
+            Err(e)
+                if [
+                    "ListenerNotFound",
+                    "LoadBalancerNotFound",
+                    "TargetGroupNotFound",
+                ]
+                .iter()
+                .any(|code| e.code_is(code)) => {}
+            // In use: a security group or subnet still holding a deleted load balancer's network interfaces, a
+            // target group still held by a listener. Its holder is on its way out; the next pass tries again.
+            Err(e)
+                if e.code_is("DependencyViolation")
+                    || e.code_is("InvalidIPAddress.InUse")
+                    || e.code_is("ResourceInUse") =>
+            {
                 self.blocked
                     .push(format!("{kind} {id} is still in use ({})", e.message));
             }
             Err(e) => self.failed.push(format!(
-                "{kind} {id}: EC2 {} failed: {}: {}",
+                "{kind} {id}: {} {} failed: {}: {}",
+                e.service,
                 e.operation,
                 e.code.as_deref().unwrap_or("unknown"),
                 e.message
@@ -983,6 +1008,7 @@ mod tests {
 
     fn aws_error(operation: &'static str, code: &str, message: &str) -> AwsError {
         AwsError {
+            service: "EC2",
             operation,
             code: Some(code.into()),
             message: message.into(),
@@ -1025,6 +1051,54 @@ mod tests {
         assert!(
             message.contains("security group sg-1 is still in use"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn a_load_balancer_piece_still_in_use_is_waited_for_and_one_already_gone_is_done() {
+        let elb_error = |operation, code: &str| AwsError {
+            service: "ELB",
+            ..aws_error(operation, code, "m")
+        };
+        let mut sweep = Sweep::default();
+        sweep.note(
+            "load balancer listener",
+            "arn:listener",
+            Err(elb_error("DeleteListener", "ListenerNotFound")),
+        );
+        sweep.note(
+            "load balancer",
+            "arn:lb",
+            Err(elb_error("DeleteLoadBalancer", "LoadBalancerNotFound")),
+        );
+        assert_eq!(sweep.finish(&cluster()).unwrap(), Deletion::Done);
+
+        let mut sweep = Sweep::default();
+        sweep.note(
+            "target group",
+            "arn:tg",
+            Err(elb_error("DeleteTargetGroup", "ResourceInUse")),
+        );
+        let Deletion::InProgress(message) = sweep.finish(&cluster()).unwrap() else {
+            panic!("a target group still in use is not deleted yet");
+        };
+        assert!(
+            message.contains("target group arn:tg is still in use"),
+            "{message}"
+        );
+
+        let mut sweep = Sweep::default();
+        sweep.note(
+            "load balancer",
+            "arn:lb",
+            Err(elb_error("DeleteLoadBalancer", "OperationNotPermitted")),
+        );
+        let text = sweep.finish(&cluster()).unwrap_err().to_string();
+        assert!(
+            text.contains(
+                "load balancer arn:lb: ELB DeleteLoadBalancer failed: OperationNotPermitted"
+            ),
+            "{text}"
         );
     }
 

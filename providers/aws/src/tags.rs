@@ -3,7 +3,8 @@
 //! Every resource carries `slipway.dev/cluster=<namespace>/<name>` and a `Name` a person can read in the console;
 //! a `slipway.dev/role` tells the pieces of one kind apart (public from private subnets, control-plane from node
 //! security groups). Instances also carry their pool, machine name and template hash. Nothing is looked up by
-//! remembered ids: tags are the truth, so every step finds before it creates.
+//! remembered ids: tags are the truth, so every step finds before it creates. The load balancer, its listener and
+//! target group carry the same tags in Elastic Load Balancing's own tag type ([`elb`]).
 
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use slipway_provider::ClusterInfo;
@@ -75,4 +76,35 @@ pub fn value<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
     tags.iter()
         .find(|t| t.key() == Some(key))
         .and_then(|t| t.value())
+}
+
+/// The cluster's tags for an Elastic Load Balancing resource, given in its Create call so that it never exists
+/// untagged.
+pub fn elb(
+    cluster: &ClusterInfo,
+    role: &str,
+    suffix: &str,
+) -> Vec<aws_sdk_elasticloadbalancingv2::types::Tag> {
+    [
+        (CLUSTER, cluster.key()),
+        (ROLE, role.to_string()),
+        (NAME, name(cluster, suffix)),
+    ]
+    .into_iter()
+    .map(|(key, value)| {
+        aws_sdk_elasticloadbalancingv2::types::Tag::builder()
+            .key(key)
+            .value(value)
+            .build()
+    })
+    .collect()
+}
+
+/// Whether Elastic Load Balancing tags mark a resource as `cluster`'s.
+pub fn elb_owned(
+    tags: &[aws_sdk_elasticloadbalancingv2::types::Tag],
+    cluster: &ClusterInfo,
+) -> bool {
+    tags.iter()
+        .any(|t| t.key() == Some(CLUSTER) && t.value() == Some(cluster.key().as_str()))
 }

@@ -1,5 +1,5 @@
 //! Client-side rate limits: a token bucket per (access key, region), with separate budgets for RunInstances,
-//! Describe* calls and everything else.
+//! Describe* calls and everything else. Elastic Load Balancing's calls draw from the same buckets as EC2's.
 //!
 //! EC2 throttles each account and region with token buckets of its own (per the EC2 API docs: non-mutating calls
 //! 100 tokens refilled at 20/s, RunInstances 1000 at 2/s, mutating calls 200 at 5/s). Slipway stays well under

@@ -1,5 +1,6 @@
-//! The aws provider against moto's EC2 server: what it makes, that it makes it once, and that deletion leaves
-//! nothing behind.
+//! The aws provider against moto's EC2 and Elastic Load Balancing: what it makes, that it makes it once, that the
+//! load balancer in front of the control plane holds exactly its running members, and that deletion leaves nothing
+//! behind.
 
 mod support;
 
@@ -17,7 +18,7 @@ use slipway_provider::{
 use slipway_provider_aws::{
     AwsConfig, AwsCredentials, AwsProvider, Budget, Budgets, CredentialSource, ImageDefaults,
 };
-use support::{MOTO_UBUNTU_AMI, Moto, ThrottlingProxy};
+use support::{ElbInventory, MOTO_UBUNTU_AMI, Moto, ThrottlingProxy};
 
 const CONTROL_PLANE_CLOUD_INIT: &str = "#cloud-config\nruncmd:\n  - [kubeadm, init]\n";
 
@@ -120,12 +121,14 @@ async fn cluster_network_and_machines_are_created_once_with_ownership_tags() {
     let moto = Moto::start().await;
     let provider = support::provider(&moto.url, AwsConfig::default());
     let ec2 = support::ec2(&moto.url).await;
+    let elb = support::elb(&moto.url).await;
     let cluster = support::cluster("demo");
 
     let status = provider.reconcile_cluster(&cluster).await.unwrap();
     assert!(status.ready && status.workload_api, "{status:?}");
     let (endpoint, port) = status.endpoint.clone().unwrap();
     assert_eq!(port, 6443);
+    let first_balancing = ElbInventory::read(&elb).await;
     // A second reconcile finds everything by tag and makes nothing new.
     let again = provider.reconcile_cluster(&cluster).await.unwrap();
     assert_eq!(again.endpoint, status.endpoint);
@@ -220,22 +223,171 @@ async fn cluster_network_and_machines_are_created_once_with_ownership_tags() {
         .iter()
         .find(|g| g.tags().iter().any(|t| t.value() == Some("control-plane")))
         .unwrap();
-    let api_rule = &control_plane_group.ip_permissions()[0];
-    assert_eq!(
-        (api_rule.from_port(), api_rule.to_port()),
-        (Some(6443), Some(6443))
+    let control_plane_group_id = control_plane_group.group_id().unwrap();
+    // 6443 from the allowed range, and from the group's own members: the load balancer is one.
+    let api_rules: Vec<_> = control_plane_group
+        .ip_permissions()
+        .iter()
+        .filter(|p| (p.from_port(), p.to_port()) == (Some(6443), Some(6443)))
+        .collect();
+    assert!(
+        api_rules.iter().any(|p| p
+            .ip_ranges()
+            .iter()
+            .any(|r| r.cidr_ip() == Some("203.0.113.0/24"))),
+        "{api_rules:?}"
     );
-    assert_eq!(api_rule.ip_ranges()[0].cidr_ip(), Some("203.0.113.0/24"));
-    let addresses = ec2
-        .describe_addresses()
-        .filters(tag_filter(&cluster))
+    assert!(
+        api_rules.iter().any(|p| p
+            .user_id_group_pairs()
+            .iter()
+            .any(|g| g.group_id() == Some(control_plane_group_id))),
+        "{api_rules:?}"
+    );
+    assert_eq!(
+        control_plane_group
+            .ip_permissions()
+            .iter()
+            .flat_map(|p| p.ip_ranges())
+            .count(),
+        1,
+        "only the API port is open to the allowed range"
+    );
+    // No Elastic IP any more: the endpoint is the load balancer's DNS name.
+    assert!(
+        ec2.describe_addresses()
+            .filters(tag_filter(&cluster))
+            .send()
+            .await
+            .unwrap()
+            .addresses()
+            .is_empty()
+    );
+    let balancing = ElbInventory::read(&elb).await;
+    assert_eq!(
+        balancing.counts(Some(&cluster.key())),
+        (1, 1, 1),
+        "{balancing:?}"
+    );
+    assert_eq!(balancing.counts(None), (1, 1, 1), "nothing untagged");
+    let (lb, lb_tags) = &balancing.load_balancers[0];
+    assert_eq!(lb.dns_name(), Some(endpoint.as_str()));
+    assert_eq!(
+        lb.r#type(),
+        Some(&aws_sdk_elasticloadbalancingv2::types::LoadBalancerTypeEnum::Network)
+    );
+    assert_eq!(
+        lb.scheme(),
+        Some(&aws_sdk_elasticloadbalancingv2::types::LoadBalancerSchemeEnum::InternetFacing)
+    );
+    assert_eq!(lb.vpc_id(), Some(vpc_id));
+    assert_eq!(lb.security_groups(), [control_plane_group_id.to_string()]);
+    let mut lb_subnets: Vec<&str> = lb
+        .availability_zones()
+        .iter()
+        .map(|z| z.subnet_id().unwrap())
+        .collect();
+    lb_subnets.sort();
+    let mut public_subnets: Vec<&str> = subnets
+        .subnets()
+        .iter()
+        .filter(|s| s.tags().iter().any(|t| t.value() == Some("public")))
+        .map(|s| s.subnet_id().unwrap())
+        .collect();
+    public_subnets.sort();
+    assert_eq!(
+        lb_subnets, public_subnets,
+        "the load balancer is in the public subnets"
+    );
+    assert_eq!(
+        lb_tags.get("slipway.dev/role").map(String::as_str),
+        Some("api")
+    );
+    assert_eq!(
+        lb_tags.get("Name").map(String::as_str),
+        Some("default-demo-api")
+    );
+    let attributes = elb
+        .describe_load_balancer_attributes()
+        .load_balancer_arn(lb.load_balancer_arn().unwrap())
         .send()
         .await
         .unwrap();
-    assert_eq!(addresses.addresses().len(), 1);
+    assert!(
+        attributes
+            .attributes()
+            .iter()
+            .any(|a| a.key() == Some("load_balancing.cross_zone.enabled")
+                && a.value() == Some("true")),
+        "{attributes:?}"
+    );
+    let (group, _) = &balancing.target_groups[0];
+    let target_group_arn = group.target_group_arn().unwrap();
     assert_eq!(
-        addresses.addresses()[0].public_ip(),
-        Some(endpoint.as_str())
+        (
+            group.protocol(),
+            group.port(),
+            group.target_type(),
+            group.health_check_protocol(),
+            group.vpc_id()
+        ),
+        (
+            Some(&aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Tcp),
+            Some(6443),
+            Some(&aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Instance),
+            Some(&aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Tcp),
+            Some(vpc_id)
+        )
+    );
+    let group_attributes = elb
+        .describe_target_group_attributes()
+        .target_group_arn(target_group_arn)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        group_attributes
+            .attributes()
+            .iter()
+            .any(|a| a.key() == Some("preserve_client_ip.enabled") && a.value() == Some("false")),
+        "{group_attributes:?}"
+    );
+    let (listener, _) = &balancing.listeners[0];
+    assert_eq!(
+        (listener.protocol(), listener.port()),
+        (
+            Some(&aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Tcp),
+            Some(6443)
+        )
+    );
+    assert_eq!(
+        listener.default_actions()[0].target_group_arn(),
+        Some(target_group_arn)
+    );
+    // The second reconcile kept the same three pieces (same ARNs), and a third one does too.
+    provider.reconcile_cluster(&cluster).await.unwrap();
+    let arns = |inventory: &ElbInventory| {
+        (
+            inventory
+                .load_balancers
+                .iter()
+                .map(|(lb, _)| lb.load_balancer_arn().unwrap().to_string())
+                .collect::<Vec<_>>(),
+            inventory
+                .target_groups
+                .iter()
+                .map(|(tg, _)| tg.target_group_arn().unwrap().to_string())
+                .collect::<Vec<_>>(),
+            inventory
+                .listeners
+                .iter()
+                .map(|(l, _)| l.listener_arn().unwrap().to_string())
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(
+        arns(&ElbInventory::read(&elb).await),
+        arns(&first_balancing)
     );
 
     // One control-plane machine and three workers.
@@ -348,15 +500,13 @@ async fn cluster_network_and_machines_are_created_once_with_ownership_tags() {
     let names: Vec<_> = pool.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, ["demo-md-0-0", "demo-md-0-1", "demo-md-0-2"]);
     assert!(pool.iter().all(|m| m.ready));
-    // The endpoint address points at the control-plane machine.
-    let address = ec2
-        .describe_addresses()
-        .filters(tag_filter(&cluster))
-        .send()
-        .await
-        .unwrap();
-    let holder = address.addresses()[0].instance_id().unwrap();
-    assert!(control_plane[0].provider_id.ends_with(holder));
+    // The load balancer's target group holds the control-plane machine, and no worker.
+    let targets = support::targets(&elb, target_group_arn).await;
+    assert_eq!(targets.len(), 1, "{targets:?}");
+    assert!(
+        control_plane[0].provider_id.ends_with(&targets[0]),
+        "{targets:?}"
+    );
 
     delete_until_done(&provider, &cluster).await;
 }
@@ -495,10 +645,253 @@ async fn scaling_then_deleting_the_cluster_leaves_no_tagged_resource() {
             .route_tables()
             .is_empty()
     );
+    assert_eq!(
+        ElbInventory::read(&support::elb(&moto.url).await)
+            .await
+            .counts(None),
+        (0, 0, 0),
+        "load balancers, target groups or listeners left"
+    );
     // Deleting what is gone is done at once.
     assert_eq!(
         provider.delete_cluster(&cluster).await.unwrap(),
         Deletion::Done
+    );
+}
+
+/// The cluster's target group, read without the provider.
+async fn target_group_of(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    cluster: &ClusterInfo,
+) -> String {
+    let inventory = ElbInventory::read(elb).await;
+    let ours: Vec<_> = inventory
+        .target_groups
+        .iter()
+        .filter(|(_, tags)| tags.get("slipway.dev/cluster") == Some(&cluster.key()))
+        .collect();
+    assert_eq!(ours.len(), 1, "{inventory:?}");
+    ours[0].0.target_group_arn().unwrap().to_string()
+}
+
+/// The ids of the cluster's control-plane instances that are running, sorted.
+async fn running_control_plane(ec2: &aws_sdk_ec2::Client, cluster: &ClusterInfo) -> Vec<String> {
+    let mut ids: Vec<String> = live_instances(ec2, cluster)
+        .await
+        .iter()
+        .filter(|i| tag(i, "slipway.dev/pool") == Some("control-plane"))
+        .filter(|i| {
+            i.state().and_then(|s| s.name())
+                == Some(&aws_sdk_ec2::types::InstanceStateName::Running)
+        })
+        .map(|i| i.instance_id().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+async fn delete_machine_until_done(
+    provider: &AwsProvider,
+    cluster: &ClusterInfo,
+    role: &MachineRole,
+    name: &str,
+) {
+    for _ in 0..50 {
+        if provider.delete_machine(cluster, role, name).await.unwrap() == Deletion::Done {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("machine {name} was not deleted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_balancer_holds_exactly_the_running_control_plane_instances() {
+    let moto = Moto::start().await;
+    let provider = support::provider(&moto.url, AwsConfig::default());
+    let ec2 = support::ec2(&moto.url).await;
+    let elb = support::elb(&moto.url).await;
+    let cluster = support::cluster("ha");
+    let control_plane = MachineRole::ControlPlane;
+    let status = provider.reconcile_cluster(&cluster).await.unwrap();
+    assert!(status.ready, "{status:?}");
+    let target_group = target_group_of(&elb, &cluster).await;
+    assert!(support::targets(&elb, &target_group).await.is_empty());
+
+    // Three members, and a worker that must never be a target.
+    for i in 0..3 {
+        provider
+            .create_machine(
+                &cluster,
+                &request(&cluster, control_plane.clone(), i, CONTROL_PLANE_CLOUD_INIT),
+            )
+            .await
+            .unwrap();
+    }
+    provider
+        .create_machine(
+            &cluster,
+            &request(&cluster, workers(), 0, "#cloud-config\n"),
+        )
+        .await
+        .unwrap();
+    let members = running_control_plane(&ec2, &cluster).await;
+    assert_eq!(members.len(), 3);
+    assert_eq!(support::targets(&elb, &target_group).await, members);
+    let listed = provider
+        .list_machines(&cluster, &control_plane)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 3);
+    assert_eq!(support::targets(&elb, &target_group).await, members);
+
+    // Replacing a member: the one leaving is out of the target group once its deletion has started (moto ends an
+    // instance at once, so this cannot show that it left before its instance did); the new one is in once it runs.
+    let leaving = live_instances(&ec2, &cluster)
+        .await
+        .into_iter()
+        .find(|i| tag(i, "slipway.dev/machine") == Some("ha-control-plane-1"))
+        .unwrap()
+        .instance_id()
+        .unwrap()
+        .to_string();
+    let first = provider
+        .delete_machine(&cluster, &control_plane, "ha-control-plane-1")
+        .await
+        .unwrap();
+    assert!(matches!(first, Deletion::InProgress(_)), "{first:?}");
+    let staying: Vec<String> = members
+        .iter()
+        .filter(|id| **id != leaving)
+        .cloned()
+        .collect();
+    assert_eq!(support::targets(&elb, &target_group).await, staying);
+    delete_machine_until_done(&provider, &cluster, &control_plane, "ha-control-plane-1").await;
+    provider
+        .create_machine(
+            &cluster,
+            &request(&cluster, control_plane.clone(), 3, CONTROL_PLANE_CLOUD_INIT),
+        )
+        .await
+        .unwrap();
+    let replaced = running_control_plane(&ec2, &cluster).await;
+    assert_eq!(replaced.len(), 3);
+    assert!(!replaced.contains(&leaving));
+    assert_eq!(support::targets(&elb, &target_group).await, replaced);
+
+    // Drift is undone at the next listing: a member stopped behind Slipway's back leaves the target group, and an
+    // instance someone registered by hand (here the worker) is taken out.
+    let stopped = replaced[0].clone();
+    ec2.stop_instances()
+        .instance_ids(&stopped)
+        .send()
+        .await
+        .unwrap();
+    let worker = live_instances(&ec2, &cluster)
+        .await
+        .into_iter()
+        .find(|i| tag(i, "slipway.dev/pool") == Some("md-0"))
+        .unwrap()
+        .instance_id()
+        .unwrap()
+        .to_string();
+    elb.register_targets()
+        .target_group_arn(&target_group)
+        .targets(
+            aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder()
+                .id(&worker)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        support::targets(&elb, &target_group)
+            .await
+            .contains(&worker)
+    );
+    provider
+        .list_machines(&cluster, &control_plane)
+        .await
+        .unwrap();
+    let expected: Vec<String> = replaced[1..].to_vec();
+    assert_eq!(support::targets(&elb, &target_group).await, expected);
+    // Started again, it is a target again.
+    ec2.start_instances()
+        .instance_ids(&stopped)
+        .send()
+        .await
+        .unwrap();
+    provider
+        .list_machines(&cluster, &control_plane)
+        .await
+        .unwrap();
+    assert_eq!(support::targets(&elb, &target_group).await, replaced);
+
+    // Reconciling again creates nothing a second time and keeps the targets.
+    let before = ElbInventory::read(&elb).await;
+    for _ in 0..2 {
+        let again = provider.reconcile_cluster(&cluster).await.unwrap();
+        assert_eq!(again.endpoint, status.endpoint);
+    }
+    let after = ElbInventory::read(&elb).await;
+    assert_eq!(after.counts(None), (1, 1, 1), "{after:?}");
+    assert_eq!(
+        after.load_balancers[0].0.load_balancer_arn(),
+        before.load_balancers[0].0.load_balancer_arn()
+    );
+    assert_eq!(
+        after.listeners[0].0.listener_arn(),
+        before.listeners[0].0.listener_arn()
+    );
+    assert_eq!(target_group_of(&elb, &cluster).await, target_group);
+    assert_eq!(support::targets(&elb, &target_group).await, replaced);
+
+    // Deleting the cluster leaves no load balancer, target group or listener.
+    let load_balancer = after.load_balancers[0]
+        .0
+        .load_balancer_arn()
+        .unwrap()
+        .to_string();
+    let listener = after.listeners[0].0.listener_arn().unwrap().to_string();
+    delete_until_done(&provider, &cluster).await;
+    assert!(
+        elb.describe_load_balancers()
+            .send()
+            .await
+            .unwrap()
+            .load_balancers()
+            .is_empty()
+    );
+    assert!(
+        elb.describe_target_groups()
+            .send()
+            .await
+            .unwrap()
+            .target_groups()
+            .is_empty()
+    );
+    let gone = elb
+        .describe_listeners()
+        .listener_arns(&listener)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        aws_sdk_elasticloadbalancingv2::error::ProvideErrorMetadata::code(&gone),
+        Some("ListenerNotFound"),
+        "{gone:?}"
+    );
+    let gone = elb
+        .describe_listeners()
+        .load_balancer_arn(&load_balancer)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        aws_sdk_elasticloadbalancingv2::error::ProvideErrorMetadata::code(&gone),
+        Some("LoadBalancerNotFound"),
+        "{gone:?}"
     );
 }
 

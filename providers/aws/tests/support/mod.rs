@@ -1,6 +1,8 @@
-//! Real parts for the aws provider's tests: a moto EC2 server per test, and a throttling proxy in front of it.
+//! Real parts for the aws provider's tests: a moto server (EC2 and Elastic Load Balancing on one port) per test,
+//! and a throttling proxy in front of it.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -199,6 +201,165 @@ pub async fn ec2(endpoint: &str) -> aws_sdk_ec2::Client {
     aws_sdk_ec2::Client::new(&config)
 }
 
+/// A plain Elastic Load Balancing (v2) client on moto.
+pub async fn elb(endpoint: &str) -> aws_sdk_elasticloadbalancingv2::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "AKIDINSPECT",
+            "x",
+            None,
+            None,
+            "test",
+        ))
+        .endpoint_url(endpoint)
+        .load()
+        .await;
+    aws_sdk_elasticloadbalancingv2::Client::new(&config)
+}
+
+/// Tags of one Elastic Load Balancing resource, by key.
+pub type ElbTags = BTreeMap<String, String>;
+
+/// Every load balancer, target group and listener moto holds, each with its tags, read without the provider.
+#[derive(Debug, Default)]
+pub struct ElbInventory {
+    pub load_balancers: Vec<(aws_sdk_elasticloadbalancingv2::types::LoadBalancer, ElbTags)>,
+    pub target_groups: Vec<(aws_sdk_elasticloadbalancingv2::types::TargetGroup, ElbTags)>,
+    pub listeners: Vec<(aws_sdk_elasticloadbalancingv2::types::Listener, ElbTags)>,
+}
+
+impl ElbInventory {
+    pub async fn read(elb: &aws_sdk_elasticloadbalancingv2::Client) -> Self {
+        let load_balancers = elb
+            .describe_load_balancers()
+            .send()
+            .await
+            .unwrap()
+            .load_balancers()
+            .to_vec();
+        let target_groups = elb
+            .describe_target_groups()
+            .send()
+            .await
+            .unwrap()
+            .target_groups()
+            .to_vec();
+        let mut listeners = Vec::new();
+        for lb in &load_balancers {
+            listeners.extend(
+                elb.describe_listeners()
+                    .load_balancer_arn(lb.load_balancer_arn().unwrap())
+                    .send()
+                    .await
+                    .unwrap()
+                    .listeners()
+                    .iter()
+                    .cloned(),
+            );
+        }
+        let mut arns: Vec<String> = load_balancers
+            .iter()
+            .filter_map(|lb| lb.load_balancer_arn())
+            .chain(target_groups.iter().filter_map(|tg| tg.target_group_arn()))
+            .chain(listeners.iter().filter_map(|l| l.listener_arn()))
+            .map(str::to_string)
+            .collect();
+        let mut tags: BTreeMap<String, ElbTags> = BTreeMap::new();
+        while !arns.is_empty() {
+            let chunk: Vec<String> = arns.drain(..arns.len().min(20)).collect();
+            let out = elb
+                .describe_tags()
+                .set_resource_arns(Some(chunk))
+                .send()
+                .await
+                .unwrap();
+            for description in out.tag_descriptions() {
+                tags.insert(
+                    description.resource_arn().unwrap().to_string(),
+                    description
+                        .tags()
+                        .iter()
+                        .map(|t| {
+                            (
+                                t.key().unwrap_or_default().to_string(),
+                                t.value().unwrap_or_default().to_string(),
+                            )
+                        })
+                        .collect(),
+                );
+            }
+        }
+        let tags_of = |arn: Option<&str>| {
+            tags.get(arn.unwrap_or_default())
+                .cloned()
+                .unwrap_or_default()
+        };
+        Self {
+            load_balancers: load_balancers
+                .into_iter()
+                .map(|lb| {
+                    let t = tags_of(lb.load_balancer_arn());
+                    (lb, t)
+                })
+                .collect(),
+            target_groups: target_groups
+                .into_iter()
+                .map(|tg| {
+                    let t = tags_of(tg.target_group_arn());
+                    (tg, t)
+                })
+                .collect(),
+            listeners: listeners
+                .into_iter()
+                .map(|l| {
+                    let t = tags_of(l.listener_arn());
+                    (l, t)
+                })
+                .collect(),
+        }
+    }
+
+    /// How many load balancers, target groups and listeners there are: all of them, or (with `cluster`) those
+    /// tagged `slipway.dev/cluster=<cluster>`, or (with `Some("*")`) those carrying that tag at all.
+    pub fn counts(&self, cluster: Option<&str>) -> (usize, usize, usize) {
+        let ours = |tags: &ElbTags| match cluster {
+            None => true,
+            Some("*") => tags.contains_key("slipway.dev/cluster"),
+            Some(key) => tags.get("slipway.dev/cluster").map(String::as_str) == Some(key),
+        };
+        (
+            self.load_balancers.iter().filter(|(_, t)| ours(t)).count(),
+            self.target_groups.iter().filter(|(_, t)| ours(t)).count(),
+            self.listeners.iter().filter(|(_, t)| ours(t)).count(),
+        )
+    }
+}
+
+/// The instance ids a target group holds (draining ones left out: they are on their way out), sorted.
+pub async fn targets(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    target_group: &str,
+) -> Vec<String> {
+    let out = elb
+        .describe_target_health()
+        .target_group_arn(target_group)
+        .send()
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = out
+        .target_health_descriptions()
+        .iter()
+        .filter(|d| {
+            d.target_health().and_then(|h| h.state())
+                != Some(&aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum::Draining)
+        })
+        .filter_map(|d| d.target().and_then(|t| t.id()).map(str::to_string))
+        .collect();
+    ids.sort();
+    ids
+}
+
 /// A loopback proxy in front of moto that answers a share of requests with EC2's throttling error, and records
 /// when each request reached it.
 pub struct ThrottlingProxy {
@@ -305,6 +466,12 @@ impl Drop for CountingProxy {
 const THROTTLED_BODY: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>00000000-0000-0000-0000-000000000000</RequestID></Response>"#;
 
+/// Elastic Load Balancing's throttling answer: its own error document and code, HTTP 400.
+const ELB_THROTTLED_BODY: &str = r#"<ErrorResponse xmlns="http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/"><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>00000000-0000-0000-0000-000000000002</RequestId></ErrorResponse>"#;
+
+/// Elastic Load Balancing's answer to a key it does not know.
+const ELB_AUTH_FAILURE_BODY: &str = r#"<ErrorResponse xmlns="http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/"><Error><Type>Sender</Type><Code>InvalidClientTokenId</Code><Message>The security token included in the request is invalid.</Message></Error><RequestId>00000000-0000-0000-0000-000000000003</RequestId></ErrorResponse>"#;
+
 impl ThrottlingProxy {
     /// Throttles every `every`-th request (counting from the first).
     pub async fn start(upstream: &str, every: u64) -> Self {
@@ -323,7 +490,7 @@ impl ThrottlingProxy {
         }
     }
 
-    /// Requests that reached the proxy, by EC2 action.
+    /// Requests that reached the proxy, by action (EC2's and Elastic Load Balancing's).
     pub fn actions(&self) -> Vec<(Instant, String)> {
         self.seen.lock().unwrap().clone()
     }
@@ -344,6 +511,7 @@ async fn forward(
 ) -> Response {
     let action = form_value(&body, "Action").unwrap_or_else(|| "unknown".into());
     let access_key = access_key(&headers).unwrap_or_default();
+    let elb = signing_service(&headers).as_deref() == Some("elasticloadbalancing");
     state
         .seen
         .lock()
@@ -356,19 +524,29 @@ async fn forward(
         body: String::from_utf8_lossy(&body).into_owned(),
     });
     if state.refused.lock().unwrap().contains(&access_key) {
+        let (status, body) = if elb {
+            (StatusCode::FORBIDDEN, ELB_AUTH_FAILURE_BODY)
+        } else {
+            (StatusCode::UNAUTHORIZED, AUTH_FAILURE_BODY)
+        };
         return Response::builder()
-            .status(StatusCode::UNAUTHORIZED)
+            .status(status)
             .header("content-type", "text/xml")
-            .body(Body::from(AUTH_FAILURE_BODY))
+            .body(Body::from(body))
             .unwrap();
     }
     let n = state.count.fetch_add(1, Ordering::SeqCst);
     if state.every > 0 && n % state.every == 0 {
         state.throttled.fetch_add(1, Ordering::SeqCst);
+        let (status, body) = if elb {
+            (StatusCode::BAD_REQUEST, ELB_THROTTLED_BODY)
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, THROTTLED_BODY)
+        };
         return Response::builder()
-            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .status(status)
             .header("content-type", "text/xml")
-            .body(Body::from(THROTTLED_BODY))
+            .body(Body::from(body))
             .unwrap();
     }
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -400,6 +578,13 @@ fn access_key(headers: &HeaderMap) -> Option<String> {
     let authorization = headers.get("authorization")?.to_str().ok()?;
     let credential = authorization.split("Credential=").nth(1)?;
     Some(credential.split('/').next()?.to_string())
+}
+
+/// The service a SigV4-signed request is for: `…Credential=<key>/<date>/<region>/<service>/aws4_request`.
+fn signing_service(headers: &HeaderMap) -> Option<String> {
+    let authorization = headers.get("authorization")?.to_str().ok()?;
+    let credential = authorization.split("Credential=").nth(1)?;
+    Some(credential.split('/').nth(3)?.to_string())
 }
 
 fn form_value(body: &[u8], key: &str) -> Option<String> {
