@@ -443,6 +443,12 @@ pub struct ClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeconfig_secret_ref: Option<SecretRef>,
 
+    /// The Kubernetes version every control-plane member runs: as each member's apiserver reports it where the
+    /// provider can ask (local), else as the members were made (sim, aws, baremetal). Absent while the members
+    /// differ, during an upgrade; pools that follow the cluster roll to a new version only once it shows here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

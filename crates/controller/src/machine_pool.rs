@@ -129,8 +129,7 @@ async fn converge(
     // A pool on its own version stays within what the control plane's version allows (CEL on the pool cannot
     // see the Cluster). Its machines are left alone until the versions fit again.
     if let Some(version) = &pool.spec.version
-        && let Err(skew) =
-            crate::version_skew::pool_skew(&cluster.spec.kubernetes.version, version)
+        && let Err(skew) = crate::version_skew::pool_skew(&cluster.spec.kubernetes.version, version)
     {
         set_all(
             &mut status.conditions,
@@ -139,6 +138,34 @@ async fn converge(
                 false,
                 reason::VERSION_SKEW,
                 skew.to_string(),
+                generation,
+            )],
+        );
+        return Ok(Next(Action::await_change()));
+    }
+
+    // Workers move to a version only once every control-plane member runs it (or a newer one): the Cluster's
+    // `status.version`, which is absent while the members differ.
+    let wanted = pool
+        .spec
+        .version
+        .as_deref()
+        .unwrap_or(&cluster.spec.kubernetes.version);
+    if !runs_at_least(cluster_status.version.as_deref(), wanted) {
+        set_all(
+            &mut status.conditions,
+            [condition(
+                READY,
+                false,
+                reason::WAITING_FOR_CONTROL_PLANE,
+                format!(
+                    "waiting for every control-plane member to run {wanted} before these machines change (the \
+                     control plane runs {})",
+                    cluster_status
+                        .version
+                        .as_deref()
+                        .unwrap_or("more than one version")
+                ),
                 generation,
             )],
         );
@@ -429,11 +456,36 @@ fn owner_reference(cluster: &Cluster) -> OwnerReference {
     owner
 }
 
+/// Whether a control plane at `control_plane` runs `wanted` or a newer version. Unparsable versions (admission
+/// refuses them) count as not.
+fn runs_at_least(control_plane: Option<&str>, wanted: &str) -> bool {
+    use crate::version_skew::KubernetesVersion;
+    let (Some(Ok(control_plane)), Ok(wanted)) = (
+        control_plane.map(str::parse::<KubernetesVersion>),
+        wanted.parse::<KubernetesVersion>(),
+    ) else {
+        return false;
+    };
+    control_plane >= wanted
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::jiff::Timestamp;
 
     use super::*;
+
+    #[test]
+    fn workers_wait_until_the_control_plane_runs_their_version() {
+        assert!(runs_at_least(Some("v1.37.2"), "v1.37.2"));
+        assert!(
+            runs_at_least(Some("v1.37.2"), "v1.36.3"),
+            "a pinned older pool"
+        );
+        assert!(!runs_at_least(Some("v1.36.3"), "v1.37.2"), "mid-upgrade");
+        assert!(!runs_at_least(None, "v1.37.2"), "members differ");
+        assert!(!runs_at_least(Some("v1.37.2"), "1.37"), "unparsable");
+    }
 
     fn machines(count: usize) -> Vec<slipway_provider::Machine> {
         (0..count)
@@ -444,6 +496,7 @@ mod tests {
                 ready: true,
                 template_hash: "abc1234".into(),
                 created_at: Timestamp::UNIX_EPOCH,
+                version: None,
             })
             .collect()
     }

@@ -143,6 +143,8 @@ pub struct GroupState {
     pub ready: usize,
     pub updated: usize,
     pub hash: String,
+    /// The Kubernetes version of the group's current template.
+    pub kubernetes_version: String,
 }
 
 impl GroupState {
@@ -216,6 +218,7 @@ pub async fn converge_step(
     let mut state = GroupState {
         listed: machines.len(),
         hash: hash.clone(),
+        kubernetes_version: spec.kubernetes_version.clone(),
         ..Default::default()
     };
     let mut failure = None;
@@ -335,6 +338,7 @@ mod tests {
             ready,
             template_hash: hash.into(),
             created_at: Timestamp::from_second(1_000_000 - age).unwrap(),
+            version: None,
         }
     }
 

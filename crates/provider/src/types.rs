@@ -95,6 +95,9 @@ pub struct Machine {
     pub ready: bool,
     pub template_hash: String,
     pub created_at: Timestamp,
+    /// The Kubernetes version the machine itself reports (a control-plane member's apiserver `/version`), for
+    /// providers that can ask it; `None` for those that cannot, and for workers.
+    pub version: Option<String>,
 }
 
 /// An hourly price.

@@ -127,6 +127,7 @@ pub fn to_machine(instance: &Instance) -> Option<Machine> {
             .unwrap_or_default()
             .to_string(),
         created_at,
+        version: None,
     })
 }
 

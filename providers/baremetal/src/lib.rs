@@ -192,6 +192,7 @@ fn to_machine(host: &BareMetalHost) -> Machine {
             .map(|p| p.template_hash.clone())
             .unwrap_or_default(),
         created_at,
+        version: None,
     }
 }
 

@@ -309,6 +309,15 @@ pub fn ensure_kwok(dir: &ClusterDir, bin_dir: &Path, children: &Children) -> Res
     Ok(())
 }
 
+/// The `gitVersion` the apiserver reports at `/version` (e.g. `v1.37.2`), or `None` when it does not answer.
+pub async fn api_version(client: &kube::Client) -> Option<String> {
+    let version = tokio::time::timeout(Duration::from_secs(2), client.apiserver_version())
+        .await
+        .ok()?
+        .ok()?;
+    Some(version.git_version)
+}
+
 /// Whether the workload apiserver answers `/readyz`.
 pub async fn api_ready(client: &kube::Client) -> bool {
     let request = http::Request::get("/readyz")

@@ -48,6 +48,10 @@ pub struct MemberRecord {
     pub initial_cluster: Option<String>,
     /// Whether the member started a new etcd cluster (the first member) or joined an existing one.
     pub first: bool,
+    /// The Kubernetes version whose binaries the member runs; `None` (records written before versions were kept):
+    /// the provider's own binaries.
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 impl MemberRecord {

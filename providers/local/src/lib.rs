@@ -76,6 +76,24 @@ impl LocalProvider {
         self
     }
 
+    /// The binaries of Kubernetes `version`. In the layout `hack/build-k8s.sh` makes (`<cache>/k8s/<version>/bin`)
+    /// another version's are beside the provider's own, and must be there; a `--local-bin-dir` outside that layout
+    /// serves every version with what it holds.
+    fn bin_dir_for(&self, version: Option<&str>) -> Result<PathBuf> {
+        let versioned = self.bin_dir.parent().and_then(|dir| {
+            let name = dir.file_name()?.to_str()?;
+            (name.starts_with('v') && name.contains('.')).then_some((name, dir.parent()?))
+        });
+        match (version, versioned) {
+            (Some(version), Some((own, root))) if version != own => {
+                let dir = root.join(version).join("bin");
+                control_plane::check_binaries(&dir)?;
+                Ok(dir)
+            }
+            _ => Ok(self.bin_dir.clone()),
+        }
+    }
+
     fn haproxy(&self) -> Result<&Path> {
         self.haproxy.as_deref().ok_or_else(|| {
             ProviderError::permanent(
@@ -233,6 +251,7 @@ impl LocalProvider {
                         .map_err(|e| io("allocating ports", e))?,
                     initial_cluster: None,
                     first,
+                    version: Some(request.kubernetes_version.clone()),
                 };
                 // Saved before etcd hears of the member: a pass interrupted after the add finds the same peer URL.
                 member
@@ -277,7 +296,8 @@ impl LocalProvider {
                 .map_err(|e| io("writing the member record", e))?;
         }
         control_plane::write_member_kubeconfig(dir, member, &record)?;
-        control_plane::ensure_member_running(dir, member, &self.bin_dir, &record, &self.children)?;
+        let bin_dir = self.bin_dir_for(record.version.as_deref())?;
+        control_plane::ensure_member_running(dir, member, &bin_dir, &record, &self.children)?;
         self.ensure_load_balancer(dir)?;
         Ok(record)
     }
@@ -346,7 +366,7 @@ impl InfrastructureProvider for LocalProvider {
             control_plane::ensure_member_running(
                 &dir,
                 &member,
-                &self.bin_dir,
+                &self.bin_dir_for(record.version.as_deref())?,
                 &record,
                 &self.children,
             )?;
@@ -427,7 +447,7 @@ impl InfrastructureProvider for LocalProvider {
                     let running = control_plane::ensure_member_running(
                         &dir,
                         &member,
-                        &self.bin_dir,
+                        &self.bin_dir_for(record.version.as_deref())?,
                         &record,
                         &self.children,
                     )?;
@@ -435,7 +455,13 @@ impl InfrastructureProvider for LocalProvider {
                     if ready && any_ready.is_none() {
                         any_ready = Some(member.kubeconfig());
                     }
-                    machines.push((record, running, ready));
+                    // What the member's own apiserver says it runs, not what it was asked to.
+                    let version = if ready {
+                        control_plane::api_version(&self.client(member.kubeconfig()).await?).await
+                    } else {
+                        None
+                    };
+                    machines.push((record, running, ready, version));
                 }
                 // Like `kubeadm init`, the control plane is ready once its API answers (here: through the load
                 // balancer too, which checks a new member every second) and it has created the bootstrap tokens
@@ -450,7 +476,7 @@ impl InfrastructureProvider for LocalProvider {
                 };
                 Ok(machines
                     .into_iter()
-                    .map(|(record, running, ready)| Machine {
+                    .map(|(record, running, ready, version)| Machine {
                         provider_id: provider_id(cluster, &record.name),
                         name: record.name,
                         phase: if running {
@@ -461,6 +487,7 @@ impl InfrastructureProvider for LocalProvider {
                         ready: ready && serving,
                         template_hash: record.template_hash,
                         created_at: record.created_at,
+                        version,
                     })
                     .collect())
             }
@@ -491,6 +518,7 @@ impl InfrastructureProvider for LocalProvider {
                     ready: false,
                     template_hash: record.template_hash,
                     created_at: record.created_at,
+                    version: None,
                 })
             }
             MachineRole::Worker { pool } => {

@@ -156,6 +156,7 @@ mod tests {
             },
             initial_cluster: None,
             first: false,
+            version: None,
         }
     }
 

@@ -58,6 +58,7 @@ fn to_machine(node: &Node) -> Machine {
             .creation_timestamp
             .as_ref()
             .map_or_else(Timestamp::now, |t| t.0),
+        version: None,
     }
 }
 

@@ -185,6 +185,7 @@ fn to_machine(cluster: &ClusterInfo, name: &str, machine: &SimMachine, now: Time
         ready: phase == MachinePhase::Running,
         template_hash: machine.template_hash.clone(),
         created_at: machine.created_at,
+        version: None,
     }
 }
 

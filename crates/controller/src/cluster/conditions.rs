@@ -87,19 +87,23 @@ pub async fn control_plane(
         &group.created,
         &group.deleted,
     ));
-    let ready = group.converged(replicas);
+    let desired = &cluster.spec.kubernetes.version;
+    let versions = member_versions(&group);
+    let at_desired = versions.iter().filter(|v| *v == desired).count();
+    status.version = match versions.first() {
+        Some(first) if versions.iter().all(|v| v == first) => Some(first.clone()),
+        _ => None,
+    };
+    let ready = group.converged(replicas) && at_desired == replicas;
     let (why, message) = if ready {
         (
             reason::READY,
             format!("{replicas} of {replicas} control-plane machines ready"),
         )
-    } else if group.updated < replicas && group.machines.len() >= replicas {
+    } else if at_desired < replicas && group.machines.len() >= replicas {
         (
             reason::ROLLING_OUT,
-            format!(
-                "{} of {replicas} control-plane machines up to date",
-                group.updated
-            ),
+            format!("{at_desired} of {replicas} control-plane members at {desired}"),
         )
     } else {
         (
@@ -118,6 +122,22 @@ pub async fn control_plane(
         ),
     );
     Ok(ready)
+}
+
+/// The version each live control-plane machine runs: what it reports (a local member's apiserver), else the
+/// version it was made for when it is of the current template (providers that cannot ask). A machine of an older
+/// template that reports nothing counts as no version: it is not what the spec asks for.
+fn member_versions(group: &machines::GroupState) -> Vec<String> {
+    group
+        .machines
+        .iter()
+        .filter(|m| m.phase != slipway_api::MachinePhase::Deleting)
+        .map(|m| match &m.version {
+            Some(version) => version.clone(),
+            None if m.template_hash == group.hash => group.kubernetes_version.clone(),
+            None => String::new(),
+        })
+        .collect()
 }
 
 /// `NodesReady`: every pool ready at its current generation, or no pools at all.
