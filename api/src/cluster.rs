@@ -80,7 +80,7 @@ pub struct ClusterSpec {
     #[serde(default)]
     pub paused: bool,
 
-    /// The blueprint this cluster was rendered from, kept for `slipway describe` and fleet upgrades.
+    /// The blueprint this cluster was rendered from, kept for `slipway describe`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<TemplateRef>,
 }
@@ -191,7 +191,9 @@ fn default_dns_domain() -> String {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ControlPlaneSpec {
-    /// Number of control plane machines: 1, 3 or 5. An odd number keeps etcd's quorum through a failure.
+    /// Number of control-plane members: 1, 3 or 5, one etcd cluster among them (3 keep quorum through the loss of
+    /// one member, 5 of two). Members are added, removed and replaced one at a time, a new one only while every
+    /// other is ready.
     #[serde(default = "default_control_plane_replicas")]
     #[x_kube(validation = Rule::new("self in [1, 3, 5]")
         .message("spec.controlPlane.replicas: must be 1, 3 or 5 (an odd number keeps etcd quorum)"))]
