@@ -354,18 +354,25 @@ async fn a_baremetal_cluster_claims_boots_outgrows_recovers_scales_down_and_free
             user_data::secret_name(&consumer(&host).unwrap())
         );
         let user_data = String::from_utf8(secret.data.unwrap()[USER_DATA_KEY].0.clone()).unwrap();
-        assert!(
-            user_data.contains(&format!("{token_id}.")),
-            "{}: no join token in its user data",
-            host.name_any()
-        );
-        roles.push(if user_data.contains("INSTALL_K3S_EXEC='server'") {
+        let role = if user_data.contains("INSTALL_K3S_EXEC='server'") {
             "server"
         } else if user_data.contains("INSTALL_K3S_EXEC='agent'") {
             "agent"
         } else {
             "neither"
-        });
+        };
+        // The first server creates the join token as a bootstrap-token Secret manifest (as kubeadm init's
+        // bootstrapTokens); an agent joins with it.
+        let carries_token = match role {
+            "server" => user_data.contains(&format!("bootstrap-token-{token_id}")),
+            _ => user_data.contains(&format!("{token_id}.")),
+        };
+        assert!(
+            carries_token,
+            "{} ({role}): no join token in its user data",
+            host.name_any()
+        );
+        roles.push(role);
     }
     roles.sort();
     assert_eq!(roles, ["agent", "agent", "agent", "server"]);

@@ -1,7 +1,7 @@
 //! A local control plane of several members: each its own etcd (joined to the cluster's), apiserver,
 //! controller-manager and scheduler, an HAProxy in front. Members join with `kubeadm join --control-plane` data, the
-//! API keeps answering through the load balancer while a member is down, and scaling 1→3→1 keeps the data and the
-//! etcd membership right at every step.
+//! API keeps answering through the load balancer while a member is down, and scaling 1→3→5→3→1 keeps the data and
+//! the etcd membership right at every step.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -336,31 +336,40 @@ async fn three_members_share_one_etcd_and_the_endpoint_survives_a_member_going_d
 }
 
 #[tokio::test]
-async fn one_to_three_to_one_keeps_the_data_and_the_etcd_membership_right() {
+async fn one_to_three_to_five_to_three_to_one_keeps_the_data_and_the_etcd_membership_right() {
     let f = Fixture::new().await;
+    let mut members: Vec<&str> = vec!["ha-cp-0"];
     f.init("ha-cp-0").await;
-    wait_members_ready(&f.provider, &f.cluster, &["ha-cp-0"]).await;
-    wait_etcd_members(&f.dir, "ha-cp-0", &["ha-cp-0"]).await;
+    wait_members_ready(&f.provider, &f.cluster, &members).await;
+    wait_etcd_members(&f.dir, "ha-cp-0", &members).await;
     let config_maps = f.config_maps().await;
-    put(&config_maps, "one").await;
+    put(&config_maps, "at-1").await;
 
-    f.join("ha-cp-1").await;
-    wait_members_ready(&f.provider, &f.cluster, &["ha-cp-0", "ha-cp-1"]).await;
-    wait_etcd_members(&f.dir, "ha-cp-0", &["ha-cp-0", "ha-cp-1"]).await;
-    f.join("ha-cp-2").await;
-    wait_members_ready(&f.provider, &f.cluster, &["ha-cp-0", "ha-cp-1", "ha-cp-2"]).await;
-    wait_etcd_members(&f.dir, "ha-cp-2", &["ha-cp-0", "ha-cp-1", "ha-cp-2"]).await;
-    put(&config_maps, "three").await;
+    // Up, one member at a time, each once the others are ready, as the controller does.
+    for (name, size) in [
+        ("ha-cp-1", 2),
+        ("ha-cp-2", 3),
+        ("ha-cp-3", 4),
+        ("ha-cp-4", 5),
+    ] {
+        f.join(name).await;
+        members.push(name);
+        wait_members_ready(&f.provider, &f.cluster, &members).await;
+        wait_etcd_members(&f.dir, name, &members).await;
+        put(&config_maps, &format!("at-{size}")).await;
+    }
 
-    // Down to one, and the first member (the one that initialised the cluster) is among those that go.
-    f.remove("ha-cp-0").await;
-    wait_etcd_members(&f.dir, "ha-cp-1", &["ha-cp-1", "ha-cp-2"]).await;
-    wait_members_ready(&f.provider, &f.cluster, &["ha-cp-1", "ha-cp-2"]).await;
-    f.remove("ha-cp-2").await;
-    wait_etcd_members(&f.dir, "ha-cp-1", &["ha-cp-1"]).await;
-    wait_members_ready(&f.provider, &f.cluster, &["ha-cp-1"]).await;
-    assert!(!f.dir.join("members").join("ha-cp-0").exists());
-    present(&config_maps, &["one", "three"]).await;
+    // Down to one, the first member (the one that initialised the cluster) among those that go; every member
+    // left lists exactly the members left, and the data is there at every step.
+    for name in ["ha-cp-0", "ha-cp-3", "ha-cp-4", "ha-cp-2"] {
+        f.remove(name).await;
+        members.retain(|m| *m != name);
+        wait_etcd_members(&f.dir, members[0], &members).await;
+        wait_members_ready(&f.provider, &f.cluster, &members).await;
+        assert!(!f.dir.join("members").join(name).exists());
+        present(&config_maps, &["at-1", "at-2", "at-3", "at-4", "at-5"]).await;
+    }
+    assert_eq!(members, ["ha-cp-1"]);
     put(&config_maps, "one-again").await;
 
     assert_eq!(
