@@ -13,7 +13,8 @@
 #                                 must still match the bundles' sha256 pins)
 #   hack/quickstart.sh --ha       apply config/samples/local-ha-cluster.yaml instead: three control-plane members
 #                                 (three etcd members, apiservers behind HAProxy); combines with the options above
-#   hack/quickstart.sh stop       stop the manager, the workload clusters and the management cluster
+#   hack/quickstart.sh stop       stop the manager, the workload clusters (deleted through the manager when it runs;
+#                                 their local processes stopped in any case) and the management cluster
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,6 +29,18 @@ slipway="$CARGO_TARGET_DIR/debug/slipway"
 
 running() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+# The processes the local provider started for the quickstart's workload clusters (etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler, kwok, HAProxy): each names a file under $clusters/ in its command line
+# (its data directory, certificates or configuration). The manager names only $clusters itself.
+local_cluster_processes() {
+  local pid
+  for pid in $(pgrep -f -- "$clusters/" || true); do
+    case "$(cat "/proc/$pid/comm" 2>/dev/null)" in
+      etcd | kube-apiserver | kube-controller | kube-scheduler | kwok | haproxy) echo "$pid" ;;
+    esac
+  done
+}
+
 stop() {
   if running "$state/manager.pid"; then
     # Workload clusters outlive manager restarts on purpose: delete them while the manager can still clean up.
@@ -35,6 +48,22 @@ stop() {
     kill "$(cat "$state/manager.pid")"
     while running "$state/manager.pid"; do sleep 0.2; done
     echo "stopped the manager"
+  fi
+  # Whatever is left of the workload clusters (the manager was gone, or could not delete them in time) is stopped
+  # here: nothing the quickstart started keeps running.
+  local pids
+  pids="$(local_cluster_processes)"
+  if [[ -n "$pids" ]]; then
+    # shellcheck disable=SC2086 # one pid per word
+    kill $pids 2>/dev/null || true
+    for _ in $(seq 1 50); do
+      [[ -z "$(local_cluster_processes)" ]] && break
+      sleep 0.2
+    done
+    pids="$(local_cluster_processes)"
+    # shellcheck disable=SC2086
+    [[ -z "$pids" ]] || kill -9 $pids 2>/dev/null || true
+    echo "stopped the workload clusters' local processes (their data stays in $clusters)"
   fi
   if running "$state/mirror.pid"; then
     kill "$(cat "$state/mirror.pid")"
@@ -137,7 +166,23 @@ else
 fi
 
 kubectl apply --server-side --field-manager=slipway-quickstart -f "$sample"
-"$slipway" wait cluster "$cluster" --for ready --timeout 5m
+if ! "$slipway" wait cluster "$cluster" --for ready --timeout 5m; then
+  # `wait` named the condition that holds the cluster; say what else is known.
+  {
+    echo
+    echo "The cluster $cluster did not become Ready. What holds it:"
+    "$slipway" describe cluster "$cluster" || true
+    kubectl get addonbundles.slipway.dev -A 2>/dev/null || true
+    if ! running "$state/manager.pid"; then
+      echo "The manager is not running; the end of its log ($state/manager.log):"
+      tail -n 20 "$state/manager.log" || true
+    fi
+    echo "Objects left from an earlier run stay in the management cluster ($management): \`kubectl get"
+    echo "clusters.slipway.dev,addonbundles.slipway.dev -A\` lists them; \`hack/quickstart.sh stop\` and removing $state"
+    echo "starts from nothing."
+  } >&2
+  exit 1
+fi
 
 echo
 kubectl get clusters.slipway.dev,machinepools.slipway.dev

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check Slipway has, the same way on a laptop and in CI: builds the real control-plane binaries when
-# missing, then cargo fmt, clippy and the whole workspace's tests against them. Ends with the test summary.
+# missing, then cargo fmt, clippy and the whole workspace's tests against them, then builds the manager's image and
+# runs it as its Deployment would (hack/test-image.sh), then the quickstart (hack/test-quickstart.sh). Ends with the test summary.
 #
 # Build caches live outside the clone so a second run is fast: CARGO_TARGET_DIR defaults to
 # ${SLIPWAY_CACHE:-~/.cache/slipway}/target, the Kubernetes binaries to ${SLIPWAY_CACHE:-~/.cache/slipway}/k8s.
@@ -52,6 +53,21 @@ cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 
+step "the manager's image, run as its Deployment would (hack/test-image.sh)"
+# The one test cargo test skipped above (it needs the image) runs here; its result joins the summary.
+set +e
+hack/test-image.sh 2>&1 | tee -a "$log"
+image_status=${PIPESTATUS[0]}
+set -e
+if [[ "$status" == 0 ]]; then status=$image_status; fi
+
+step "the quickstart, --ha, and its stop without a manager (hack/test-quickstart.sh)"
+set +e
+hack/test-quickstart.sh 2>&1 | tee -a "$log"
+quickstart_status=${PIPESTATUS[0]}
+set -e
+if [[ "$status" == 0 ]]; then status=$quickstart_status; fi
+
 # One line for the whole run: cargo prints a summary per test binary.
 read -r passed failed ignored < <(awk '/^test result: / {
     for (i = 1; i <= NF; i++) {
@@ -61,6 +77,6 @@ read -r passed failed ignored < <(awk '/^test result: / {
     }
   } END { print p+0, f+0, g+0 }' "$log")
 echo
-echo "hack/test.sh finished in $(( $(date +%s) - started ))s (cargo test exit code $status)"
+echo "hack/test.sh finished in $(( $(date +%s) - started ))s (exit code $status)"
 echo "$passed passed, $failed failed, $ignored skipped"
 exit "$status"

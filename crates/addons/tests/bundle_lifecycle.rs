@@ -2,7 +2,6 @@
 //! resources in one bundle, drift repair, inventory and prune, readiness reasons and waiting for the API.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -23,10 +22,7 @@ const FLANNEL: &str = "flannel/v0.28.9/kube-flannel.yml";
 const FLANNEL_SHA256: &str = "e875824be2f552b45711dbda91af81b17eb961d00025d914d9fef18fad8f09c0";
 
 fn fixture(relative: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/addons")
-        .join(relative);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+    slipway_testenv::addon_manifest(relative)
 }
 
 async fn setup(prefix: &str) -> (Client, String) {

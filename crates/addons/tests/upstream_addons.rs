@@ -2,7 +2,6 @@
 //! controller-manager, scheduler and kwok nodes, until their workloads are really ready.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
@@ -14,12 +13,9 @@ use slipway_testenv::TestEnv;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// A fixture from the shared, provenance-checked folder; never copied into the repository.
+/// An upstream manifest at its pinned version (downloaded and sha256-checked, or from SLIPWAY_ADDONS_MIRROR).
 fn fixture(relative: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/addons")
-        .join(relative);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+    slipway_testenv::addon_manifest(relative)
 }
 
 async fn client() -> kube::Client {

@@ -2,14 +2,17 @@
 //! least-privilege RBAC, its Deployment and metrics Service (`config/rbac/`, `config/manager/`, compiled in), by
 //! server-side apply with field manager `slipway`, and says per object whether it was created, configured or
 //! already as wanted. Running it again is harmless: it is also how Slipway is upgraded.
-//! `slipway init --check` only looks: are the CRDs Established and the manager Available?
+//! `slipway init --check` only looks: are the CRDs Established, the manager's Deployment (when installed) Available,
+//! and does a manager hold the leader Lease?
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 use kube::{Client, ResourceExt};
@@ -23,6 +26,8 @@ use crate::output::Table;
 pub const NAMESPACE: &str = "slipway-system";
 /// Name of the manager's Deployment.
 pub const DEPLOYMENT: &str = "slipway-manager";
+/// The leader-election Lease the manager holds (`slipway manager --lease-name`'s default).
+pub const LEASE: &str = "slipway-manager";
 
 /// The manifests, in the order they are applied: the namespace first, RBAC before the Deployment that uses it.
 const MANIFESTS: [(&str, &str); 6] = [
@@ -57,14 +62,15 @@ const METRICS_SERVICE: &str = include_str!("../../../config/manager/metrics_serv
 #[command(after_help = "Examples:
   slipway init                      install or upgrade Slipway in the current context's cluster
   slipway init --dry-run | less     see what would be applied
-  slipway init --check              exit 0 when the CRDs are Established and the manager is Available, else 1")]
+  slipway init --check              exit 0 when the CRDs are Established and a manager leads, else 1")]
 pub struct Args {
     #[command(flatten)]
     context: ContextArgs,
     /// Print the YAML that would be applied instead of applying it.
     #[arg(long, conflicts_with = "check")]
     dry_run: bool,
-    /// Only check that the management cluster is ready: CRDs Established, manager Deployment Available.
+    /// Only check that the management cluster is ready: CRDs Established, the manager's Deployment Available (when
+    /// installed) and a manager holding the leader Lease, renewed within the Lease's duration.
     #[arg(long)]
     check: bool,
     /// Manager image (default: ghcr.io/slipway/slipway at this binary's version).
@@ -245,9 +251,14 @@ async fn check(client: &Client, server: &str) -> anyhow::Result<()> {
         }
         table.row(vec![format!("crd/{name}"), ready_word(ready), detail]);
     }
+    // A Deployment that `init` installed must be Available; with `--without-manager` there is none, and the manager
+    // runs elsewhere (the quickstart's, a test's).
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
     let (ready, detail) = match deployments.get_opt(DEPLOYMENT).await? {
-        None => (false, "missing".to_string()),
+        None => (
+            true,
+            "not installed (init --without-manager): the manager runs elsewhere".to_string(),
+        ),
         Some(deployment) => {
             let status = deployment.status.unwrap_or_default();
             let available = status.conditions.unwrap_or_default().iter().any(|c| {
@@ -269,6 +280,18 @@ async fn check(client: &Client, server: &str) -> anyhow::Result<()> {
         ready_word(ready),
         detail,
     ]);
+    // Pods can be Available and still not reconcile (e.g. none has won the election): a running manager is one
+    // that holds the leader Lease and renewed it within the Lease's duration.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NAMESPACE);
+    let (ready, detail) = lease_state(leases.get_opt(LEASE).await?.as_ref(), Timestamp::now());
+    if !ready {
+        problems.push(format!("Lease {NAMESPACE}/{LEASE}: {detail}"));
+    }
+    table.row(vec![
+        format!("lease/{NAMESPACE}/{LEASE}"),
+        ready_word(ready),
+        detail,
+    ]);
     print!("{}", table.render());
     if problems.is_empty() {
         println!("Slipway is ready in the management cluster at {server}");
@@ -283,6 +306,84 @@ async fn check(client: &Client, server: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Whether a manager leads: the Lease has a holder that renewed it less than its duration ago, at `now`.
+fn lease_state(lease: Option<&Lease>, now: Timestamp) -> (bool, String) {
+    let Some(spec) = lease.and_then(|l| l.spec.as_ref()) else {
+        return (false, "no manager has taken the leader Lease".to_string());
+    };
+    let Some(holder) = spec.holder_identity.as_deref().filter(|h| !h.is_empty()) else {
+        return (
+            false,
+            "no manager holds the leader Lease (released)".to_string(),
+        );
+    };
+    let Some(renewed) = spec.renew_time.as_ref() else {
+        return (false, format!("held by {holder}, never renewed"));
+    };
+    // Seconds since the renewal; below 0 when this machine's clock is behind the manager's, which is fresh too.
+    let age = now.duration_since(renewed.0).as_secs();
+    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(15).max(1));
+    if age > duration {
+        (
+            false,
+            format!(
+                "held by {holder}, but not renewed for {age}s (the lease lasts {duration}s): is it running?"
+            ),
+        )
+    } else {
+        (true, format!("held by {holder}, renewed {age}s ago"))
+    }
+}
+
 fn ready_word(ready: bool) -> String {
     if ready { "True" } else { "False" }.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+    use super::lease_state;
+
+    fn lease(holder: Option<&str>, renewed: Option<Timestamp>) -> Lease {
+        Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(String::from),
+                renew_time: renewed.map(MicroTime),
+                lease_duration_seconds: Some(15),
+                ..LeaseSpec::default()
+            }),
+            ..Lease::default()
+        }
+    }
+
+    #[test]
+    fn a_manager_leads_only_while_it_renews_the_lease_within_its_duration() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let ago = |seconds: i64| Some(now - SignedDuration::from_secs(seconds));
+
+        let (ready, detail) = lease_state(Some(&lease(Some("pod-a"), ago(3))), now);
+        assert!(ready, "{detail}");
+        assert_eq!(detail, "held by pod-a, renewed 3s ago");
+        // A renewal a little in this machine's future (clocks differ) is fresh.
+        assert!(lease_state(Some(&lease(Some("pod-a"), ago(-2))), now).0);
+
+        let (ready, detail) = lease_state(Some(&lease(Some("pod-a"), ago(16))), now);
+        assert!(!ready);
+        assert!(
+            detail.contains("not renewed for 16s (the lease lasts 15s)"),
+            "{detail}"
+        );
+
+        let (ready, detail) = lease_state(Some(&lease(None, ago(1))), now);
+        assert!(!ready);
+        assert!(detail.contains("released"), "{detail}");
+        assert!(!lease_state(Some(&lease(Some(""), ago(1))), now).0);
+        assert!(!lease_state(Some(&lease(Some("pod-a"), None)), now).0);
+        let (ready, detail) = lease_state(None, now);
+        assert!(!ready);
+        assert_eq!(detail, "no manager has taken the leader Lease");
+    }
 }

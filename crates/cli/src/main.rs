@@ -20,10 +20,23 @@ mod wait;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+/// What `slipway version` and `--version` print: the release, the commit it was built from and the Kubernetes
+/// versions its tests ran against.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit: ",
+    env!("SLIPWAY_GIT_COMMIT"),
+    "\ntested with Kubernetes ",
+    env!("SLIPWAY_KUBERNETES_VERSION"),
+    " (upgrades from ",
+    env!("SLIPWAY_KUBERNETES_PREVIOUS_VERSION"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "slipway",
-    version,
+    version = VERSION,
     about = "Kubernetes clusters from YAML: a simpler Cluster API",
     after_help = exit::CODES_HELP
 )]
@@ -56,6 +69,8 @@ enum Command {
     Manager(Box<manager::Args>),
     /// Write Slipway's CustomResourceDefinitions as YAML files.
     Crds(crds::Args),
+    /// Print the version, the git commit and the Kubernetes versions this build was tested with.
+    Version,
 }
 
 fn main() -> std::process::ExitCode {
@@ -73,6 +88,10 @@ fn main() -> std::process::ExitCode {
         Command::Completion(args) => completion::run(args, command()),
         Command::Manager(args) => manager::run(*args),
         Command::Crds(args) => crds::run(args),
+        Command::Version => {
+            println!("slipway {VERSION}");
+            Ok(())
+        }
     };
     exit::report(result)
 }

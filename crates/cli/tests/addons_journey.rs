@@ -12,12 +12,8 @@ use sha2::{Digest, Sha256};
 use slipway_api::AddonBundle;
 use support::{apply_file, env, eventually, local_manager, wait_ready};
 
-fn fixture(path: &str) -> String {
-    let full = format!(
-        "{}/../../../shared/fixtures/addons/{path}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
+fn fixture(relative: &str) -> String {
+    slipway_testenv::addon_manifest(relative)
 }
 
 /// Serves the upstream manifests on a loopback port, as a release server would.

@@ -22,16 +22,17 @@ mod metal;
 use std::path::Path;
 use std::time::Duration;
 
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use slipway_api::{AddonBundle, BareMetalHost, Cluster, MachinePool};
-use support::{ManagerProcess, apply, apply_file, env, eventually, wait_ready};
+use support::{
+    ManagerProcess, apply, apply_file, env, eventually, service_account_token, wait_ready,
+};
 
 const MANAGER_NAMESPACE: &str = "slipway-system";
 const MANAGER_ACCOUNT: &str = "slipway-manager";
@@ -46,25 +47,6 @@ fn kubeconfig_with_token(admin: &Path, token: &str, out: &Path) {
         user["user"] = json!({ "token": token });
     }
     std::fs::write(out, serde_json::to_string(&config).unwrap()).unwrap();
-}
-
-/// A token for the manager's ServiceAccount, from the TokenRequest API.
-async fn service_account_token(client: &Client) -> String {
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), MANAGER_NAMESPACE);
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            expiration_seconds: Some(3600),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    accounts
-        .create_token_request(MANAGER_ACCOUNT, &PostParams::default(), &request)
-        .await
-        .unwrap()
-        .status
-        .and_then(|s| s.token)
-        .expect("a token in the TokenRequest's status")
 }
 
 /// Every secret value a cluster's Secrets hold: private keys, join token secrets, kubeconfig client keys. The
@@ -286,7 +268,7 @@ async fn the_manager_as_its_service_account_does_every_journey_and_leaks_no_secr
         "{}",
         String::from_utf8_lossy(&init.stderr)
     );
-    let token = service_account_token(&admin).await;
+    let token = service_account_token(&admin, MANAGER_NAMESPACE, MANAGER_ACCOUNT).await;
     let kubeconfig = work.path().join("manager.kubeconfig");
     kubeconfig_with_token(env.kubeconfig_path(), &token, &kubeconfig);
 

@@ -7,6 +7,7 @@
 //! Each environment lives in its own temporary directory on its own free loopback ports, so parallel test binaries
 //! never collide. Processes never outlive the test binary; see [`process`] for how.
 
+pub mod addons;
 mod binaries;
 mod control_plane;
 mod error;
@@ -24,6 +25,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ObjectMeta, PostParams};
 use tokio::sync::OnceCell;
 
+pub use addons::addon_manifest;
 pub use binaries::{
     bin_dir, bin_dir_for, binary, cache_dir, kubernetes_version, previous_kubernetes_version,
     previous_minor_bin_dir,
@@ -200,6 +202,17 @@ impl TestEnv {
     /// The apiserver's URL, `https://127.0.0.1:<port>`.
     pub fn server(&self) -> &str {
         &self.server
+    }
+
+    /// The cluster CA's certificate (PEM): what a pod finds in its ServiceAccount's `ca.crt`.
+    pub fn ca_pem(&self) -> &str {
+        &self
+            .apiserver
+            .as_ref()
+            .expect("the apiserver's PKI lives as long as the TestEnv")
+            .1
+            .ca
+            .cert_pem
     }
 
     /// The admin kubeconfig file (certificates embedded).

@@ -430,3 +430,25 @@ pub async fn client_from_kubeconfig(path: &Path) -> Client {
         .unwrap();
     Client::try_from(config).unwrap()
 }
+
+/// A token for `namespace/account` from the TokenRequest API, valid for an hour: what a pod of that
+/// ServiceAccount finds in its projected token file.
+pub async fn service_account_token(client: &Client, namespace: &str, account: &str) -> String {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    accounts
+        .create_token_request(account, &kube::api::PostParams::default(), &request)
+        .await
+        .unwrap_or_else(|e| panic!("TokenRequest for {namespace}/{account}: {e}"))
+        .status
+        .and_then(|s| s.token)
+        .expect("a token in the TokenRequest's status")
+}
