@@ -27,7 +27,14 @@ kubeconfig="$management/kubeconfig"
 clusters="$state/clusters"
 slipway="$CARGO_TARGET_DIR/debug/slipway"
 
-running() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# Whether the pid in file $1 runs. A killed process whose parent is gone can stay a zombie until something reaps
+# it (a container's init may not): that one is not running.
+running() {
+  [[ -f "$1" ]] || return 1
+  local state
+  state="$(awk '{ print $3 }' "/proc/$(cat "$1")/stat" 2>/dev/null)" || return 1
+  [[ -n "$state" && "$state" != Z ]]
+}
 
 # The processes the local provider started for the quickstart's workload clusters (etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler, kwok, HAProxy): each names a file under $clusters/ in its command line
@@ -45,7 +52,7 @@ stop() {
   if running "$state/manager.pid"; then
     # Workload clusters outlive manager restarts on purpose: delete them while the manager can still clean up.
     KUBECONFIG="$kubeconfig" kubectl delete clusters.slipway.dev --all -A --wait=true --timeout=120s || true
-    kill "$(cat "$state/manager.pid")"
+    kill "$(cat "$state/manager.pid")" 2>/dev/null || true
     while running "$state/manager.pid"; do sleep 0.2; done
     echo "stopped the manager"
   fi
@@ -66,11 +73,11 @@ stop() {
     echo "stopped the workload clusters' local processes (their data stays in $clusters)"
   fi
   if running "$state/mirror.pid"; then
-    kill "$(cat "$state/mirror.pid")"
+    kill "$(cat "$state/mirror.pid")" 2>/dev/null || true
     echo "stopped the add-on mirror"
   fi
   if running "$state/management.pid"; then
-    kill "$(cat "$state/management.pid")"
+    kill "$(cat "$state/management.pid")" 2>/dev/null || true
     while running "$state/management.pid"; do sleep 0.2; done
     echo "stopped the local management cluster (its data stays in $management)"
   fi

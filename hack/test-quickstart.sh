@@ -30,8 +30,13 @@ members="$(find "$SLIPWAY_QUICKSTART_DIR/clusters" -name member.json | wc -l)"
 [[ "$members" == 3 ]] || fail "$members control-plane members, not 3"
 [[ -n "$(leftovers)" ]] || fail "no local processes found while the cluster runs (the check below would prove nothing)"
 
-kill -9 "$(cat "$SLIPWAY_QUICKSTART_DIR/manager.pid")"
-hack/quickstart.sh stop
+manager="$(cat "$SLIPWAY_QUICKSTART_DIR/manager.pid")"
+kill -9 "$manager"
+# Gone (or a zombie no one reaps): either way no longer a manager.
+while [[ "$(awk '{ print $3 }' "/proc/$manager/stat" 2>/dev/null || echo gone)" != @(Z|gone) ]]; do sleep 0.1; done
+hack/quickstart.sh stop >"$dir/stop.out" 2>&1 || { cat "$dir/stop.out" >&2; fail "hack/quickstart.sh stop failed"; }
+cat "$dir/stop.out"
+grep -q "stopped the workload clusters' local processes" "$dir/stop.out" || fail "stop did not stop the local processes"
 left="$(leftovers)"
 [[ -z "$left" ]] || fail "processes left after stop: $left"
 rm -rf "$dir"
