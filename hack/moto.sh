@@ -9,7 +9,7 @@
 # script only has to make the venv exist.
 set -euo pipefail
 
-# Pinned: 5.2.5 is the version the tests were checked against (see shared/REAL-PARTS.md).
+# Pinned: 5.2.5, the version the tests were checked against.
 MOTO_VERSION=5.2.5
 
 cache="${SLIPWAY_CACHE:-$HOME/.cache/slipway}"

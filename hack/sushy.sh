@@ -19,7 +19,7 @@
 # (their Flask pins need not agree), and is reused when it already holds the pinned version.
 set -euo pipefail
 
-# Pinned: 2.2.0 is the version the tests were checked against (see shared/REAL-PARTS.md). It brings bcrypt, which
+# Pinned: 2.2.0, the version the tests were checked against. It brings bcrypt, which
 # its htpasswd check uses and which this script uses to hash the password.
 SUSHY_VERSION=2.2.0
 
