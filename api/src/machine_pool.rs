@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -80,7 +81,9 @@ pub struct MachinePoolSpec {
     )]
     pub version: Option<String>,
 
-    /// What each machine looks like. Changing it replaces the machines, within `strategy`.
+    /// What each machine looks like. Changing `template.machine` (or the Kubernetes version the machines run)
+    /// replaces the machines, within `strategy`; changing `template.nodeLabels` or `template.taints` updates the
+    /// existing Nodes in place and replaces nothing.
     #[serde(default)]
     pub template: MachineTemplate,
 
@@ -105,12 +108,16 @@ pub struct MachineTemplate {
     #[serde(default)]
     pub machine: MachineSettings,
 
-    /// Labels the Node of each machine registers with: at most 64, with Kubernetes label keys and values.
+    /// Labels Slipway puts on the Node of each machine and keeps there (a label removed by hand is put back; one
+    /// removed from this list is removed from the Nodes): at most 64, with Kubernetes label keys and values.
+    /// Applied through the workload cluster's API once the Node has registered, so not for `sim` clusters.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "crate::limits::node_labels")]
     pub node_labels: BTreeMap<String, String>,
 
-    /// Taints the Node of each machine registers with.
+    /// Taints Slipway puts on the Node of each machine and keeps there, as it does `nodeLabels`; taints others set
+    /// (the kubelet, the node controller) are left alone. Applied once the Node has registered, so Pods that do
+    /// not tolerate them may land on a new Node in the moment before.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["key".into(), "effect".into()]))]
@@ -180,7 +187,8 @@ pub struct MachinePoolStatus {
     /// Machines that exist, in any phase. Read by the scale subresource.
     #[serde(default)]
     pub replicas: i32,
-    /// Machines whose Node is Ready.
+    /// Machines that are ready: their Node is Ready, where the manager watches the workload cluster's Nodes;
+    /// otherwise (sim clusters, or a workload API that has not answered yet) as the provider reports them.
     #[serde(default)]
     pub ready_replicas: i32,
     /// Machines made from the current template.
@@ -222,7 +230,8 @@ pub struct MachineStatus {
     pub provider_id: Option<String>,
     /// Lifecycle phase of the machine.
     pub phase: MachinePhase,
-    /// The Node this machine registered as, once it has.
+    /// The Node this machine registered as, once it has; only for clusters whose workload API the manager reaches
+    /// (not `sim`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_ref: Option<NodeRef>,
 }
@@ -242,9 +251,18 @@ pub enum MachinePhase {
     Failed,
 }
 
-/// A Node in the workload cluster.
+/// The Node a machine registered as in the workload cluster (the one whose `spec.providerID` is the machine's), and
+/// how that Node was when the status was last written. Written only when one of these fields changes, never for a
+/// kubelet's heartbeat.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct NodeRef {
     /// Node name.
     pub name: String,
+    /// Whether the Node's `Ready` condition is `True`.
+    #[serde(default)]
+    pub ready: bool,
+    /// When the Node registered (its `metadata.creationTimestamp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<Time>,
 }

@@ -40,8 +40,68 @@ pub struct ClusterNetwork {
 pub struct NodeSettings {
     /// `key=value` labels the kubelet registers the node with.
     pub labels: Vec<(String, String)>,
-    /// The provider's id for the machine, so the Node's `spec.providerID` matches it.
-    pub provider_id: Option<String>,
+    /// The provider's id for the machine, which the kubelet registers as the Node's `spec.providerID` (how the
+    /// manager finds a machine's Node); `None` leaves it to whatever else sets it.
+    pub provider_id: Option<ProviderId>,
+}
+
+/// How a machine's kubelet learns the provider's id for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderId {
+    /// Known when the user data is rendered.
+    Known(String),
+    /// Known only on the machine: cloud-init renders this Jinja template from the machine's instance data
+    /// (`cloud-init query --format`) before the node software starts, e.g.
+    /// `aws:///{{ v1.availability_zone }}/{{ v1.instance_id }}`. A machine whose instance data gives nothing
+    /// starts without a provider ID.
+    FromInstanceData(String),
+}
+
+/// kubeadm's kubelet unit reads `KUBELET_EXTRA_ARGS` from this file (its drop-in's `EnvironmentFile`).
+const KUBELET_DEFAULTS: &str = "/etc/default/kubelet";
+/// k3s reads every file in `/etc/rancher/k3s/config.yaml.d/` after its `config.yaml`.
+const K3S_PROVIDER_ID_CONFIG: &str = "/etc/rancher/k3s/config.yaml.d/50-provider-id.yaml";
+
+/// The runcmd step, first of all, that writes the provider ID from the instance data where the kubelet will read
+/// it; `None` when it is known already (it is then in the kubelet's arguments) or not given.
+fn provider_id_step(node: &NodeSettings, distribution: Distribution) -> Option<Value> {
+    let Some(ProviderId::FromInstanceData(template)) = &node.provider_id else {
+        return None;
+    };
+    // The template is the script's first argument, never part of the script's text.
+    let write = match distribution {
+        Distribution::Kubeadm => {
+            format!("printf 'KUBELET_EXTRA_ARGS=--provider-id=%s\\n' \"$id\" > {KUBELET_DEFAULTS}")
+        }
+        Distribution::K3s => format!(
+            "mkdir -p /etc/rancher/k3s/config.yaml.d && printf 'kubelet-arg:\\n  - provider-id=%s\\n' \"$id\" > \
+             {K3S_PROVIDER_ID_CONFIG}"
+        ),
+    };
+    Some(json!([
+        "sh",
+        "-c",
+        format!("id=\"$(cloud-init query --format \"$1\")\" && [ -n \"$id\" ] && {write}"),
+        "provider-id",
+        template
+    ]))
+}
+
+/// Which node software a step is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Distribution {
+    Kubeadm,
+    K3s,
+}
+
+/// `runcmd`: the provider-ID step when there is one, then `command`.
+fn runcmd(node: &NodeSettings, distribution: Distribution, command: Value) -> Value {
+    Value::Array(
+        provider_id_step(node, distribution)
+            .into_iter()
+            .chain([command])
+            .collect(),
+    )
 }
 
 fn file(path: &str, content: &str, permissions: &str) -> Value {
@@ -69,7 +129,7 @@ fn kubelet_args(node: &NodeSettings) -> Vec<Value> {
             .collect();
         args.push(json!({ "name": "node-labels", "value": labels.join(",") }));
     }
-    if let Some(id) = &node.provider_id {
+    if let Some(ProviderId::Known(id)) = &node.provider_id {
         args.push(json!({ "name": "provider-id", "value": id }));
     }
     args
@@ -145,7 +205,7 @@ pub fn kubeadm_init(
     // into the workload cluster's kube-system (encrypted with a key printed to this machine's cloud-init log).
     render(json!({
         "write_files": files,
-        "runcmd": [["kubeadm", "init", "--config", KUBEADM_INIT_CONFIG]],
+        "runcmd": runcmd(node, Distribution::Kubeadm, json!(["kubeadm", "init", "--config", KUBEADM_INIT_CONFIG])),
     }))
 }
 
@@ -183,7 +243,7 @@ pub fn kubeadm_join(
     let join = join_configuration(cluster, ca_key_hash, token, node, false);
     render(json!({
         "write_files": [file(KUBEADM_JOIN_CONFIG, &yaml("kubeadm config", &join)?, "0600")],
-        "runcmd": [["kubeadm", "join", "--config", KUBEADM_JOIN_CONFIG]],
+        "runcmd": runcmd(node, Distribution::Kubeadm, json!(["kubeadm", "join", "--config", KUBEADM_JOIN_CONFIG])),
     }))
 }
 
@@ -207,7 +267,7 @@ pub fn kubeadm_join_control_plane(
     // `controlPlane` in the configuration is what `--control-plane` on the command line would say.
     render(json!({
         "write_files": files,
-        "runcmd": [["kubeadm", "join", "--config", KUBEADM_JOIN_CONFIG]],
+        "runcmd": runcmd(node, Distribution::Kubeadm, json!(["kubeadm", "join", "--config", KUBEADM_JOIN_CONFIG])),
     }))
 }
 
@@ -238,7 +298,7 @@ fn labels_and_provider_id(config: &mut Value, node: &NodeSettings) {
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
     );
-    if let Some(id) = &node.provider_id {
+    if let Some(ProviderId::Known(id)) = &node.provider_id {
         config["kubelet-arg"] = json!([format!("provider-id={id}")]);
     }
 }
@@ -334,7 +394,7 @@ pub fn k3s_server(
     ];
     render(json!({
         "write_files": files,
-        "runcmd": [k3s_install("server", &k3s_version(&cluster.kubernetes_version))],
+        "runcmd": runcmd(node, Distribution::K3s, k3s_install("server", &k3s_version(&cluster.kubernetes_version))),
     }))
 }
 
@@ -355,7 +415,7 @@ pub fn k3s_server_join(
     config["server"] = json!(format!("https://{}", cluster.endpoint));
     render(json!({
         "write_files": [file(K3S_CONFIG, &yaml("k3s config", &config)?, "0600")],
-        "runcmd": [k3s_install("server", &k3s_version(&cluster.kubernetes_version))],
+        "runcmd": runcmd(node, Distribution::K3s, k3s_install("server", &k3s_version(&cluster.kubernetes_version))),
     }))
 }
 
@@ -373,6 +433,6 @@ pub fn k3s_agent(
     labels_and_provider_id(&mut config, node);
     render(json!({
         "write_files": [file(K3S_CONFIG, &yaml("k3s config", &config)?, "0600")],
-        "runcmd": [k3s_install("agent", &k3s_version(&cluster.kubernetes_version))],
+        "runcmd": runcmd(node, Distribution::K3s, k3s_install("agent", &k3s_version(&cluster.kubernetes_version))),
     }))
 }

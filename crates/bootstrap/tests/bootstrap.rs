@@ -4,7 +4,7 @@ use base64::Engine as _;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 use sha2::Digest as _;
-use slipway_bootstrap::cloud_init::{self, ClusterNetwork, NodeSettings};
+use slipway_bootstrap::cloud_init::{self, ClusterNetwork, NodeSettings, ProviderId};
 use slipway_bootstrap::kubeconfig::{admin_kubeconfig, needs_renewal};
 use slipway_bootstrap::pki::{Leaf, Usage};
 use slipway_bootstrap::secrets::{self, Purpose};
@@ -401,7 +401,7 @@ fn kubeadm_init_carries_the_cluster_pki_token_and_network() {
     let token = BootstrapToken::generate(Timestamp::now());
     let node = NodeSettings {
         labels: vec![("slipway.dev/pool".into(), "control-plane".into())],
-        provider_id: Some("aws:///us-east-1a/i-0123".into()),
+        provider_id: Some(ProviderId::Known("aws:///us-east-1a/i-0123".into())),
     };
     let config = cloud_config(&cloud_init::kubeadm_init(&network(), &pki, &token, &node).unwrap());
     assert_eq!(
@@ -485,7 +485,7 @@ fn kubeadm_join_control_plane_hands_over_the_cluster_cas_and_joins_as_a_control_
     let token = BootstrapToken::generate(Timestamp::now());
     let node = NodeSettings {
         labels: vec![("slipway.dev/pool".into(), "control-plane".into())],
-        provider_id: Some("aws:///us-east-1b/i-0456".into()),
+        provider_id: Some(ProviderId::Known("aws:///us-east-1b/i-0456".into())),
     };
     let user_data =
         cloud_init::kubeadm_join_control_plane(&network(), &pki, &token, &node).unwrap();
@@ -707,7 +707,7 @@ fn k3s_joining_server_gets_no_ca_files_and_presents_the_server_token_pinned_to_t
     let join_token = BootstrapToken::generate(Timestamp::now());
     let node = NodeSettings {
         labels: vec![("slipway.dev/pool".into(), "control-plane".into())],
-        provider_id: Some("aws:///us-east-1c/i-0789".into()),
+        provider_id: Some(ProviderId::Known("aws:///us-east-1c/i-0789".into())),
     };
     let first = cloud_config(
         &cloud_init::k3s_server(&network(), &pki, &server_token, &join_token, &node).unwrap(),
@@ -845,4 +845,67 @@ fn the_k3s_server_token_is_a_redacted_password_whose_secret_round_trips() {
         "{error}"
     );
     assert!(!error.contains("0123456789abcdef"), "{error}");
+}
+
+#[test]
+fn a_provider_id_known_only_on_the_machine_is_read_from_its_instance_data_before_the_node_starts() {
+    let pki = ClusterPki::generate("prod").unwrap();
+    let token = BootstrapToken::generate(Timestamp::now());
+    let template = "aws:///{{ v1.availability_zone }}/{{ v1.instance_id }}";
+    let node = NodeSettings {
+        labels: vec![("slipway.dev/pool".into(), "workers".into())],
+        provider_id: Some(ProviderId::FromInstanceData(template.into())),
+    };
+    let hash = pki.ca.public_key_hash().unwrap();
+
+    // kubeadm: the first command writes the ID where kubeadm's kubelet unit reads extra flags, then kubeadm joins;
+    // the join configuration itself names no provider ID.
+    let config = cloud_config(&cloud_init::kubeadm_join(&network(), &hash, &token, &node).unwrap());
+    let runcmd = config["runcmd"].as_array().unwrap();
+    assert_eq!(runcmd.len(), 2, "{runcmd:?}");
+    assert_eq!(runcmd[0][0], "sh");
+    let script = runcmd[0][2].as_str().unwrap();
+    assert!(
+        script.contains("cloud-init query --format \"$1\""),
+        "{script}"
+    );
+    assert!(script.contains("> /etc/default/kubelet"), "{script}");
+    assert!(
+        script.contains("KUBELET_EXTRA_ARGS=--provider-id=%s"),
+        "{script}"
+    );
+    assert!(
+        !script.contains(template),
+        "the template is an argument, not script text"
+    );
+    assert_eq!(runcmd[0][4], template);
+    assert_eq!(runcmd[1][0], "kubeadm");
+    let join = written_yaml(&config, "/run/kubeadm/kubeadm-join.yaml");
+    assert_eq!(
+        join["nodeRegistration"]["kubeletExtraArgs"],
+        serde_json::json!([{ "name": "node-labels", "value": "slipway.dev/pool=workers" }])
+    );
+
+    // k3s: the ID goes into a drop-in k3s reads after its config.yaml, which names none.
+    let config =
+        cloud_config(&cloud_init::k3s_agent(&network(), &pki.ca.cert_pem, &token, &node).unwrap());
+    let runcmd = config["runcmd"].as_array().unwrap();
+    assert_eq!(runcmd.len(), 2, "{runcmd:?}");
+    let script = runcmd[0][2].as_str().unwrap();
+    assert!(
+        script.contains("> /etc/rancher/k3s/config.yaml.d/50-provider-id.yaml"),
+        "{script}"
+    );
+    assert_eq!(runcmd[0][4], template);
+    let k3s = written_yaml(&config, "/etc/rancher/k3s/config.yaml");
+    assert!(k3s.get("kubelet-arg").is_none(), "{k3s}");
+
+    // Known when rendered: no such step.
+    let known = NodeSettings {
+        provider_id: Some(ProviderId::Known("aws:///us-east-1a/i-0123".into())),
+        ..node
+    };
+    let config =
+        cloud_config(&cloud_init::kubeadm_join(&network(), &hash, &token, &known).unwrap());
+    assert_eq!(config["runcmd"].as_array().unwrap().len(), 1);
 }

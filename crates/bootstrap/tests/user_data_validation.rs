@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use jiff::Timestamp;
-use slipway_bootstrap::cloud_init::{self, ClusterNetwork, NodeSettings};
+use slipway_bootstrap::cloud_init::{self, ClusterNetwork, NodeSettings, ProviderId};
 use slipway_bootstrap::{BootstrapToken, ClusterPki, K3sServerToken};
 
 fn network() -> ClusterNetwork {
@@ -22,48 +22,77 @@ fn network() -> ClusterNetwork {
     }
 }
 
-/// Labels and a provider ID with characters a shell would care about, so quoting is exercised.
-fn node() -> NodeSettings {
-    NodeSettings {
-        labels: vec![
-            ("node-role.kubernetes.io/worker".to_string(), String::new()),
-            ("team".to_string(), "platform's".to_string()),
-        ],
-        provider_id: Some("aws:///eu-west-1a/i-0123456789abcdef0".into()),
-    }
+/// Labels with characters a shell would care about, so quoting is exercised, and the provider ID known at render
+/// time or read from the instance data on the machine (the step that runs `cloud-init query`).
+fn nodes() -> [(&'static str, NodeSettings); 2] {
+    let labels = vec![
+        ("node-role.kubernetes.io/worker".to_string(), String::new()),
+        ("team".to_string(), "platform's".to_string()),
+    ];
+    [
+        (
+            "provider ID known",
+            NodeSettings {
+                labels: labels.clone(),
+                provider_id: Some(ProviderId::Known(
+                    "aws:///eu-west-1a/i-0123456789abcdef0".into(),
+                )),
+            },
+        ),
+        (
+            "provider ID from instance data",
+            NodeSettings {
+                labels,
+                provider_id: Some(ProviderId::FromInstanceData(
+                    "aws:///{{ v1.availability_zone }}/{{ v1.instance_id }}".into(),
+                )),
+            },
+        ),
+    ]
 }
 
-/// (name, user data) for the three roles of both distributions.
-fn every_user_data() -> Vec<(&'static str, String)> {
+/// (name, user data) for the three roles of both distributions, with each way of giving the provider ID.
+fn every_user_data() -> Vec<(String, String)> {
+    nodes()
+        .into_iter()
+        .flat_map(|(variant, node)| {
+            user_data_for(&node)
+                .into_iter()
+                .map(move |(role, data)| (format!("{role}, {variant}"), data))
+        })
+        .collect()
+}
+
+fn user_data_for(node: &NodeSettings) -> Vec<(&'static str, String)> {
     let pki = ClusterPki::generate("prod").unwrap();
     let token = BootstrapToken::generate(Timestamp::now());
     let server_token = K3sServerToken::generate();
     let hash = pki.ca.public_key_hash().unwrap();
-    let (network, node) = (network(), node());
+    let network = network();
     vec![
         (
             "kubeadm control-plane init",
-            cloud_init::kubeadm_init(&network, &pki, &token, &node).unwrap(),
+            cloud_init::kubeadm_init(&network, &pki, &token, node).unwrap(),
         ),
         (
             "kubeadm control-plane join",
-            cloud_init::kubeadm_join_control_plane(&network, &pki, &token, &node).unwrap(),
+            cloud_init::kubeadm_join_control_plane(&network, &pki, &token, node).unwrap(),
         ),
         (
             "kubeadm worker join",
-            cloud_init::kubeadm_join(&network, &hash, &token, &node).unwrap(),
+            cloud_init::kubeadm_join(&network, &hash, &token, node).unwrap(),
         ),
         (
             "k3s first server",
-            cloud_init::k3s_server(&network, &pki, &server_token, &token, &node).unwrap(),
+            cloud_init::k3s_server(&network, &pki, &server_token, &token, node).unwrap(),
         ),
         (
             "k3s joining server",
-            cloud_init::k3s_server_join(&network, &pki.ca.cert_pem, &server_token, &node).unwrap(),
+            cloud_init::k3s_server_join(&network, &pki.ca.cert_pem, &server_token, node).unwrap(),
         ),
         (
             "k3s agent",
-            cloud_init::k3s_agent(&network, &pki.ca.cert_pem, &token, &node).unwrap(),
+            cloud_init::k3s_agent(&network, &pki.ca.cert_pem, &token, node).unwrap(),
         ),
     ]
 }

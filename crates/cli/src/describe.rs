@@ -224,23 +224,28 @@ fn pool_node(pool: &MachinePool, show: Option<ShowConditions>) -> Node {
     node
 }
 
-/// Machines carry no conditions: the phase is the reason, the Node (or provider id) the message. Running counts
-/// as ready, as the pool's readyReplicas counts it (sim machines never get a Node).
+/// Machines carry no conditions: the phase is the reason, the provider id the message. A machine is ready when it
+/// runs and, once it has registered, its Node is Ready, as the pool's readyReplicas counts it (sim machines never
+/// get a Node). The machine's Node is a row under it: its name, whether it is Ready, and (in AGE) how long ago it
+/// registered.
 fn machine_node(machine: &MachineStatus) -> Node {
     let mut node = Node::new("Machine", &machine.name);
-    let ready = machine.phase == MachinePhase::Running;
+    let ready =
+        machine.phase == MachinePhase::Running && machine.node_ref.as_ref().is_none_or(|n| n.ready);
     node.ready = Some(if ready { "True" } else { "False" }.to_string());
     node.reason = Some(format!("{:?}", machine.phase));
-    node.message = match (&machine.node_ref, &machine.provider_id) {
-        (Some(node_ref), _) => Some(format!("node {}", node_ref.name)),
-        (None, Some(id)) => Some(id.clone()),
-        (None, None) => None,
-    };
+    node.message = machine.provider_id.clone();
+    if let Some(node_ref) = &machine.node_ref {
+        let mut row = Node::new("Node", &node_ref.name);
+        row.ready = Some(if node_ref.ready { "True" } else { "False" }.to_string());
+        row.last_transition_time = node_ref.created.clone();
+        node.children.push(row);
+    }
     node
 }
 
-/// The tree as a table: NAME (indented with tree lines), READY, REASON, AGE (since the status last changed),
-/// MESSAGE. `now` is a parameter so that tests pin it.
+/// The tree as a table: NAME (indented with tree lines), READY, REASON, AGE (since the status last changed; for a
+/// Node, since it registered), MESSAGE. `now` is a parameter so that tests pin it.
 pub fn render(tree: &Node, now: Timestamp, palette: Palette) -> String {
     let mut table = Table::new(&["NAME", "READY", "REASON", "AGE", "MESSAGE"]);
     add_rows(&mut table, tree, "", "", now, palette);
@@ -330,7 +335,7 @@ status:
   readyReplicas: 1
   machines:
     - { name: demo-workers-b, phase: Provisioning, providerID: "sim://demo-workers-b" }
-    - { name: demo-workers-a, phase: Running, providerID: "sim://demo-workers-a", nodeRef: { name: demo-workers-a } }
+    - { name: demo-workers-a, phase: Running, providerID: "local://team-a/demo/demo-workers-a", nodeRef: { name: demo-workers-a, ready: true, created: "2026-11-24T09:01:00Z" } }
   conditions:
     - { type: Ready, status: "False", reason: ScalingUp, message: "1 of 2 machines ready", lastTransitionTime: "2026-11-24T09:02:00Z" }
     - { type: ScalingUp, status: "True", reason: Creating, message: "creating demo-workers-b", lastTransitionTime: "2026-11-24T09:02:00Z" }

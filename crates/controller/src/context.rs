@@ -66,6 +66,8 @@ pub struct Context {
     /// Clients for workload clusters, by Cluster UID, with the resourceVersion of the kubeconfig Secret each was
     /// made from.
     pub workload_clients: KeyedCache<String, (String, Client)>,
+    /// The workload clusters' Nodes, one watch per cluster whose workload API answers.
+    pub nodes: crate::nodes::NodeWatches,
     /// How often `Reconcile`-mode bundles are re-applied to repair drift.
     pub addon_resync: std::time::Duration,
     /// How long one reconcile may run before it is stopped as failed.

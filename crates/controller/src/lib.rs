@@ -21,6 +21,8 @@ mod join_token;
 pub mod machine_pool;
 pub mod machines;
 pub mod metrics;
+mod node_metadata;
+mod nodes;
 mod outcome;
 mod run;
 mod status;

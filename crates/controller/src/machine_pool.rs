@@ -1,11 +1,13 @@
 //! The MachinePool reconciler: the pool's machines follow `spec.replicas` and its template, within the rollout
 //! strategy, once the cluster's control plane is ready.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::Event;
 use kube::{Resource, ResourceExt};
@@ -13,7 +15,9 @@ use slipway_api::conditions::{
     self, CONTROL_PLANE_READY, Condition, READY, ROLLING_OUT, SCALING_DOWN, SCALING_UP, reason,
 };
 use slipway_api::limits::MAX_LISTED_MACHINES;
-use slipway_api::{Cluster, MachinePhase, MachinePool, MachinePoolStatus, MachineStatus};
+use slipway_api::{
+    Cluster, MachinePhase, MachinePool, MachinePoolStatus, MachineStatus, MachineTemplate, NodeRef,
+};
 use slipway_provider::{MachineRole, ProviderError};
 use tracing::info;
 
@@ -22,9 +26,13 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::join_token::{self, Publish};
 use crate::machines::{self, Boot, GroupSpec, GroupState};
+use crate::nodes::NodeView;
 use crate::outcome::Outcome;
 use crate::status::{self, condition, set_all};
-use crate::{MACHINE_POOL_FINALIZER, PAUSED_ANNOTATION, POOL_LABEL, backoff, events, finalizer};
+use crate::{
+    MACHINE_POOL_FINALIZER, PAUSED_ANNOTATION, POOL_LABEL, backoff, events, finalizer,
+    node_metadata,
+};
 
 pub const CONTROLLER: &str = "machinepool";
 
@@ -207,7 +215,23 @@ async fn converge(
         cluster: &cluster,
         pool: &pool_name,
     };
-    let step = match machines::converge_step(ctx, provider.as_ref(), &info, &spec, boot).await {
+    // The workload cluster's Nodes, where the manager watches them: each machine's Node, by provider ID, once every
+    // Node has been listed (before that, a machine without a Node may only be one not listed yet).
+    let nodes = ctx.nodes.view(&cluster.uid().unwrap_or_default());
+    let by_provider_id = nodes
+        .as_ref()
+        .filter(|view| view.listed())
+        .map(NodeView::by_provider_id);
+    let step = match machines::converge_step(
+        ctx,
+        provider.as_ref(),
+        &info,
+        &spec,
+        boot,
+        by_provider_id.as_ref(),
+    )
+    .await
+    {
         Ok(step) => step,
         // Nothing is known of the machines: say why, and keep what the status said of them.
         Err(error) => {
@@ -252,8 +276,17 @@ async fn converge(
     status.replicas = group.machines.len() as i32;
     status.ready_replicas = group.ready as i32;
     status.updated_replicas = group.updated as i32;
-    (status.machines, status.unlisted_machines) = listed_machines(&group.machines);
+    (status.machines, status.unlisted_machines) =
+        listed_machines(&group.machines, by_provider_id.as_ref());
     let ready = group_conditions(&mut status.conditions, &group, replicas, generation);
+    if let Some(view) = nodes.as_ref().filter(|view| !view.listed()) {
+        note_nodes_not_listed(&mut status.conditions, view.error());
+    }
+    // Labels and taints on the Nodes the machines registered as. A Node that changed meanwhile refuses the patch;
+    // its change wakes the pool again.
+    if let Some(nodes) = &by_provider_id {
+        label_nodes(ctx, &cluster, &pool.spec.template, &group.machines, nodes).await?;
+    }
     // A step that stopped halfway: the machines above are what there is, and the conditions say what stopped it.
     if let Some(Error::Provider { source, .. }) = &step.failure {
         record_step_failure(&mut status.conditions, source, generation);
@@ -431,9 +464,12 @@ async fn finalize(
     Ok(LeaveStatus)
 }
 
-/// `status.machines`: the first [`MAX_LISTED_MACHINES`] machines by name, and how many are left out, so that a pool
-/// of a thousand machines still fits in one object.
-fn listed_machines(machines: &[slipway_provider::Machine]) -> (Vec<MachineStatus>, i32) {
+/// `status.machines`: the first [`MAX_LISTED_MACHINES`] machines by name, each with its Node when `nodes` has it, and
+/// how many are left out, so that a pool of a thousand machines still fits in one object.
+fn listed_machines(
+    machines: &[slipway_provider::Machine],
+    nodes: Option<&HashMap<String, Arc<Node>>>,
+) -> (Vec<MachineStatus>, i32) {
     let listed = machines.len().min(MAX_LISTED_MACHINES);
     let entries = machines[..listed]
         .iter()
@@ -441,10 +477,69 @@ fn listed_machines(machines: &[slipway_provider::Machine]) -> (Vec<MachineStatus
             name: m.name.clone(),
             provider_id: Some(m.provider_id.clone()),
             phase: m.phase,
-            node_ref: None,
+            node_ref: nodes
+                .and_then(|nodes| nodes.get(&m.provider_id))
+                .map(|node| NodeRef {
+                    name: node.name_any(),
+                    ready: crate::nodes::is_ready(node),
+                    created: node.metadata.creation_timestamp.clone(),
+                }),
         })
         .collect();
     (entries, (machines.len() - listed) as i32)
+}
+
+/// Puts the template's labels and taints on every live machine's Node that lacks them (and takes off those that
+/// left the template). Writes nothing when every Node is as wanted.
+async fn label_nodes(
+    ctx: &Context,
+    cluster: &Cluster,
+    template: &MachineTemplate,
+    machines: &[slipway_provider::Machine],
+    nodes: &HashMap<String, Arc<Node>>,
+) -> Result<()> {
+    let patches: Vec<(String, serde_json::Value)> = machines
+        .iter()
+        .filter(|m| m.phase != MachinePhase::Deleting)
+        .filter_map(|m| nodes.get(&m.provider_id))
+        .filter_map(|node| {
+            let patch = node_metadata::patch(node, &template.node_labels, &template.taints)?;
+            Some((node.name_any(), patch))
+        })
+        .collect();
+    if patches.is_empty() {
+        return Ok(());
+    }
+    let name = cluster.name_any();
+    let workload = crate::workload::client(ctx, cluster)
+        .await
+        .map_err(|source| Error::Workload {
+            cluster: name.clone(),
+            source,
+        })?;
+    let api: Api<Node> = Api::all(workload);
+    for (node, patch) in patches {
+        api.patch(&node, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| Error::WorkloadApi {
+                cluster: name.clone(),
+                message: format!("setting the labels and taints of Node {node}: {e}"),
+            })?;
+        info!(cluster = %name, %node, "set the Node's labels and taints");
+    }
+    Ok(())
+}
+
+/// `Ready`'s message says that machines count as the provider reports them, because the Nodes are not listed yet.
+fn note_nodes_not_listed(list: &mut [Condition], error: Option<&str>) {
+    if let Some(ready) = list.iter_mut().find(|c| c.type_ == READY) {
+        ready.message = format!(
+            "{}; the workload cluster's Nodes are not listed yet ({}), so machines count as ready as the provider \
+             reports them",
+            ready.message,
+            error.unwrap_or("listing"),
+        );
+    }
 }
 
 fn owner_reference(cluster: &Cluster) -> OwnerReference {
@@ -503,13 +598,13 @@ mod tests {
 
     #[test]
     fn status_lists_at_most_a_hundred_machines_and_counts_the_rest() {
-        let (listed, unlisted) = listed_machines(&machines(1000));
+        let (listed, unlisted) = listed_machines(&machines(1000), None);
         assert_eq!(listed.len(), MAX_LISTED_MACHINES);
         assert_eq!(unlisted, 900);
         assert_eq!(listed[0].name, "w-abc1234-0000");
         assert_eq!(listed[99].name, "w-abc1234-0099");
 
-        let (listed, unlisted) = listed_machines(&machines(3));
+        let (listed, unlisted) = listed_machines(&machines(3), None);
         assert_eq!((listed.len(), unlisted), (3, 0));
         assert_eq!(listed[2].provider_id.as_deref(), Some("sim://w-2"));
     }

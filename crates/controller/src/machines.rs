@@ -5,8 +5,10 @@
 //! index first), so a reconcile interrupted after a create and run again finds that machine instead of making a
 //! second one.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::Node;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use slipway_api::{MachinePhase, MachineSettings};
@@ -163,7 +165,7 @@ pub async fn converge(
     spec: &GroupSpec,
     boot: Boot<'_>,
 ) -> Result<GroupState> {
-    let step = converge_step(ctx, provider, cluster, spec, boot).await?;
+    let step = converge_step(ctx, provider, cluster, spec, boot, None).await?;
     match step.failure {
         Some(error) => Err(error),
         None => Ok(step.state),
@@ -184,12 +186,16 @@ pub struct Step {
 /// deletion is tried (hosts fail independently); creation stops at the first failure, since the next create
 /// would mostly meet the same shortage or refusal. Errors only when nothing is known (the listing failed, the
 /// user data could not be rendered).
+///
+/// `nodes` are the workload cluster's Nodes by provider ID, when every Node has been listed: a machine is then ready
+/// only when the provider says so and its Node is Ready, which is what the plan's rollout budget counts.
 pub async fn converge_step(
     ctx: &Context,
     provider: &dyn InfrastructureProvider,
     cluster: &ClusterInfo,
     spec: &GroupSpec,
     boot: Boot<'_>,
+    nodes: Option<&HashMap<String, Arc<Node>>>,
 ) -> Result<Step> {
     let hash = template_hash(&spec.role, &spec.kubernetes_version, &spec.settings);
     let provider_error = |source| Error::Provider {
@@ -203,6 +209,14 @@ pub async fn converge_step(
         provider.list_machines(cluster, &spec.role).await,
     )
     .map_err(provider_error)?;
+    if let Some(nodes) = nodes {
+        for machine in &mut machines {
+            machine.ready = machine.ready
+                && nodes
+                    .get(&machine.provider_id)
+                    .is_some_and(|node| crate::nodes::is_ready(node));
+        }
+    }
     let step = plan(&machines, spec, &hash);
     // A control plane that has a member (a live one: a member being deleted is leaving it) is joined, not
     // initialised again. With `serial`, a new member is planned only while every other one is ready.
@@ -212,7 +226,8 @@ pub async fn converge_step(
     let user_data = if step.create.is_empty() || !provider.needs_user_data() {
         None
     } else {
-        boot.render(ctx).await?
+        boot.render(ctx, provider.provider_id_from_instance_data())
+            .await?
     };
 
     let mut state = GroupState {

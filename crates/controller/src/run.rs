@@ -104,6 +104,8 @@ pub async fn run(
             }
         });
     let secrets_task = tokio::spawn(secrets_watch);
+    // The workload clusters' Node watches wake the pools whose Nodes changed.
+    let (wake_pools, pools_woken) = futures::channel::mpsc::unbounded();
     let ctx = Arc::new(Context {
         client: client.clone(),
         providers,
@@ -119,6 +121,7 @@ pub async fn run(
         http: slipway_addons::source::download_client(settings.egress.clone())
             .expect("building the add-on download client"),
         workload_clients: Default::default(),
+        nodes: crate::nodes::NodeWatches::new(wake_pools),
         addon_resync: settings.addon_resync,
         reconcile_deadline: settings.reconcile_deadline,
         failures: Default::default(),
@@ -168,6 +171,8 @@ pub async fn run(
                 .map(|p| ObjectRef::from_obj(p.as_ref()))
                 .collect::<Vec<_>>()
         })
+        // A Node's change (it registered, became Ready, lost a label) is for its pool to act on.
+        .reconcile_on(pools_woken)
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(
             reconcile::<MachinePool>,

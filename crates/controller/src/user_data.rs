@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use kube::{Resource, ResourceExt};
 use slipway_api::{Cluster, Distribution};
-use slipway_bootstrap::cloud_init::{self, ClusterNetwork, NodeSettings};
+use slipway_bootstrap::cloud_init::{self, ClusterNetwork, NodeSettings, ProviderId};
 use slipway_bootstrap::secrets::{self, Purpose};
 use slipway_bootstrap::{CertificateAuthority, K3sServerToken};
 use tracing::info;
@@ -47,7 +47,9 @@ impl<'a> Boot<'a> {
         }
     }
 
-    pub async fn render(&self, ctx: &Context) -> Result<Option<String>> {
+    /// The user data; `provider_id` is the provider's template for the machine's provider ID, rendered on the
+    /// machine from its instance data (see `InfrastructureProvider::provider_id_from_instance_data`).
+    pub async fn render(&self, ctx: &Context, provider_id: Option<&str>) -> Result<Option<String>> {
         match self {
             Boot::Nothing => Ok(None),
             Boot::ControlPlane { cluster, endpoint } => {
@@ -59,7 +61,7 @@ impl<'a> Boot<'a> {
                 // The control plane creates this token itself on its first boot; workers made while it is valid
                 // join with it.
                 let token = join_token::ensure(ctx, cluster, Publish::ByControlPlane).await?;
-                let node = node_settings("control-plane");
+                let node = node_settings("control-plane", provider_id);
                 Ok(Some(match cluster.spec.kubernetes.distribution {
                     Distribution::Kubeadm => {
                         cloud_init::kubeadm_init(&network, &pki, &token, &node)?
@@ -76,7 +78,7 @@ impl<'a> Boot<'a> {
                     return Ok(None);
                 };
                 let network = network(cluster, endpoint);
-                let node = node_settings("control-plane");
+                let node = node_settings("control-plane", provider_id);
                 Ok(Some(match cluster.spec.kubernetes.distribution {
                     Distribution::Kubeadm => {
                         let pki = cluster_secrets::load_pki(ctx, cluster).await?;
@@ -113,7 +115,7 @@ impl<'a> Boot<'a> {
                 let endpoint = (endpoint.host.clone(), endpoint.port as u16);
                 let network = network(cluster, &endpoint);
                 let token = join_token::ensure(ctx, cluster, Publish::ThroughApi).await?;
-                let node = node_settings(pool);
+                let node = node_settings(pool, provider_id);
                 let ca = cluster_ca(ctx, cluster).await?;
                 Ok(Some(match cluster.spec.kubernetes.distribution {
                     Distribution::Kubeadm => {
@@ -140,10 +142,10 @@ fn network(cluster: &Cluster, (host, port): &(String, u16)) -> ClusterNetwork {
     }
 }
 
-fn node_settings(group: &str) -> NodeSettings {
+fn node_settings(group: &str, provider_id: Option<&str>) -> NodeSettings {
     NodeSettings {
         labels: vec![(crate::POOL_LABEL.to_string(), group.to_string())],
-        provider_id: None,
+        provider_id: provider_id.map(|template| ProviderId::FromInstanceData(template.to_string())),
     }
 }
 

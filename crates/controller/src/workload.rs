@@ -323,8 +323,9 @@ fn ca_certificates(data: &str) -> Option<Vec<Vec<u8>>> {
     (!certificates.is_empty()).then_some(certificates)
 }
 
-/// Forgets a deleted cluster's client.
+/// Forgets a deleted cluster's client and stops watching its Nodes.
 pub fn forget_cluster(ctx: &Context, uid: &str) {
+    ctx.nodes.forget(uid);
     ctx.workload_clients.remove(uid);
 }
 

@@ -61,6 +61,14 @@ pub trait InfrastructureProvider: Send + Sync + 'static {
         true
     }
 
+    /// How a machine of this provider learns its provider ID on first boot, when only the machine knows it: a Jinja
+    /// template cloud-init renders from the machine's instance data (`cloud-init query --format`), giving the same
+    /// string as [`Machine::provider_id`]. The kubelet registers it as the Node's `spec.providerID`, which is how the
+    /// controller finds a machine's Node. `None`: the user data sets none.
+    fn provider_id_from_instance_data(&self) -> Option<&'static str> {
+        None
+    }
+
     /// The hourly price of one machine of `instance_type`, or `None` when the provider does not know it.
     fn price_per_hour(&self, _instance_type: Option<&str>) -> Option<Price> {
         None

@@ -117,10 +117,7 @@ pub fn to_machine(instance: &Instance) -> Option<Machine> {
         .unwrap_or_else(Timestamp::now);
     Some(Machine {
         name,
-        provider_id: format!(
-            "aws:///{zone}/{}",
-            instance.instance_id().unwrap_or_default()
-        ),
+        provider_id: provider_id(zone, instance.instance_id().unwrap_or_default()),
         phase,
         ready: phase == MachinePhase::Running,
         template_hash: tags::value(instance.tags(), tags::TEMPLATE_HASH)
@@ -130,6 +127,15 @@ pub fn to_machine(instance: &Instance) -> Option<Machine> {
         version: None,
     })
 }
+
+/// The provider ID of an instance, as the AWS cloud provider writes it into `spec.providerID`.
+pub fn provider_id(zone: &str, instance_id: &str) -> String {
+    format!("aws:///{zone}/{instance_id}")
+}
+
+/// The same provider ID, rendered on the instance by cloud-init from its instance data.
+pub const PROVIDER_ID_FROM_INSTANCE_DATA: &str =
+    "aws:///{{ v1.availability_zone }}/{{ v1.instance_id }}";
 
 /// Machines of one group, one per name (the oldest instance if a race ever made two).
 pub fn machines(mut instances: Vec<Instance>) -> Vec<Machine> {
@@ -388,6 +394,42 @@ pub async fn terminate(
 
 #[cfg(test)]
 mod tests {
+    /// What cloud-init renders on an instance from the template is what the provider lists for that instance: run
+    /// with real cloud-init (Debian's `cloud-init`, which `hack/test.sh` installs) on instance data shaped as EC2's.
+    #[test]
+    fn cloud_init_renders_the_provider_id_the_provider_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("instance-data.json");
+        std::fs::write(
+            &data,
+            r#"{ "v1": { "availability_zone": "eu-west-1b", "instance_id": "i-0123456789abcdef0",
+                "cloud_name": "aws", "platform": "ec2", "region": "eu-west-1" } }"#,
+        )
+        .unwrap();
+        // On an instance, cloud-init has the user data and vendor data files too; here they are empty.
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "").unwrap();
+        let output = std::process::Command::new("cloud-init")
+            .args(["query", "--instance-data"])
+            .arg(&data)
+            .arg("--user-data")
+            .arg(&empty)
+            .arg("--vendor-data")
+            .arg(&empty)
+            .args(["--format", PROVIDER_ID_FROM_INSTANCE_DATA])
+            .output()
+            .expect("cloud-init (Debian package cloud-init; hack/test.sh installs it)");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            provider_id("eu-west-1b", "i-0123456789abcdef0")
+        );
+    }
+
     use super::*;
 
     #[test]

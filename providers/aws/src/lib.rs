@@ -313,6 +313,10 @@ impl InfrastructureProvider for AwsProvider {
         )))
     }
 
+    fn provider_id_from_instance_data(&self) -> Option<&'static str> {
+        Some(instances::PROVIDER_ID_FROM_INSTANCE_DATA)
+    }
+
     fn price_per_hour(&self, instance_type: Option<&str>) -> Option<Price> {
         self.prices
             .price(instance_type.unwrap_or(&self.config.default_instance_type))

@@ -21,7 +21,7 @@ use slipway_api::conditions::{
 use slipway_api::{ApiEndpoint, Cluster, ClusterPhase, ClusterStatus, MachinePool, SecretRef};
 use slipway_bootstrap::secrets::Purpose;
 use slipway_provider::ClusterInfo;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -214,6 +214,22 @@ async fn provision(
         status.kubeconfig_secret_ref = Some(SecretRef {
             name: Purpose::Kubeconfig.secret_name(&cluster.name_any()),
         });
+    }
+
+    // 4b. The workload cluster's Nodes, watched for the pools to find their machines' Nodes. A workload API that
+    //     does not answer yet is no failure of this cluster: the watch retries, and the pools say what they wait for.
+    //     The client is made for the endpoint the stored status names, so the first pass that finds the control
+    //     plane ready leaves it to the next one, woken by this pass's status write.
+    let endpoint_known = cluster
+        .status
+        .as_ref()
+        .is_some_and(|s| s.control_plane_endpoint.is_some());
+    if control_plane_ready
+        && infrastructure.workload_api
+        && endpoint_known
+        && let Err(error) = ctx.nodes.ensure(ctx, cluster).await
+    {
+        warn!(cluster = %cluster.name_any(), %error, "cannot watch the workload cluster's Nodes yet");
     }
 
     // 5. Worker nodes, as their pools report them. The shared cache may not hold a pool created together with the

@@ -1,0 +1,246 @@
+//! Machines that know their Nodes, on the local provider (a real workload apiserver, kwok Nodes): every machine's
+//! `nodeRef`, the pool's labels and taints on every Node and kept there, and a template change of labels and taints
+//! that updates the Nodes in place without replacing a machine.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde_json::json;
+use slipway_api::MachinePool;
+use support::{apply, env, eventually, local_manager, wait_ready};
+
+const CLUSTER: &str = r#"
+apiVersion: slipway.dev/v1alpha1
+kind: Cluster
+metadata: { name: labelled }
+spec:
+  kubernetes: { version: v1.37.2 }
+  controlPlane: { replicas: 1 }
+  infrastructure: { local: {} }
+---
+apiVersion: slipway.dev/v1alpha1
+kind: MachinePool
+metadata: { name: labelled-web }
+spec:
+  clusterName: labelled
+  replicas: 3
+  template:
+    nodeLabels: { tier: web, node-role.kubernetes.io/web: "" }
+    taints:
+      - { key: dedicated, value: web, effect: NoSchedule }
+"#;
+
+/// The pool's Nodes in the workload cluster, by name.
+async fn pool_nodes(nodes: &Api<Node>) -> Result<BTreeMap<String, Node>, String> {
+    Ok(nodes
+        .list(&ListParams::default().labels("slipway.dev/pool=labelled-web"))
+        .await
+        .map_err(|e| e.to_string())?
+        .items
+        .into_iter()
+        .map(|n| (n.metadata.name.clone().unwrap_or_default(), n))
+        .collect())
+}
+
+fn labels(node: &Node) -> BTreeMap<String, String> {
+    node.metadata.labels.clone().unwrap_or_default()
+}
+
+/// The Node's taints as (key, value, effect).
+fn taints(node: &Node) -> BTreeSet<(String, String, String)> {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| (t.key, t.value.unwrap_or_default(), t.effect))
+        .collect()
+}
+
+fn taint(key: &str, value: &str, effect: &str) -> (String, String, String) {
+    (key.into(), value.into(), effect.into())
+}
+
+/// Waits until every Node of the pool (3 of them) satisfies `check`.
+async fn every_node(nodes: &Api<Node>, what: &str, check: impl Fn(&Node) -> Result<(), String>) {
+    eventually(what, Duration::from_secs(30), || async {
+        let all = pool_nodes(nodes).await?;
+        if all.len() != 3 {
+            return Err(format!("{} Nodes", all.len()));
+        }
+        all.values().try_for_each(|node| {
+            check(node).map_err(|e| format!("{}: {e}", node.metadata.name.clone().unwrap()))
+        })
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn machines_know_their_nodes_and_keep_their_labels_and_taints_on_them() {
+    let env = env().await;
+    local_manager(env, Duration::from_secs(60));
+    let ns = env.create_namespace("nodes").await;
+    let client = env.client().await;
+    apply(&client, &ns, CLUSTER).await;
+    wait_ready(&client, &ns, "labelled", Duration::from_secs(90)).await;
+    let workload = support::workload_client(&client, &ns, "labelled").await;
+    let nodes: Api<Node> = Api::all(workload);
+    let pools: Api<MachinePool> = Api::namespaced(client.clone(), &ns);
+
+    // Every machine has its Node: found by provider ID, Ready, with the time it registered.
+    let machines = eventually(
+        "a Ready nodeRef for every machine",
+        Duration::from_secs(30),
+        || async {
+            let pool = pools.get("labelled-web").await.map_err(|e| e.to_string())?;
+            let machines = pool.status.unwrap_or_default().machines;
+            let with_node = machines
+                .iter()
+                .filter(|m| {
+                    m.node_ref
+                        .as_ref()
+                        .is_some_and(|n| n.ready && n.created.is_some())
+                })
+                .count();
+            if machines.len() == 3 && with_node == 3 {
+                Ok(machines)
+            } else {
+                Err(format!("{machines:?}"))
+            }
+        },
+    )
+    .await;
+    let all = pool_nodes(&nodes).await.unwrap();
+    for machine in &machines {
+        let node_ref = machine.node_ref.as_ref().unwrap();
+        let node = &all[&node_ref.name];
+        assert_eq!(
+            node.spec.as_ref().unwrap().provider_id,
+            machine.provider_id,
+            "the nodeRef of {} names the Node with its provider ID",
+            machine.name
+        );
+    }
+    let machine_names: BTreeSet<String> = machines.iter().map(|m| m.name.clone()).collect();
+
+    // The template's labels and taints are on every Node, next to what the Node had.
+    every_node(&nodes, "labels and taints on every Node", |node| {
+        let labels = labels(node);
+        let wanted = [
+            ("tier", "web"),
+            ("node-role.kubernetes.io/web", ""),
+            ("slipway.dev/pool", "labelled-web"),
+        ];
+        for (key, value) in wanted {
+            if labels.get(key).map(String::as_str) != Some(value) {
+                return Err(format!("label {key} is {:?}", labels.get(key)));
+            }
+        }
+        if !taints(node).contains(&taint("dedicated", "web", "NoSchedule")) {
+            return Err(format!("taints {:?}", taints(node)));
+        }
+        Ok(())
+    })
+    .await;
+
+    // A label and a taint removed by hand come back; a label someone else added stays.
+    let first = machines[0].node_ref.as_ref().unwrap().name.clone();
+    nodes
+        .patch(
+            &first,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({
+                "metadata": { "labels": { "tier": null, "team": "blue" } },
+                "spec": { "taints": [] }
+            })),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "the removed label and taint back",
+        Duration::from_secs(30),
+        || async {
+            let node = nodes.get(&first).await.map_err(|e| e.to_string())?;
+            let labels = labels(&node);
+            if labels.get("tier").map(String::as_str) == Some("web")
+                && labels.get("team").map(String::as_str) == Some("blue")
+                && taints(&node).contains(&taint("dedicated", "web", "NoSchedule"))
+            {
+                Ok(())
+            } else {
+                Err(format!("labels {labels:?}, taints {:?}", taints(&node)))
+            }
+        },
+    )
+    .await;
+
+    // New labels and taints in the template: the Nodes follow in place, the old ones Slipway put there go, and no
+    // machine is replaced.
+    let generation_before = pools.get("labelled-web").await.unwrap().metadata.generation;
+    pools
+        .patch(
+            "labelled-web",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "spec": { "template": {
+                // A merge patch: null removes a key from the map.
+                "nodeLabels": { "tier": "api", "zone": "a", "node-role.kubernetes.io/web": null },
+                "taints": [ { "key": "dedicated", "value": "api", "effect": "NoExecute" } ]
+            } } })),
+        )
+        .await
+        .unwrap();
+    every_node(&nodes, "the new labels and taints on every Node", |node| {
+        let labels = labels(node);
+        if labels.get("tier").map(String::as_str) != Some("api")
+            || labels.get("zone").map(String::as_str) != Some("a")
+        {
+            return Err(format!("labels {labels:?}"));
+        }
+        if labels.contains_key("node-role.kubernetes.io/web") {
+            return Err(format!(
+                "the label that left the template is still there: {labels:?}, annotations {:?}",
+                node.metadata.annotations
+            ));
+        }
+        let taints = taints(node);
+        if taints.contains(&taint("dedicated", "web", "NoSchedule"))
+            || !taints.contains(&taint("dedicated", "api", "NoExecute"))
+        {
+            return Err(format!("taints {taints:?}"));
+        }
+        Ok(())
+    })
+    .await;
+    assert_eq!(
+        labels(&nodes.get(&first).await.unwrap())
+            .get("team")
+            .map(String::as_str),
+        Some("blue"),
+        "a label Slipway never put there is not Slipway's to remove"
+    );
+    let pool = pools.get("labelled-web").await.unwrap();
+    assert!(pool.metadata.generation > generation_before);
+    let status = pool.status.unwrap();
+    let now: BTreeSet<String> = status.machines.iter().map(|m| m.name.clone()).collect();
+    assert_eq!(now, machine_names, "no machine was replaced");
+    assert_eq!(status.updated_replicas, 3);
+
+    // `slipway describe cluster` shows each machine's Node under it.
+    let kubeconfig = env.kubeconfig_path();
+    let out = support::stdout_of(&support::slipway_cli(
+        Some(kubeconfig),
+        &["describe", "cluster", "labelled", "-n", &ns],
+    ));
+    for machine in &status.machines {
+        let node = &machine.node_ref.as_ref().unwrap().name;
+        let row = out
+            .lines()
+            .find(|line| line.contains(&format!("Node/{node} ")))
+            .unwrap_or_else(|| panic!("no row for Node {node} in:\n{out}"));
+        assert!(row.contains("True"), "{row}");
+    }
+}
