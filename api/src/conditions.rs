@@ -24,6 +24,8 @@ pub const SCALING_UP: &str = "ScalingUp";
 pub const SCALING_DOWN: &str = "ScalingDown";
 /// MachinePool: outdated machines are being replaced within `maxSurge`/`maxUnavailable`.
 pub const ROLLING_OUT: &str = "RollingOut";
+/// MachinePool: more machines are unhealthy than `spec.health.maxUnhealthy` allows, so none is replaced.
+pub const REMEDIATION_BLOCKED: &str = "RemediationBlocked";
 
 /// Every condition type a Cluster reports, in the order the provisioning steps reach them.
 pub const CLUSTER_CONDITION_TYPES: [&str; 5] = [
@@ -81,6 +83,10 @@ pub mod reason {
     /// MachinePool `Ready`: the pool's `spec.version` is outside what its control plane's version allows; the pool's
     /// machines are left as they are.
     pub const VERSION_SKEW: &str = "VersionSkew";
+    /// MachinePool `RemediationBlocked`: more machines unhealthy than `spec.health.maxUnhealthy`.
+    pub const TOO_MANY_UNHEALTHY: &str = "TooManyUnhealthy";
+    /// MachinePool `RemediationBlocked` False: unhealthy machines, if any, may be replaced.
+    pub const WITHIN_LIMIT: &str = "WithinLimit";
 }
 
 /// `Condition.status` values (`metav1.ConditionStatus`).

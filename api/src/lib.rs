@@ -38,8 +38,8 @@ pub use conditions::Condition;
 pub use crd::{crd_files, crds};
 pub use machine::MachineSettings;
 pub use machine_pool::{
-    MachinePhase, MachinePool, MachinePoolSpec, MachinePoolStatus, MachineStatus, MachineTemplate,
-    NodeRef, NodeTaint, RolloutStrategy, TaintEffect,
+    MachineHealth, MachinePhase, MachinePool, MachinePoolSpec, MachinePoolStatus, MachineStatus,
+    MachineTemplate, NodeRef, NodeTaint, RolloutStrategy, TaintEffect,
 };
 
 /// The API group of every Slipway resource.

@@ -90,6 +90,68 @@ pub struct MachinePoolSpec {
     /// How fast outdated machines are replaced.
     #[serde(default)]
     pub strategy: RolloutStrategy,
+
+    /// When a machine counts as unhealthy and is replaced, and when the pool holds back.
+    #[serde(default)]
+    pub health: MachineHealth,
+}
+
+/// When a machine counts as unhealthy, and how much of the pool may be replaced for it. A machine is unhealthy when
+/// the provider reports it failed, or (on clusters whose Nodes the manager watches) its Node has not been Ready for
+/// `unhealthyAfter`, or it has had no Node for `nodeStartupTimeout` since it was created. Unhealthy machines are
+/// deleted and made again, at most `max(1, strategy.maxSurge)` at a time; when more than `maxUnhealthy` of the
+/// pool is unhealthy at once, nothing is replaced (condition `RemediationBlocked`), since that many failing
+/// together points at the network or the control plane rather than at the machines.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineHealth {
+    /// How long a Node may be not Ready (its `Ready` condition `False` or `Unknown`) before its machine is replaced,
+    /// a duration such as `5m`. Default `5m`.
+    #[serde(default = "default_unhealthy_after")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(
+        "self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('1s')"
+    ).message("spec.health.unhealthyAfter: must be a duration of at least 1s such as 5m or 1h30m"))]
+    pub unhealthy_after: String,
+
+    /// How long a machine may be without a Node after it was created before it is replaced, a duration such as
+    /// `10m`. Default `10m`.
+    #[serde(default = "default_node_startup_timeout")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(
+        "self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('1s')"
+    ).message("spec.health.nodeStartupTimeout: must be a duration of at least 1s such as 10m or 1h"))]
+    pub node_startup_timeout: String,
+
+    /// The most machines that may be unhealthy at once for any to be replaced: a percentage of `replicas` such as
+    /// `40%`, or a number of machines such as `2`. Default `40%`.
+    #[serde(default = "default_max_unhealthy")]
+    #[schemars(length(max = 8))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]{1,4}%?$') && (!self.endsWith('%') || int(self.replace('%', '')) <= 100)")
+        .message("spec.health.maxUnhealthy: must be a percentage from 0% to 100% such as 40%, or a number of machines such as 2"))]
+    pub max_unhealthy: String,
+}
+
+impl Default for MachineHealth {
+    fn default() -> Self {
+        Self {
+            unhealthy_after: default_unhealthy_after(),
+            node_startup_timeout: default_node_startup_timeout(),
+            max_unhealthy: default_max_unhealthy(),
+        }
+    }
+}
+
+fn default_unhealthy_after() -> String {
+    "5m".into()
+}
+
+fn default_node_startup_timeout() -> String {
+    "10m".into()
+}
+
+fn default_max_unhealthy() -> String {
+    "40%".into()
 }
 
 fn default_replicas() -> i32 {
@@ -206,7 +268,7 @@ pub struct MachinePoolStatus {
     /// Machines that exist but that `machines` leaves out, because it lists at most 100.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub unlisted_machines: i32,
-    /// `Ready`, `ScalingUp`, `ScalingDown`, `RollingOut`.
+    /// `Ready`, `ScalingUp`, `ScalingDown`, `RollingOut`, `RemediationBlocked`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -247,7 +309,8 @@ pub enum MachinePhase {
     Running,
     /// Being deleted.
     Deleting,
-    /// The provider gave up on it; it will be replaced.
+    /// The provider reports it failed (on AWS, a stopped instance); it is replaced as an unhealthy machine, within
+    /// the pool's `spec.health`.
     Failed,
 }
 

@@ -34,6 +34,10 @@ pub struct Args {
     /// Seconds between re-applies of `Reconcile`-mode add-on bundles, which repair drift in workload clusters.
     #[arg(long, default_value_t = 60)]
     addon_resync_seconds: u64,
+    /// Seconds between listings of a ready pool's machines, which notice a machine the provider now reports
+    /// failed (say, a stopped instance) so that it is replaced.
+    #[arg(long, default_value_t = 60)]
+    machine_resync_seconds: u64,
     /// Requests per second the manager may send to the management cluster's API; 0 (the default) leaves the
     /// pacing to the apiserver's own API Priority and Fairness, which queues a busy client instead of failing it.
     #[arg(long, default_value_t = 0)]
@@ -251,6 +255,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         instance: identity.clone(),
         addon_resync: Duration::from_secs(args.addon_resync_seconds),
+        machine_resync: Duration::from_secs(args.machine_resync_seconds),
         egress,
         ..Settings::default()
     };

@@ -566,3 +566,65 @@ async fn a_new_instance_type_rolls_through_the_pool_within_its_strategy() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_stopped_worker_instance_is_replaced_and_terminated() {
+    let env = env().await;
+    let moto = aws_manager(env);
+    let ns = env.create_namespace("aws-heal").await;
+    let client = env.client().await;
+    credentials_secret(&client, &ns).await;
+    apply(&client, &ns, &aws_cluster("healy", "aws-credentials", 2)).await;
+    wait_ready(&client, &ns, "healy", Duration::from_secs(120)).await;
+    let ec2 = aws_support::ec2(moto).await;
+    let key = format!("{ns}/healy");
+    let before = pool_instances(&ec2, &key, "healy-workers").await.unwrap();
+    assert_eq!(before.len(), 2);
+    let (stopped, kept) = (before[0].0.clone(), before[1].0.clone());
+
+    // Stopped behind Slipway's back: the provider reports the machine Failed, and the pool replaces it.
+    ec2.stop_instances()
+        .instance_ids(&stopped)
+        .send()
+        .await
+        .unwrap();
+    eventually(
+        "the stopped instance replaced",
+        Duration::from_secs(90),
+        || async {
+            let ids: Vec<String> = pool_instances(&ec2, &key, "healy-workers")
+                .await?
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            if ids.len() == 2 && ids.contains(&kept) && !ids.contains(&stopped) {
+                Ok(())
+            } else {
+                Err(format!("{ids:?}"))
+            }
+        },
+    )
+    .await;
+    let state = ec2
+        .describe_instances()
+        .instance_ids(&stopped)
+        .send()
+        .await
+        .unwrap()
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter_map(|i| {
+            i.state()
+                .and_then(|s| s.name())
+                .map(|n| n.as_str().to_string())
+        })
+        .collect::<Vec<_>>();
+    assert!(
+        state
+            .iter()
+            .all(|s| s == "terminated" || s == "shutting-down"),
+        "the stopped instance is not left behind: {state:?}"
+    );
+    wait_ready(&client, &ns, "healy", Duration::from_secs(60)).await;
+}

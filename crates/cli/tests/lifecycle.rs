@@ -598,3 +598,98 @@ async fn a_failing_provider_shows_in_conditions_and_is_retried_with_backoff() {
         "{attempts} attempts in about 12 s"
     );
 }
+
+/// The `reason` and `note` of every events.k8s.io Event in `namespace` about the object `name`.
+async fn events_about(client: &kube::Client, namespace: &str, name: &str) -> Vec<(String, String)> {
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), namespace);
+    events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_machine_the_provider_reports_failed_is_replaced_once() {
+    let env = env().await;
+    let sim = manager(env);
+    let ns = env.create_namespace("failed").await;
+    let client = env.client().await;
+    apply(&client, &ns, &sim_cluster("eta", 1, 3, "{}")).await;
+    wait_ready(&client, &ns, "eta", TIMEOUT).await;
+    let pools: Api<MachinePool> = Api::namespaced(client.clone(), &ns);
+    let before: Vec<String> = pools
+        .get("eta-workers")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .machines
+        .iter()
+        .map(|m| m.name.clone())
+        .collect();
+    assert_eq!(before.len(), 3);
+    let victim = before[1].clone();
+    assert!(sim.fail_machine(&ns, "eta", &victim));
+
+    let pool = eventually("the failed machine replaced", TIMEOUT, || async {
+        let pool = pool_ready_replicas(&pools, "eta-workers", 3).await?;
+        let names: Vec<String> = pool
+            .status
+            .clone()
+            .unwrap_or_default()
+            .machines
+            .iter()
+            .map(|m| m.name.clone())
+            .collect();
+        if names.len() == 3 && !names.contains(&victim) {
+            Ok(pool)
+        } else {
+            Err(format!("machines {names:?}"))
+        }
+    })
+    .await;
+    let status = pool.status.unwrap();
+    let blocked =
+        conditions::find(&status.conditions, "RemediationBlocked").expect("RemediationBlocked");
+    assert_eq!(
+        (blocked.status.as_str(), blocked.reason.as_str()),
+        ("False", "WithinLimit")
+    );
+    // The two healthy machines stayed; exactly one new one was made, once.
+    for kept in before.iter().filter(|n| **n != victim) {
+        assert!(
+            status.machines.iter().any(|m| &m.name == kept),
+            "{kept} was replaced too"
+        );
+    }
+    let state = sim.snapshot();
+    let made: Vec<(&String, &u32)> = state
+        .creations
+        .iter()
+        .filter(|(key, _)| key.starts_with(&format!("{ns}/eta/")) && key.contains("/eta-workers-"))
+        .collect();
+    assert_eq!(made.len(), 4, "3 machines and one replacement: {made:?}");
+    assert!(
+        made.iter().all(|(_, count)| **count == 1),
+        "a machine made twice: {made:?}"
+    );
+    let remediated: Vec<String> = events_about(&client, &ns, "eta-workers")
+        .await
+        .into_iter()
+        .filter(|(reason, _)| reason == "MachineRemediated")
+        .map(|(_, note)| note)
+        .collect();
+    assert_eq!(
+        remediated,
+        [format!(
+            "replacing machine {victim}: the provider reports it failed"
+        )],
+        "one Event for the one replacement"
+    );
+}

@@ -244,3 +244,225 @@ async fn machines_know_their_nodes_and_keep_their_labels_and_taints_on_them() {
         assert!(row.contains("True"), "{row}");
     }
 }
+
+const HEALING: &str = r#"
+apiVersion: slipway.dev/v1alpha1
+kind: Cluster
+metadata: { name: healing }
+spec:
+  kubernetes: { version: v1.37.2 }
+  controlPlane: { replicas: 1 }
+  infrastructure: { local: {} }
+---
+apiVersion: slipway.dev/v1alpha1
+kind: MachinePool
+metadata: { name: healing-workers }
+spec:
+  clusterName: healing
+  replicas: 5
+  health: { unhealthyAfter: 5s, nodeStartupTimeout: 10m, maxUnhealthy: "40%" }
+"#;
+
+/// Makes the Node look as a Node whose kubelet stopped does: kwok stops managing it (it manages Nodes with its
+/// annotation), and its Ready condition turns False.
+async fn stop_kubelet(nodes: &Api<Node>, name: &str) {
+    nodes
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(
+                &json!({ "metadata": { "annotations": { "kwok.x-k8s.io/node": null } } }),
+            ),
+        )
+        .await
+        .unwrap();
+    set_ready(nodes, name, "False").await;
+}
+
+/// Gives the Node back to kwok, Ready again.
+async fn start_kubelet(nodes: &Api<Node>, name: &str) {
+    set_ready(nodes, name, "True").await;
+    nodes
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(
+                &json!({ "metadata": { "annotations": { "kwok.x-k8s.io/node": "fake" } } }),
+            ),
+        )
+        .await
+        .unwrap();
+}
+
+async fn set_ready(nodes: &Api<Node>, name: &str, status: &str) {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    nodes
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Strategic(json!({ "status": { "conditions": [{
+                "type": "Ready", "status": status, "reason": "Test", "message": "set by the test",
+                "lastHeartbeatTime": now, "lastTransitionTime": now
+            }] } })),
+        )
+        .await
+        .unwrap();
+}
+
+/// The pool's `RemediationBlocked` condition as (status, reason, message).
+async fn remediation_blocked(pools: &Api<MachinePool>) -> Result<(String, String, String), String> {
+    let pool = pools
+        .get("healing-workers")
+        .await
+        .map_err(|e| e.to_string())?;
+    let conditions = pool.status.unwrap_or_default().conditions;
+    let c = slipway_api::conditions::find(&conditions, "RemediationBlocked")
+        .ok_or("no RemediationBlocked condition yet")?;
+    Ok((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Names and UIDs of the pool's Nodes that are Ready.
+async fn ready_node_uids(nodes: &Api<Node>) -> BTreeMap<String, String> {
+    nodes
+        .list(&ListParams::default().labels("slipway.dev/pool=healing-workers"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|n| {
+            n.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .map(|n| (n.metadata.name.unwrap(), n.metadata.uid.unwrap()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_node_not_ready_too_long_is_replaced_but_too_many_at_once_are_left_alone() {
+    let env = env().await;
+    local_manager(env, Duration::from_secs(60));
+    let ns = env.create_namespace("healing").await;
+    let client = env.client().await;
+    apply(&client, &ns, HEALING).await;
+    wait_ready(&client, &ns, "healing", Duration::from_secs(90)).await;
+    let nodes: Api<Node> = Api::all(support::workload_client(&client, &ns, "healing").await);
+    let pools: Api<MachinePool> = Api::namespaced(client.clone(), &ns);
+    let healthy = eventually("5 Ready Nodes", Duration::from_secs(30), || async {
+        let ready = ready_node_uids(&nodes).await;
+        if ready.len() == 5 {
+            Ok(ready)
+        } else {
+            Err(format!("{ready:?}"))
+        }
+    })
+    .await;
+    let names: Vec<String> = healthy.keys().cloned().collect();
+
+    // Three of five Nodes stop at once: more than 40% (2), so nothing is replaced and the condition says why.
+    for name in &names[..3] {
+        stop_kubelet(&nodes, name).await;
+    }
+    let message = eventually("RemediationBlocked", Duration::from_secs(30), || async {
+        match remediation_blocked(&pools).await? {
+            (status, reason, message) if status == "True" && reason == "TooManyUnhealthy" => {
+                Ok(message)
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(
+        message
+            .starts_with("3 machines are unhealthy, more than spec.health.maxUnhealthy allows (2)"),
+        "{message}"
+    );
+    for name in &names[..3] {
+        assert!(
+            message.contains(&format!("its Node {name} has not been Ready")),
+            "{message}"
+        );
+    }
+    // Held: well past unhealthyAfter, every Node is still the one it was.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let all: BTreeMap<String, String> = nodes
+        .list(&ListParams::default().labels("slipway.dev/pool=healing-workers"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|n| (n.metadata.name.unwrap(), n.metadata.uid.unwrap()))
+        .collect();
+    assert_eq!(
+        all, healthy,
+        "a machine was replaced while remediation was blocked"
+    );
+
+    // They come back: the condition clears, and nothing was replaced. They come back one by one, and with two of
+    // them still unhealthy the pool would rightly replace one: the cluster is paused while they do.
+    let clusters: Api<slipway_api::Cluster> = Api::namespaced(client.clone(), &ns);
+    let pause = |paused: bool| {
+        let clusters = clusters.clone();
+        async move {
+            clusters
+                .patch(
+                    "healing",
+                    &PatchParams::default(),
+                    &Patch::Merge(&json!({ "spec": { "paused": paused } })),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    pause(true).await;
+    // A pass that started before the pause finishes first.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for name in &names[..3] {
+        start_kubelet(&nodes, name).await;
+    }
+    pause(false).await;
+    eventually(
+        "RemediationBlocked cleared",
+        Duration::from_secs(30),
+        || async {
+            match remediation_blocked(&pools).await? {
+                (status, _, _) if status == "False" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(ready_node_uids(&nodes).await, healthy);
+
+    // One Node stops: after unhealthyAfter its machine is replaced, and the pool is back to 5 Ready Nodes.
+    let victim = names[4].clone();
+    stop_kubelet(&nodes, &victim).await;
+    let after = eventually(
+        "the NotReady Node's machine replaced",
+        Duration::from_secs(60),
+        || async {
+            let ready = ready_node_uids(&nodes).await;
+            let victim_gone = !ready.values().any(|uid| uid == &healthy[&victim])
+                && nodes
+                    .get_opt(&victim)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_none_or(|n| n.metadata.uid.as_ref() != Some(&healthy[&victim]));
+            if ready.len() == 5 && victim_gone {
+                Ok(ready)
+            } else {
+                Err(format!("{ready:?}"))
+            }
+        },
+    )
+    .await;
+    for name in &names[..4] {
+        assert_eq!(
+            after.get(name),
+            Some(&healthy[name]),
+            "healthy Node {name} was replaced too"
+        );
+    }
+    wait_ready(&client, &ns, "healing", Duration::from_secs(30)).await;
+}

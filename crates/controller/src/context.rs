@@ -70,6 +70,8 @@ pub struct Context {
     pub nodes: crate::nodes::NodeWatches,
     /// How often `Reconcile`-mode bundles are re-applied to repair drift.
     pub addon_resync: std::time::Duration,
+    /// How often a ready pool lists its machines again.
+    pub machine_resync: std::time::Duration,
     /// How long one reconcile may run before it is stopped as failed.
     pub reconcile_deadline: std::time::Duration,
     /// Status writes the shared cache does not show yet, so a pass woken before it does not write them again.

@@ -17,6 +17,7 @@ mod cost;
 mod error;
 mod events;
 mod finalizer;
+mod health;
 mod join_token;
 pub mod machine_pool;
 pub mod machines;

@@ -12,7 +12,8 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::Event;
 use kube::{Resource, ResourceExt};
 use slipway_api::conditions::{
-    self, CONTROL_PLANE_READY, Condition, READY, ROLLING_OUT, SCALING_DOWN, SCALING_UP, reason,
+    self, CONTROL_PLANE_READY, Condition, READY, REMEDIATION_BLOCKED, ROLLING_OUT, SCALING_DOWN,
+    SCALING_UP, reason,
 };
 use slipway_api::limits::MAX_LISTED_MACHINES;
 use slipway_api::{
@@ -24,6 +25,7 @@ use tracing::info;
 use crate::cluster::{cluster_info, is_paused};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::health;
 use crate::join_token::{self, Publish};
 use crate::machines::{self, Boot, GroupSpec, GroupState};
 use crate::nodes::NodeView;
@@ -222,6 +224,7 @@ async fn converge(
         .as_ref()
         .filter(|view| view.listed())
         .map(NodeView::by_provider_id);
+    let health = health::Policy::new(&pool.spec.health, replicas, spec.max_surge);
     let step = match machines::converge_step(
         ctx,
         provider.as_ref(),
@@ -229,6 +232,7 @@ async fn converge(
         &spec,
         boot,
         by_provider_id.as_ref(),
+        Some(&health),
     )
     .await
     {
@@ -272,6 +276,17 @@ async fn converge(
         &group.created,
         &group.deleted,
     ));
+    for replaced in &group.remediation.replace {
+        if group.deleted.contains(&replaced.machine) {
+            ctx.metrics.remediated();
+            info!(pool = %pool_name, machine = %replaced.machine, why = %replaced.why, "replacing an unhealthy machine");
+            events.push(events::warning(
+                "MachineRemediated",
+                "Remediate",
+                format!("replacing machine {}: {}", replaced.machine, replaced.why),
+            ));
+        }
+    }
 
     status.replicas = group.machines.len() as i32;
     status.ready_replicas = group.ready as i32;
@@ -279,6 +294,7 @@ async fn converge(
     (status.machines, status.unlisted_machines) =
         listed_machines(&group.machines, by_provider_id.as_ref());
     let ready = group_conditions(&mut status.conditions, &group, replicas, generation);
+    remediation_condition(&mut status.conditions, &group.remediation, generation);
     if let Some(view) = nodes.as_ref().filter(|view| !view.listed()) {
         note_nodes_not_listed(&mut status.conditions, view.error());
     }
@@ -291,12 +307,18 @@ async fn converge(
     if let Some(Error::Provider { source, .. }) = &step.failure {
         record_step_failure(&mut status.conditions, source, generation);
     }
+    // A machine about to turn unhealthy (a Node not Ready, a Node that has not registered) does so without any
+    // change to wake the pool, and so does a machine the provider starts to report failed: a ready pool looks
+    // again when the first may have happened, and every `machine_resync` for the second (a listing; it writes
+    // nothing when nothing changed).
+    let resync = group
+        .remediation
+        .next_check
+        .map_or(ctx.machine_resync, |at| {
+            ctx.machine_resync.min(at + Duration::from_secs(1))
+        });
     match step.failure {
-        None => Ok(Next(if ready {
-            Action::await_change()
-        } else {
-            Action::requeue(POLL)
-        })),
+        None => Ok(Next(Action::requeue(if ready { resync } else { POLL }))),
         // No room for another machine right now (no free host, a quota): the condition says so, and the pool
         // looks again at a slow pace instead of retrying as a failure.
         Some(Error::Provider {
@@ -379,6 +401,23 @@ fn group_conditions(
         ],
     );
     ready
+}
+
+/// `RemediationBlocked`: true, saying which machines are unhealthy, when more are than `spec.health.maxUnhealthy`
+/// allows.
+fn remediation_condition(
+    list: &mut Vec<Condition>,
+    remediation: &crate::health::Remediation,
+    generation: Option<i64>,
+) {
+    let (blocked, why, message) = match &remediation.blocked {
+        Some(message) => (true, reason::TOO_MANY_UNHEALTHY, message.clone()),
+        None => (false, reason::WITHIN_LIMIT, String::new()),
+    };
+    conditions::set(
+        list,
+        condition(REMEDIATION_BLOCKED, blocked, why, message, generation),
+    );
 }
 
 /// A step that failed halfway: `Ready` says why, and so does the scaling condition the step was working on.

@@ -9,6 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use slipway_api::{MachinePhase, MachineSettings};
@@ -18,6 +19,7 @@ use slipway_provider::{
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::health;
 pub use crate::user_data::Boot;
 
 /// What a group should look like.
@@ -73,10 +75,21 @@ pub struct Plan {
 /// replacing outdated machines never fewer than `replicas - max_unavailable` ready ones. Scaling down is what the
 /// user asked for and is not held back. At most [`MAX_CREATES_PER_PASS`] creates; the rest come in later passes.
 pub fn plan(machines: &[Machine], spec: &GroupSpec, hash: &str) -> Plan {
-    let live: Vec<&Machine> = machines
+    plan_replacing(machines, spec, hash, &BTreeSet::new())
+}
+
+/// [`plan`], with the machines named in `replace` (unhealthy ones) deleted first and counted as gone, so that their
+/// replacements are made as for missing machines.
+pub fn plan_replacing(
+    machines: &[Machine],
+    spec: &GroupSpec,
+    hash: &str,
+    replace: &BTreeSet<&str>,
+) -> Plan {
+    let (replaced, live): (Vec<&Machine>, Vec<&Machine>) = machines
         .iter()
         .filter(|m| m.phase != MachinePhase::Deleting)
-        .collect();
+        .partition(|m| replace.contains(m.name.as_str()));
     let (current, outdated): (Vec<&Machine>, Vec<&Machine>) =
         live.iter().partition(|m| m.template_hash == hash);
     let desired = spec.replicas;
@@ -96,6 +109,8 @@ pub fn plan(machines: &[Machine], spec: &GroupSpec, hash: &str) -> Plan {
     let missing = desired.saturating_sub(current.len());
     let room = (desired + spec.max_surge).saturating_sub(live.len() - delete.len());
     let mut most = missing.min(room).min(MAX_CREATES_PER_PASS);
+    // The replaced machines go too; they were never counted as live, so they leave the budgets above alone.
+    delete.splice(0..0, replaced);
     if spec.serial {
         delete.truncate(1);
         let settled = machines
@@ -147,6 +162,8 @@ pub struct GroupState {
     pub hash: String,
     /// The Kubernetes version of the group's current template.
     pub kubernetes_version: String,
+    /// The unhealthy machines and what was done about them (nothing for groups without a health policy).
+    pub remediation: health::Remediation,
 }
 
 impl GroupState {
@@ -165,7 +182,7 @@ pub async fn converge(
     spec: &GroupSpec,
     boot: Boot<'_>,
 ) -> Result<GroupState> {
-    let step = converge_step(ctx, provider, cluster, spec, boot, None).await?;
+    let step = converge_step(ctx, provider, cluster, spec, boot, None, None).await?;
     match step.failure {
         Some(error) => Err(error),
         None => Ok(step.state),
@@ -188,7 +205,8 @@ pub struct Step {
 /// user data could not be rendered).
 ///
 /// `nodes` are the workload cluster's Nodes by provider ID, when every Node has been listed: a machine is then ready
-/// only when the provider says so and its Node is Ready, which is what the plan's rollout budget counts.
+/// only when the provider says so and its Node is Ready, which is what the plan's rollout budget counts. With a
+/// `health` policy, unhealthy machines are replaced as [`health::decide`] allows.
 pub async fn converge_step(
     ctx: &Context,
     provider: &dyn InfrastructureProvider,
@@ -196,6 +214,7 @@ pub async fn converge_step(
     spec: &GroupSpec,
     boot: Boot<'_>,
     nodes: Option<&HashMap<String, Arc<Node>>>,
+    health: Option<&health::Policy>,
 ) -> Result<Step> {
     let hash = template_hash(&spec.role, &spec.kubernetes_version, &spec.settings);
     let provider_error = |source| Error::Provider {
@@ -217,7 +236,14 @@ pub async fn converge_step(
                     .is_some_and(|node| crate::nodes::is_ready(node));
         }
     }
-    let step = plan(&machines, spec, &hash);
+    let remediation =
+        health.map(|policy| health::decide(&machines, nodes, policy, Timestamp::now()));
+    let replace: BTreeSet<&str> = remediation
+        .iter()
+        .flat_map(|r| &r.replace)
+        .map(|u| u.machine.as_str())
+        .collect();
+    let step = plan_replacing(&machines, spec, &hash, &replace);
     // A control plane that has a member (a live one: a member being deleted is leaving it) is joined, not
     // initialised again. With `serial`, a new member is planned only while every other one is ready.
     let has_machines = machines.iter().any(|m| m.phase != MachinePhase::Deleting);
@@ -232,6 +258,7 @@ pub async fn converge_step(
 
     let mut state = GroupState {
         listed: machines.len(),
+        remediation: remediation.clone().unwrap_or_default(),
         hash: hash.clone(),
         kubernetes_version: spec.kubernetes_version.clone(),
         ..Default::default()
@@ -479,6 +506,25 @@ mod tests {
         ];
         let plan = plan(&machines, &spec(4, 1, 0), NEW);
         assert_eq!(plan.create, ["w-new-1", "w-new-3"]);
+    }
+
+    #[test]
+    fn a_replaced_machine_is_deleted_and_made_again_under_a_new_name_in_the_same_step() {
+        let machines = vec![
+            machine("w-new-0", NEW, true, 1),
+            machine("w-new-1", NEW, false, 1),
+            machine("w-new-2", NEW, true, 1),
+        ];
+        let replace = BTreeSet::from(["w-new-1"]);
+        let plan = plan_replacing(&machines, &spec(3, 1, 0), NEW, &replace);
+        assert_eq!(plan.delete, ["w-new-1"]);
+        assert_eq!(plan.create, ["w-new-3"]);
+        // Run again after the deletion was asked for: nothing more.
+        let mut leaving = machines.clone();
+        leaving[1].phase = MachinePhase::Deleting;
+        leaving.push(machine("w-new-3", NEW, false, 0));
+        let plan = plan_replacing(&leaving, &spec(3, 1, 0), NEW, &BTreeSet::new());
+        assert_eq!(plan, Plan::default());
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     durations: Family<ControllerLabels, Histogram>,
     provider_calls: Family<ProviderCallLabels, Counter>,
+    remediations: Counter,
 }
 
 impl Default for Metrics {
@@ -69,12 +70,19 @@ impl Metrics {
             "Calls into infrastructure providers, per provider, operation and outcome",
             provider_calls.clone(),
         );
+        let remediations = Counter::default();
+        registry.register(
+            "machine_remediations",
+            "Unhealthy pool machines deleted to be made again",
+            remediations.clone(),
+        );
         Self {
             registry,
             reconciles,
             errors,
             durations,
             provider_calls,
+            remediations,
         }
     }
 
@@ -105,6 +113,10 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+
+    pub fn remediated(&self) {
+        self.remediations.inc();
     }
 
     /// The metrics in the Prometheus text format.

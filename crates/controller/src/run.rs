@@ -37,6 +37,8 @@ pub struct Settings {
     pub instance: String,
     /// How often `Reconcile`-mode add-on bundles are re-applied to repair drift.
     pub addon_resync: std::time::Duration,
+    /// How often a ready pool lists its machines again, to notice one the provider now reports failed.
+    pub machine_resync: std::time::Duration,
     /// What `url` add-on sources may be fetched from (`slipway manager --allow-egress`, `--service-cidr`).
     pub egress: slipway_egress::EgressPolicy,
     /// How long one reconcile may run before it is stopped and counted as failed, so that a slow URL or BMC
@@ -50,6 +52,7 @@ impl Default for Settings {
             concurrency: 16,
             instance: "slipway-manager".into(),
             addon_resync: std::time::Duration::from_secs(60),
+            machine_resync: std::time::Duration::from_secs(60),
             egress: slipway_egress::EgressPolicy::default(),
             reconcile_deadline: RECONCILE_DEADLINE,
         }
@@ -123,6 +126,7 @@ pub async fn run(
         workload_clients: Default::default(),
         nodes: crate::nodes::NodeWatches::new(wake_pools),
         addon_resync: settings.addon_resync,
+        machine_resync: settings.machine_resync,
         reconcile_deadline: settings.reconcile_deadline,
         failures: Default::default(),
         status_in_flight: Default::default(),

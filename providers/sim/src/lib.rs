@@ -56,6 +56,9 @@ pub struct SimMachine {
     pub running_at: Timestamp,
     /// Set once deletion was asked for; the machine is gone after this moment.
     pub gone_at: Option<Timestamp>,
+    /// Reported as `Failed` from now on, as a cloud reports a machine that stopped.
+    #[serde(default)]
+    pub failed: bool,
 }
 
 impl SimProvider {
@@ -81,6 +84,23 @@ impl SimProvider {
     /// Makes the next `count` create or delete calls fail with a transient error.
     pub fn inject_failures(&self, count: u32) {
         self.failures_to_inject.store(count, Ordering::SeqCst);
+    }
+
+    /// Makes machine `name` of the Cluster `namespace/name` fail: it is reported `Failed` until it is deleted.
+    /// Returns whether there was such a machine.
+    pub fn fail_machine(&self, namespace: &str, cluster: &str, machine: &str) -> bool {
+        let prefix = format!("{namespace}/{cluster}/");
+        let mut state = self.lock();
+        let found = state
+            .clusters
+            .iter_mut()
+            .filter(|(key, _)| key.starts_with(&prefix))
+            .filter_map(|(_, c)| c.machines.get_mut(machine))
+            .map(|m| m.failed = true)
+            .count();
+        // Only tests call this; a state file that cannot be written shows up in their next call.
+        let _ = self.persist(&state);
+        found > 0
     }
 
     /// A copy of the provider's state, for tests and benchmarks.
@@ -173,6 +193,8 @@ fn provider_id(cluster: &ClusterInfo, name: &str) -> String {
 fn to_machine(cluster: &ClusterInfo, name: &str, machine: &SimMachine, now: Timestamp) -> Machine {
     let phase = if machine.gone_at.is_some() {
         MachinePhase::Deleting
+    } else if machine.failed {
+        MachinePhase::Failed
     } else if now >= machine.running_at {
         MachinePhase::Running
     } else {
@@ -289,6 +311,7 @@ impl InfrastructureProvider for SimProvider {
             created_at: now,
             running_at: now + create_delay,
             gone_at: None,
+            failed: false,
         };
         let result = to_machine(cluster, &request.name, &machine, now);
         state

@@ -55,10 +55,16 @@ pub fn manager(env: &'static TestEnv) -> &'static Arc<SimProvider> {
     MANAGER.get_or_init(|| {
         let sim = Arc::new(SimProvider::new());
         let provider = sim.clone();
+        let settings = Settings {
+            // Ready pools list their machines again often, so a machine a test makes fail is noticed soon (and
+            // the test that a ready cluster sees no writes covers these listings).
+            machine_resync: Duration::from_secs(5),
+            ..Settings::default()
+        };
         run_manager(
             env,
             |_| ProviderRegistry::new().register(provider),
-            Settings::default(),
+            settings,
         );
         sim
     })
