@@ -24,6 +24,8 @@ pub const SCALING_UP: &str = "ScalingUp";
 pub const SCALING_DOWN: &str = "ScalingDown";
 /// MachinePool: outdated machines are being replaced within `maxSurge`/`maxUnavailable`.
 pub const ROLLING_OUT: &str = "RollingOut";
+/// MachinePool: Nodes of machines about to be deleted are being drained; the message names the Pods still on them.
+pub const DRAINING: &str = "Draining";
 /// MachinePool: more machines are unhealthy than `spec.health.maxUnhealthy` allows, so none is replaced.
 pub const REMEDIATION_BLOCKED: &str = "RemediationBlocked";
 
@@ -83,6 +85,10 @@ pub mod reason {
     /// MachinePool `Ready`: the pool's `spec.version` is outside what its control plane's version allows; the pool's
     /// machines are left as they are.
     pub const VERSION_SKEW: &str = "VersionSkew";
+    /// MachinePool `Draining`: Pods are being evicted from Nodes of machines about to be deleted.
+    pub const DRAINING: &str = "Draining";
+    /// MachinePool `Draining` False: no Node is being drained.
+    pub const NOT_DRAINING: &str = "NotDraining";
     /// MachinePool `RemediationBlocked`: more machines unhealthy than `spec.health.maxUnhealthy`.
     pub const TOO_MANY_UNHEALTHY: &str = "TooManyUnhealthy";
     /// MachinePool `RemediationBlocked` False: unhealthy machines, if any, may be replaced.

@@ -227,6 +227,19 @@ pub struct RolloutStrategy {
     #[serde(default)]
     #[schemars(range(min = 0, max = crate::limits::MAX_POOL_REPLICAS))]
     pub max_unavailable: i32,
+    /// How long a machine's Node is drained before the machine is deleted anyway, a duration such as `10m`
+    /// (default); `0s` deletes without draining. Draining cordons the Node, then evicts its Pods through the
+    /// Eviction API, so PodDisruptionBudgets are honoured; DaemonSet Pods and mirror Pods are left alone. It comes
+    /// before a pool machine is deleted for scaling down, rolling out or replacing an unhealthy machine, on
+    /// clusters whose Nodes the manager watches; not when the pool or its cluster is deleted, and not for a Node
+    /// that is not Ready (its kubelet could not stop the Pods). While a drain waits, the pool makes no more
+    /// machines than `replicas + maxSurge` counting the one being drained. The `Draining` condition names the Pods still on the Node.
+    #[serde(default = "default_drain_timeout")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(
+        "self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('0s')"
+    ).message("spec.strategy.drainTimeout: must be a duration such as 10m, 90s or 0s (no drain)"))]
+    pub drain_timeout: String,
 }
 
 impl Default for RolloutStrategy {
@@ -234,8 +247,13 @@ impl Default for RolloutStrategy {
         Self {
             max_surge: default_max_surge(),
             max_unavailable: 0,
+            drain_timeout: default_drain_timeout(),
         }
     }
+}
+
+fn default_drain_timeout() -> String {
+    "10m".into()
 }
 
 fn default_max_surge() -> i32 {
@@ -268,7 +286,7 @@ pub struct MachinePoolStatus {
     /// Machines that exist but that `machines` leaves out, because it lists at most 100.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub unlisted_machines: i32,
-    /// `Ready`, `ScalingUp`, `ScalingDown`, `RollingOut`, `RemediationBlocked`.
+    /// `Ready`, `ScalingUp`, `ScalingDown`, `RollingOut`, `RemediationBlocked`, `Draining`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

@@ -466,3 +466,257 @@ async fn a_node_not_ready_too_long_is_replaced_but_too_many_at_once_are_left_alo
     }
     wait_ready(&client, &ns, "healing", Duration::from_secs(30)).await;
 }
+
+const DRAINING: &str = r#"
+apiVersion: slipway.dev/v1alpha1
+kind: Cluster
+metadata: { name: draining }
+spec:
+  kubernetes: { version: v1.37.2 }
+  controlPlane: { replicas: 1 }
+  infrastructure: { local: {} }
+---
+apiVersion: slipway.dev/v1alpha1
+kind: MachinePool
+metadata: { name: draining-workers }
+spec:
+  clusterName: draining
+  replicas: 2
+  strategy: { maxSurge: 1, drainTimeout: 20s }
+"#;
+
+/// Two replicas, one per Node, and a budget that allows no disruption while both run.
+const GUARDED_APP: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: { name: web, namespace: default }
+spec:
+  replicas: 2
+  selector: { matchLabels: { app: web } }
+  template:
+    metadata: { labels: { app: web } }
+    spec:
+      nodeSelector: { slipway.dev/pool: draining-workers }
+      affinity:
+        podAntiAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+            - { labelSelector: { matchLabels: { app: web } }, topologyKey: kubernetes.io/hostname }
+      containers: [{ name: web, image: registry.invalid/web:1 }]
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: { name: web, namespace: default }
+spec:
+  minAvailable: 2
+  selector: { matchLabels: { app: web } }
+"#;
+
+async fn scale_draining(pools: &Api<MachinePool>, replicas: i32) {
+    pools
+        .patch(
+            "draining-workers",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "spec": { "replicas": replicas } })),
+        )
+        .await
+        .unwrap();
+}
+
+/// The pool's `Draining` condition as (status, message).
+async fn draining_condition(pools: &Api<MachinePool>) -> Result<(String, String), String> {
+    let pool = pools
+        .get("draining-workers")
+        .await
+        .map_err(|e| e.to_string())?;
+    let conditions = pool.status.unwrap_or_default().conditions;
+    let c = slipway_api::conditions::find(&conditions, "Draining")
+        .ok_or("no Draining condition yet")?;
+    Ok((c.status.clone(), c.message.clone()))
+}
+
+#[tokio::test]
+async fn a_node_is_drained_before_its_machine_goes_and_a_budget_holds_the_drain_until_the_timeout()
+{
+    let env = env().await;
+    local_manager(env, Duration::from_secs(60));
+    let ns = env.create_namespace("draining").await;
+    let client = env.client().await;
+    apply(&client, &ns, DRAINING).await;
+    wait_ready(&client, &ns, "draining", Duration::from_secs(90)).await;
+    let workload = support::workload_client(&client, &ns, "draining").await;
+    let nodes: Api<Node> = Api::all(workload.clone());
+    let pools: Api<MachinePool> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(workload.clone(), "default");
+
+    // The app runs on both Nodes, Ready (kwok plays its containers), and its budget allows no eviction.
+    for document in serde_saphyr::from_multiple::<serde_json::Value>(GUARDED_APP).unwrap() {
+        let api: Api<kube::api::DynamicObject> = match document["kind"].as_str().unwrap() {
+            "Deployment" => Api::namespaced_with(
+                workload.clone(),
+                "default",
+                &kube::api::ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&()),
+            ),
+            _ => Api::namespaced_with(
+                workload.clone(),
+                "default",
+                &kube::api::ApiResource::erase::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(
+                    &(),
+                ),
+            ),
+        };
+        let name = document["metadata"]["name"].as_str().unwrap().to_string();
+        api.patch(
+            &name,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&document),
+        )
+        .await
+        .unwrap();
+    }
+    let placed = eventually(
+        "one Ready web Pod on each Node",
+        Duration::from_secs(60),
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels("app=web"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let ready: BTreeMap<String, String> = list
+                .items
+                .iter()
+                .filter(|p| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                })
+                .filter_map(|p| {
+                    Some((
+                        p.spec.as_ref()?.node_name.clone()?,
+                        p.metadata.name.clone()?,
+                    ))
+                })
+                .collect();
+            if ready.len() == 2 {
+                Ok(ready)
+            } else {
+                Err(format!("{ready:?}"))
+            }
+        },
+    )
+    .await;
+
+    // Scaling down drains the leaving Node first: cordoned, its Pod refused eviction by the budget, named in the
+    // condition.
+    scale_draining(&pools, 1).await;
+    let message = eventually(
+        "Draining names the Pod",
+        Duration::from_secs(30),
+        || async {
+            match draining_condition(&pools).await? {
+                (status, message) if status == "True" => Ok(message),
+                other => Err(format!(
+                    "{other:?}; Nodes {:?}, web Pods on {placed:?}; pool {}",
+                    pool_names(&nodes, "draining-workers").await,
+                    support::condition_summary(
+                        &pools
+                            .get("draining-workers")
+                            .await
+                            .unwrap()
+                            .status
+                            .unwrap()
+                            .conditions
+                    )
+                )),
+            }
+        },
+    )
+    .await;
+    let (leaving, pod) = placed
+        .iter()
+        .find(|(node, _)| message.contains(&format!("Node {node} ")))
+        .map(|(node, pod)| (node.clone(), pod.clone()))
+        .unwrap_or_else(|| panic!("the message names neither Node: {message}"));
+    assert!(
+        message.contains(&format!(
+            "default/{pod} (a PodDisruptionBudget does not allow its eviction now)"
+        )),
+        "{message}"
+    );
+    let cordoned = nodes.get(&leaving).await.unwrap();
+    assert_eq!(
+        cordoned.spec.as_ref().unwrap().unschedulable,
+        Some(true),
+        "not cordoned"
+    );
+    let uid = cordoned.metadata.uid.clone().unwrap();
+
+    // Scaled back up before the timeout: the drain is called off, the Node uncordoned, and it stays.
+    scale_draining(&pools, 2).await;
+    eventually("the drain called off", Duration::from_secs(30), || async {
+        let node = nodes.get(&leaving).await.map_err(|e| e.to_string())?;
+        let unschedulable = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false);
+        let marked = node
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key("slipway.dev/drain-started"));
+        match draining_condition(&pools).await? {
+            (status, _) if status == "False" && !unschedulable && !marked => Ok(()),
+            other => Err(format!(
+                "{other:?}, unschedulable {unschedulable}, marked {marked}"
+            )),
+        }
+    })
+    .await;
+    assert_eq!(
+        nodes.get(&leaving).await.unwrap().metadata.uid,
+        Some(uid),
+        "the Node was replaced"
+    );
+
+    // Scaled down again: the budget still holds the drain, and the machine goes once drainTimeout has passed.
+    let started = std::time::Instant::now();
+    scale_draining(&pools, 1).await;
+    eventually(
+        "the drained machine gone",
+        Duration::from_secs(60),
+        || async {
+            let left: Vec<String> = pool_names(&nodes, "draining-workers").await?;
+            if left.len() == 1 && !left.contains(&leaving) {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        },
+    )
+    .await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(15),
+        "the machine went after {waited:?}, before its drain could time out"
+    );
+    eventually("Draining cleared", Duration::from_secs(30), || async {
+        match draining_condition(&pools).await? {
+            (status, _) if status == "False" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
+
+/// Names of a pool's Nodes.
+async fn pool_names(nodes: &Api<Node>, pool: &str) -> Result<Vec<String>, String> {
+    Ok(nodes
+        .list(&ListParams::default().labels(&format!("slipway.dev/pool={pool}")))
+        .await
+        .map_err(|e| e.to_string())?
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect())
+}

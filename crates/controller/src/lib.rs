@@ -14,6 +14,7 @@ pub mod cluster;
 mod cluster_secrets;
 mod context;
 mod cost;
+mod drain;
 mod error;
 mod events;
 mod finalizer;

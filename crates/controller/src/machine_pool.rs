@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::jiff::SignedDuration;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::Event;
 use kube::{Resource, ResourceExt};
 use slipway_api::conditions::{
-    self, CONTROL_PLANE_READY, Condition, READY, REMEDIATION_BLOCKED, ROLLING_OUT, SCALING_DOWN,
-    SCALING_UP, reason,
+    self, CONTROL_PLANE_READY, Condition, DRAINING, READY, REMEDIATION_BLOCKED, ROLLING_OUT,
+    SCALING_DOWN, SCALING_UP, reason,
 };
 use slipway_api::limits::MAX_LISTED_MACHINES;
 use slipway_api::{
@@ -27,12 +28,12 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::health;
 use crate::join_token::{self, Publish};
-use crate::machines::{self, Boot, GroupSpec, GroupState};
+use crate::machines::{self, Boot, Draining, GroupSpec, GroupState, Workload};
 use crate::nodes::NodeView;
 use crate::outcome::Outcome;
 use crate::status::{self, condition, set_all};
 use crate::{
-    MACHINE_POOL_FINALIZER, PAUSED_ANNOTATION, POOL_LABEL, backoff, events, finalizer,
+    MACHINE_POOL_FINALIZER, PAUSED_ANNOTATION, POOL_LABEL, backoff, drain, events, finalizer,
     node_metadata,
 };
 
@@ -225,13 +226,31 @@ async fn converge(
         .filter(|view| view.listed())
         .map(NodeView::by_provider_id);
     let health = health::Policy::new(&pool.spec.health, replicas, spec.max_surge);
+    let workload = match &by_provider_id {
+        Some(nodes) => Some(Workload {
+            nodes,
+            client: crate::workload::client(ctx, &cluster)
+                .await
+                .map_err(|source| Error::Workload {
+                    cluster: cluster.name_any(),
+                    source,
+                })?,
+            drain_timeout: pool
+                .spec
+                .strategy
+                .drain_timeout
+                .parse()
+                .unwrap_or(SignedDuration::from_mins(10)),
+        }),
+        None => None,
+    };
     let step = match machines::converge_step(
         ctx,
         provider.as_ref(),
         &info,
         &spec,
         boot,
-        by_provider_id.as_ref(),
+        workload.as_ref(),
         Some(&health),
     )
     .await
@@ -295,13 +314,14 @@ async fn converge(
         listed_machines(&group.machines, by_provider_id.as_ref());
     let ready = group_conditions(&mut status.conditions, &group, replicas, generation);
     remediation_condition(&mut status.conditions, &group.remediation, generation);
+    draining_condition(&mut status.conditions, &group.draining, generation);
     if let Some(view) = nodes.as_ref().filter(|view| !view.listed()) {
         note_nodes_not_listed(&mut status.conditions, view.error());
     }
     // Labels and taints on the Nodes the machines registered as. A Node that changed meanwhile refuses the patch;
     // its change wakes the pool again.
-    if let Some(nodes) = &by_provider_id {
-        label_nodes(ctx, &cluster, &pool.spec.template, &group.machines, nodes).await?;
+    if let Some(workload) = &workload {
+        label_nodes(&cluster, &pool.spec.template, &group, workload).await?;
     }
     // A step that stopped halfway: the machines above are what there is, and the conditions say what stopped it.
     if let Some(Error::Provider { source, .. }) = &step.failure {
@@ -420,6 +440,28 @@ fn remediation_condition(
     );
 }
 
+/// `Draining`: which Nodes are drained before their machines are deleted, and which Pods they wait for.
+fn draining_condition(list: &mut Vec<Condition>, draining: &[Draining], generation: Option<i64>) {
+    let (on, why, message) = if draining.is_empty() {
+        (false, reason::NOT_DRAINING, String::new())
+    } else {
+        let each: Vec<String> = draining
+            .iter()
+            .map(|d| {
+                format!(
+                    "Node {} of machine {} (deleted anyway at {}) waits for {}",
+                    d.node,
+                    d.machine,
+                    d.deadline,
+                    conditions::join_truncated(&d.pods, ", ")
+                )
+            })
+            .collect();
+        (true, reason::DRAINING, each.join("; "))
+    };
+    conditions::set(list, condition(DRAINING, on, why, message, generation));
+}
+
 /// A step that failed halfway: `Ready` says why, and so does the scaling condition the step was working on.
 fn record_step_failure(list: &mut Vec<Condition>, source: &ProviderError, generation: Option<i64>) {
     let summary = conditions::find(list, READY)
@@ -529,34 +571,35 @@ fn listed_machines(
 }
 
 /// Puts the template's labels and taints on every live machine's Node that lacks them (and takes off those that
-/// left the template). Writes nothing when every Node is as wanted.
+/// left the template), and uncordons a Node Slipway cordoned for a drain its machine no longer waits for (the pool
+/// was scaled back up). Writes nothing when every Node is as wanted.
 async fn label_nodes(
-    ctx: &Context,
     cluster: &Cluster,
     template: &MachineTemplate,
-    machines: &[slipway_provider::Machine],
-    nodes: &HashMap<String, Arc<Node>>,
+    group: &GroupState,
+    workload: &Workload<'_>,
 ) -> Result<()> {
-    let patches: Vec<(String, serde_json::Value)> = machines
+    let name = cluster.name_any();
+    let live_nodes = group
+        .machines
         .iter()
         .filter(|m| m.phase != MachinePhase::Deleting)
-        .filter_map(|m| nodes.get(&m.provider_id))
-        .filter_map(|node| {
-            let patch = node_metadata::patch(node, &template.node_labels, &template.taints)?;
-            Some((node.name_any(), patch))
-        })
-        .collect();
-    if patches.is_empty() {
-        return Ok(());
+        .filter_map(|m| Some((m, workload.nodes.get(&m.provider_id)?)));
+    let mut patches: Vec<(String, serde_json::Value)> = Vec::new();
+    for (machine, node) in live_nodes {
+        if !group.draining.iter().any(|d| d.machine == machine.name) {
+            drain::cancel(&workload.client, node)
+                .await
+                .map_err(|e| Error::WorkloadApi {
+                    cluster: name.clone(),
+                    message: format!("uncordoning Node {}: {e}", node.name_any()),
+                })?;
+        }
+        if let Some(patch) = node_metadata::patch(node, &template.node_labels, &template.taints) {
+            patches.push((node.name_any(), patch));
+        }
     }
-    let name = cluster.name_any();
-    let workload = crate::workload::client(ctx, cluster)
-        .await
-        .map_err(|source| Error::Workload {
-            cluster: name.clone(),
-            source,
-        })?;
-    let api: Api<Node> = Api::all(workload);
+    let api: Api<Node> = Api::all(workload.client.clone());
     for (node, patch) in patches {
         api.patch(&node, &PatchParams::default(), &Patch::Merge(&patch))
             .await

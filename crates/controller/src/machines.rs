@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use slipway_api::{MachinePhase, MachineSettings};
@@ -18,6 +18,7 @@ use slipway_provider::{
 };
 
 use crate::context::Context;
+use crate::drain::{self, Drain};
 use crate::error::{Error, Result};
 use crate::health;
 pub use crate::user_data::Boot;
@@ -164,6 +165,27 @@ pub struct GroupState {
     pub kubernetes_version: String,
     /// The unhealthy machines and what was done about them (nothing for groups without a health policy).
     pub remediation: health::Remediation,
+    /// Machines to be deleted whose Nodes are still being drained.
+    pub draining: Vec<Draining>,
+}
+
+/// A machine waiting for its Node's drain before it is deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draining {
+    pub machine: String,
+    pub node: String,
+    /// The Pods still on the Node, as `namespace/name (why)`.
+    pub pods: Vec<String>,
+    /// When the machine is deleted anyway.
+    pub deadline: Timestamp,
+}
+
+/// The workload cluster as a group converging on its spec sees it: its Nodes by provider ID (every Node listed), a
+/// client to drain them with, and how long a drain may take.
+pub struct Workload<'a> {
+    pub nodes: &'a HashMap<String, Arc<Node>>,
+    pub client: kube::Client,
+    pub drain_timeout: SignedDuration,
 }
 
 impl GroupState {
@@ -204,18 +226,20 @@ pub struct Step {
 /// would mostly meet the same shortage or refusal. Errors only when nothing is known (the listing failed, the
 /// user data could not be rendered).
 ///
-/// `nodes` are the workload cluster's Nodes by provider ID, when every Node has been listed: a machine is then ready
-/// only when the provider says so and its Node is Ready, which is what the plan's rollout budget counts. With a
-/// `health` policy, unhealthy machines are replaced as [`health::decide`] allows.
+/// With the `workload` cluster's Nodes (when every Node has been listed) a machine is ready only when the provider
+/// says so and its Node is Ready, which is what the plan's rollout budget counts, and a machine's Node is drained
+/// before the machine is deleted. With a `health` policy, unhealthy machines are replaced as [`health::decide`]
+/// allows.
 pub async fn converge_step(
     ctx: &Context,
     provider: &dyn InfrastructureProvider,
     cluster: &ClusterInfo,
     spec: &GroupSpec,
     boot: Boot<'_>,
-    nodes: Option<&HashMap<String, Arc<Node>>>,
+    workload: Option<&Workload<'_>>,
     health: Option<&health::Policy>,
 ) -> Result<Step> {
+    let nodes = workload.map(|w| w.nodes);
     let hash = template_hash(&spec.role, &spec.kubernetes_version, &spec.settings);
     let provider_error = |source| Error::Provider {
         provider: provider.name().to_string(),
@@ -265,6 +289,40 @@ pub async fn converge_step(
     };
     let mut failure = None;
     for name in &step.delete {
+        if let Some(workload) = workload
+            && let Some(machine) = machines.iter().find(|m| &m.name == name)
+            && let Some(node) = workload.nodes.get(&machine.provider_id)
+        {
+            match drain::step(
+                &workload.client,
+                node,
+                workload.drain_timeout,
+                Timestamp::now(),
+            )
+            .await
+            {
+                Ok(Drain::Done) => {}
+                Ok(Drain::Waiting { pods, deadline }) => {
+                    state.draining.push(Draining {
+                        machine: name.clone(),
+                        node: node.metadata.name.clone().unwrap_or_default(),
+                        pods,
+                        deadline,
+                    });
+                    continue;
+                }
+                Err(error) => {
+                    failure.get_or_insert(Error::WorkloadApi {
+                        cluster: cluster.name.clone(),
+                        message: format!(
+                            "draining Node {}: {error}",
+                            node.metadata.name.as_deref().unwrap_or_default()
+                        ),
+                    });
+                    continue;
+                }
+            }
+        }
         let outcome = provider.delete_machine(cluster, &spec.role, name).await;
         match call(ctx, provider, "delete_machine", outcome) {
             Ok(Deletion::Done) => machines.retain(|m| &m.name != name),
@@ -281,7 +339,13 @@ pub async fn converge_step(
         }
         state.deleted.push(name.clone());
     }
-    for name in &step.create {
+    // A machine still being drained is still there: no more machines than `replicas + maxSurge` with it.
+    let live = machines
+        .iter()
+        .filter(|m| m.phase != MachinePhase::Deleting)
+        .count();
+    let room = (spec.replicas + spec.max_surge).saturating_sub(live);
+    for name in step.create.iter().take(room) {
         let request = MachineRequest {
             name: name.clone(),
             role: spec.role.clone(),

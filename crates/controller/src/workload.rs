@@ -305,6 +305,9 @@ pub fn trusted_config(
     config.root_cert = Some(roots);
     config.auth_info = auth_info;
     config.read_timeout = Some(std::time::Duration::from_secs(60));
+    // A 429 or 503 from a workload cluster is retried by the next pass, not inside this one: an eviction that a
+    // PodDisruptionBudget refuses is a 429, and kube's own retry would hold the reconcile for minutes on it.
+    config.default_retry = false;
     Ok(config)
 }
 
