@@ -230,16 +230,20 @@ pub struct RolloutStrategy {
     /// How long a machine's Node is drained before the machine is deleted anyway, a duration such as `10m`
     /// (default); `0s` deletes without draining. Draining cordons the Node, then evicts its Pods through the
     /// Eviction API, so PodDisruptionBudgets are honoured; DaemonSet Pods and mirror Pods are left alone. It comes
-    /// before a pool machine is deleted for scaling down, rolling out or replacing an unhealthy machine, on
-    /// clusters whose Nodes the manager watches; not when the pool or its cluster is deleted, and not for a Node
-    /// that is not Ready (its kubelet could not stop the Pods). While a drain waits, the pool makes no more
-    /// machines than `replicas + maxSurge` counting the one being drained. The `Draining` condition names the Pods still on the Node.
+    /// before a pool machine is deleted for scaling down, rolling out, replacing an unhealthy machine or deleting
+    /// the pool (with its cluster too, unless `drainOnClusterDeletion` is false), on clusters whose Nodes the
+    /// manager watches; not for a Node that is not Ready (its kubelet could not stop the Pods). While a drain
+    /// waits, the pool makes no more machines than `replicas + maxSurge` counting the one being drained. The `Draining` condition names the Pods still on the Node.
     #[serde(default = "default_drain_timeout")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new(
         "self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('0s')"
     ).message("spec.strategy.drainTimeout: must be a duration such as 10m, 90s or 0s (no drain)"))]
     pub drain_timeout: String,
+    /// Whether the Nodes are drained when the whole cluster is being deleted (default true). False deletes the
+    /// machines at once: nothing is left to move the Pods to anyway.
+    #[serde(default = "default_true")]
+    pub drain_on_cluster_deletion: bool,
 }
 
 impl Default for RolloutStrategy {
@@ -248,8 +252,13 @@ impl Default for RolloutStrategy {
             max_surge: default_max_surge(),
             max_unavailable: 0,
             drain_timeout: default_drain_timeout(),
+            drain_on_cluster_deletion: true,
         }
     }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_drain_timeout() -> String {

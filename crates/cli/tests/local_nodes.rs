@@ -707,6 +707,58 @@ async fn a_node_is_drained_before_its_machine_goes_and_a_budget_holds_the_drain_
         }
     })
     .await;
+
+    // Deleting the pool drains its last Node too: the budget holds it (one web Pod left, two wanted), the pool says
+    // so while it waits, and it goes once drainTimeout has passed.
+    let started = std::time::Instant::now();
+    pools
+        .delete("draining-workers", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    let message = eventually(
+        "the deleting pool waits for its drain",
+        Duration::from_secs(30),
+        || async {
+            let pool = pools
+                .get("draining-workers")
+                .await
+                .map_err(|e| e.to_string())?;
+            let conditions = pool.status.unwrap_or_default().conditions;
+            match slipway_api::conditions::find(&conditions, "Ready") {
+                Some(c) if c.reason == "Deleting" && c.message.contains("draining Node") => {
+                    Ok(c.message.clone())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert!(
+        message.contains("a PodDisruptionBudget does not allow its eviction now"),
+        "{message}"
+    );
+    eventually("the pool gone", Duration::from_secs(60), || async {
+        match pools
+            .get_opt("draining-workers")
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            None => Ok(()),
+            Some(_) => Err("still there".to_string()),
+        }
+    })
+    .await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(15),
+        "the pool went after {waited:?}, before its drain could time out"
+    );
+    assert!(
+        pool_names(&nodes, "draining-workers")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// Names of a pool's Nodes.

@@ -226,24 +226,7 @@ async fn converge(
         .filter(|view| view.listed())
         .map(NodeView::by_provider_id);
     let health = health::Policy::new(&pool.spec.health, replicas, spec.max_surge);
-    let workload = match &by_provider_id {
-        Some(nodes) => Some(Workload {
-            nodes,
-            client: crate::workload::client(ctx, &cluster)
-                .await
-                .map_err(|source| Error::Workload {
-                    cluster: cluster.name_any(),
-                    source,
-                })?,
-            drain_timeout: pool
-                .spec
-                .strategy
-                .drain_timeout
-                .parse()
-                .unwrap_or(SignedDuration::from_mins(10)),
-        }),
-        None => None,
-    };
+    let workload = workload(ctx, &cluster, pool, by_provider_id.as_ref()).await?;
     let step = match machines::converge_step(
         ctx,
         provider.as_ref(),
@@ -524,9 +507,21 @@ async fn finalize(
         let role = MachineRole::Worker {
             pool: pool.name_any(),
         };
-        let remaining = machines::delete_all(ctx, provider.as_ref(), &info, &role)
+        // The Nodes are drained first, unless the whole cluster is going and the pool says not to.
+        let cluster_going = cluster.metadata.deletion_timestamp.is_some();
+        let drain = !cluster_going || pool.spec.strategy.drain_on_cluster_deletion;
+        let nodes = ctx
+            .nodes
+            .view(&cluster.uid().unwrap_or_default())
+            .filter(|view| drain && view.listed())
+            .map(|view| view.by_provider_id());
+        let workload = workload(ctx, cluster, pool, nodes.as_ref())
             .await
             .inspect_err(|error| blocked(status, error))?;
+        let remaining =
+            machines::delete_all(ctx, provider.as_ref(), &info, &role, workload.as_ref())
+                .await
+                .inspect_err(|error| blocked(status, error))?;
         if !remaining.is_empty() {
             let message = format!(
                 "deleting machines: {}",
@@ -543,6 +538,36 @@ async fn finalize(
     info!(pool = %pool.name_any(), "machine pool deleted");
     // The object is going: nothing of its status to write.
     Ok(LeaveStatus)
+}
+
+/// What the pool needs of its workload cluster to drain Nodes, when `nodes` (every Node listed) are known.
+async fn workload<'a>(
+    ctx: &Context,
+    cluster: &Cluster,
+    pool: &MachinePool,
+    nodes: Option<&'a HashMap<String, Arc<Node>>>,
+) -> Result<Option<Workload<'a>>> {
+    let Some(nodes) = nodes else {
+        return Ok(None);
+    };
+    let client = crate::workload::client(ctx, cluster)
+        .await
+        .map_err(|source| Error::Workload {
+            cluster: cluster.name_any(),
+            source,
+        })?;
+    // Admission accepts only durations; the default stands in for anything else.
+    let drain_timeout = pool
+        .spec
+        .strategy
+        .drain_timeout
+        .parse()
+        .unwrap_or(SignedDuration::from_mins(10));
+    Ok(Some(Workload {
+        nodes,
+        client,
+        drain_timeout,
+    }))
 }
 
 /// `status.machines`: the first [`MAX_LISTED_MACHINES`] machines by name, each with its Node when `nodes` has it, and

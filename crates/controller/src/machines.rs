@@ -380,11 +380,15 @@ pub async fn converge_step(
 }
 
 /// Deletes every machine of a group; true once none is left.
+///
+/// With the `workload` cluster's Nodes, each machine's Node is drained first; a machine whose drain waits stays,
+/// listed with the Pods it waits for.
 pub async fn delete_all(
     ctx: &Context,
     provider: &dyn InfrastructureProvider,
     cluster: &ClusterInfo,
     role: &MachineRole,
+    workload: Option<&Workload<'_>>,
 ) -> Result<Vec<String>> {
     let provider_error = |source| Error::Provider {
         provider: provider.name().to_string(),
@@ -399,6 +403,31 @@ pub async fn delete_all(
     .map_err(provider_error)?;
     let mut remaining = Vec::new();
     for machine in machines {
+        if machine.phase != MachinePhase::Deleting
+            && let Some(workload) = workload
+            && let Some(node) = workload.nodes.get(&machine.provider_id)
+        {
+            let node_name = node.metadata.name.clone().unwrap_or_default();
+            let drain = drain::step(
+                &workload.client,
+                node,
+                workload.drain_timeout,
+                Timestamp::now(),
+            )
+            .await
+            .map_err(|e| Error::WorkloadApi {
+                cluster: cluster.name.clone(),
+                message: format!("draining Node {node_name}: {e}"),
+            })?;
+            if let Drain::Waiting { pods, deadline } = drain {
+                remaining.push(format!(
+                    "{} (draining Node {node_name} until {deadline}: waiting for {})",
+                    machine.name,
+                    slipway_api::conditions::join_truncated(&pods, ", ")
+                ));
+                continue;
+            }
+        }
         let outcome = provider.delete_machine(cluster, role, &machine.name).await;
         if let Deletion::InProgress(_) =
             call(ctx, provider, "delete_machine", outcome).map_err(provider_error)?

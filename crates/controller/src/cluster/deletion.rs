@@ -78,9 +78,15 @@ async fn delete_in_order(
     let info = cluster_info(cluster);
 
     // 2. Control plane machines.
-    let remaining = machines::delete_all(ctx, provider.as_ref(), &info, &MachineRole::ControlPlane)
-        .await
-        .inspect_err(|error| blocked(status, "the control-plane machines", error, generation))?;
+    let remaining = machines::delete_all(
+        ctx,
+        provider.as_ref(),
+        &info,
+        &MachineRole::ControlPlane,
+        None,
+    )
+    .await
+    .inspect_err(|error| blocked(status, "the control-plane machines", error, generation))?;
     if !remaining.is_empty() {
         let message = format!(
             "deleting control-plane machines: {}",
