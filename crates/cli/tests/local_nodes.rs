@@ -229,6 +229,70 @@ async fn machines_know_their_nodes_and_keep_their_labels_and_taints_on_them() {
     assert_eq!(now, machine_names, "no machine was replaced");
     assert_eq!(status.updated_replicas, 3);
 
+    // A steady pool costs no writes: 20 s of Node changes the pool does not act on (someone else's annotation, a
+    // kubelet's heartbeat) leave the pool, the Cluster and the Nodes' labels as they were.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let clusters: Api<slipway_api::Cluster> = Api::namespaced(client.clone(), &ns);
+    let versions = || async {
+        (
+            pools
+                .get("labelled-web")
+                .await
+                .unwrap()
+                .metadata
+                .resource_version,
+            clusters
+                .get("labelled")
+                .await
+                .unwrap()
+                .metadata
+                .resource_version,
+        )
+    };
+    let before = versions().await;
+    let labels_before: BTreeMap<String, BTreeMap<String, String>> = pool_nodes(&nodes)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(name, node)| (name.clone(), labels(node)))
+        .collect();
+    for round in 0..10 {
+        for name in labels_before.keys() {
+            nodes
+                .patch(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&json!({ "metadata": { "annotations": { "example.com/poke": round.to_string() } } })),
+                )
+                .await
+                .unwrap();
+            let now = k8s_openapi::jiff::Timestamp::now().to_string();
+            nodes
+                .patch_status(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Strategic(json!({ "status": { "conditions": [{
+                        "type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": now
+                    }] } })),
+                )
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert_eq!(
+        versions().await,
+        before,
+        "the pool or the Cluster was written while nothing they act on changed"
+    );
+    let labels_after: BTreeMap<String, BTreeMap<String, String>> = pool_nodes(&nodes)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(name, node)| (name.clone(), labels(node)))
+        .collect();
+    assert_eq!(labels_after, labels_before);
+
     // `slipway describe cluster` shows each machine's Node under it.
     let kubeconfig = env.kubeconfig_path();
     let out = support::stdout_of(&support::slipway_cli(
