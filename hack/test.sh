@@ -29,11 +29,12 @@ hack/build-k8s.sh
 step "HAProxy for local clusters' endpoints (hack/haproxy.sh)"
 hack/haproxy.sh --ensure
 
-step "cloud-init and shellcheck, which check every rendered user data (Debian packages)"
+step "cloud-init and shellcheck, which check every rendered user data, and xorriso, which reads bare-metal config drives back (Debian packages)"
 # shellcheck source=hack/packages.sh
 source hack/packages.sh
 ensure_package cloud-init cloud-init
 ensure_package shellcheck shellcheck
+ensure_package xorriso xorriso
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

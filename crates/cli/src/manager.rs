@@ -16,8 +16,9 @@ use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 use slipway_controller::{Metrics, ProviderRegistry, Settings};
 use slipway_provider_aws::{AwsConfig, AwsProvider, SecretCredentials};
-use slipway_provider_baremetal::BareMetalProvider;
+use slipway_provider_baremetal::config_drive::{self, ServerTls};
 use slipway_provider_baremetal::host_controller::HostControllerSettings;
+use slipway_provider_baremetal::{BareMetalProvider, ConfigDriveSettings};
 use slipway_provider_local::LocalProvider;
 use slipway_provider_sim::SimProvider;
 use tokio::sync::watch;
@@ -103,6 +104,34 @@ pub struct Args {
     /// separate CIDRs with commas: e.g. the BMC network (10.20.0.0/16), or 127.0.0.0/8 for a local mirror.
     #[arg(long, env = "SLIPWAY_ALLOW_EGRESS", value_name = "CIDR", value_delimiter = ',', value_parser = slipway_egress::parse_cidr)]
     allow_egress: Vec<slipway_egress::IpNet>,
+    /// The HTTPS address at which BMCs reach this manager's config drive server, e.g.
+    /// https://slipway.example.com:8443 (a Service or load balancer in front of --config-drive-listen). Bare-metal
+    /// hosts get their user data as a config drive from there; without it they boot from their image with none.
+    #[arg(long, env = "SLIPWAY_CONFIG_DRIVE_URL", value_parser = ConfigDriveSettings::new)]
+    config_drive_url: Option<ConfigDriveSettings>,
+    /// Where the config drive server listens (only with --config-drive-url).
+    #[arg(
+        long,
+        env = "SLIPWAY_CONFIG_DRIVE_LISTEN",
+        default_value = "0.0.0.0:8443"
+    )]
+    config_drive_listen: SocketAddr,
+    /// PEM certificate (chain) of the config drive server; without it and --config-drive-tls-key, a self-signed
+    /// certificate for the host of --config-drive-url is made at start (BMCs do not check virtual media
+    /// certificates by default).
+    #[arg(
+        long,
+        env = "SLIPWAY_CONFIG_DRIVE_TLS_CERT",
+        requires = "config_drive_tls_key"
+    )]
+    config_drive_tls_cert: Option<PathBuf>,
+    /// PEM private key of --config-drive-tls-cert.
+    #[arg(
+        long,
+        env = "SLIPWAY_CONFIG_DRIVE_TLS_KEY",
+        requires = "config_drive_tls_cert"
+    )]
+    config_drive_tls_key: Option<PathBuf>,
     /// The management cluster's Service range(s): refused as add-on URL or BMC addresses unless --allow-egress
     /// allows them.
     #[arg(long, env = "SLIPWAY_SERVICE_CIDR", value_name = "CIDR", value_delimiter = ',', default_value = slipway_egress::DEFAULT_SERVICE_CIDR, value_parser = slipway_egress::parse_cidr)]
@@ -211,16 +240,25 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         egress: egress.clone(),
         ..Default::default()
     };
+    let config_drive = args.config_drive_url.clone();
+    match &config_drive {
+        Some(settings) => serve_config_drives(&args, settings, client.clone()).await?,
+        None => info!(
+            "--config-drive-url is not set: bare-metal hosts boot from their image without a config drive, so without their user data"
+        ),
+    }
     let hosts = HostControllerSettings {
         redfish: redfish.clone(),
+        config_drive: config_drive.clone(),
         ..HostControllerSettings::default()
     };
+    let mut baremetal = BareMetalProvider::with_options(client.clone(), redfish);
+    if let Some(settings) = config_drive {
+        baremetal = baremetal.with_config_drive(settings);
+    }
     let mut providers = ProviderRegistry::new()
         .register(Arc::new(aws))
-        .register(Arc::new(BareMetalProvider::with_options(
-            client.clone(),
-            redfish,
-        )));
+        .register(Arc::new(baremetal));
     if args.enable_provider.contains(&DevProvider::Sim) {
         let sim = match &args.sim_state_file {
             Some(path) => SimProvider::with_state_file(path)
@@ -503,6 +541,41 @@ async fn serve(
             warn!(%error, "metrics server stopped");
         }
     }))
+}
+
+/// Starts the config drive server on --config-drive-listen; it runs as long as the process.
+async fn serve_config_drives(
+    args: &Args,
+    settings: &ConfigDriveSettings,
+    client: kube::Client,
+) -> anyhow::Result<()> {
+    let tls = match (&args.config_drive_tls_cert, &args.config_drive_tls_key) {
+        (Some(cert), Some(key)) => {
+            let read = |path: &PathBuf, flag: &str| {
+                std::fs::read(path).with_context(|| format!("reading {flag} {}", path.display()))
+            };
+            ServerTls::from_pem(
+                read(cert, "--config-drive-tls-cert")?,
+                read(key, "--config-drive-tls-key")?,
+            )
+        }
+        _ => ServerTls::self_signed(vec![settings.host()]).map_err(anyhow::Error::msg)?,
+    };
+    let addr = args.config_drive_listen;
+    let listener = std::net::TcpListener::bind(addr).with_context(|| {
+        format!("listening on {addr} for config drives (choose another with --config-drive-listen)")
+    })?;
+    let local = listener.local_addr()?;
+    let server = config_drive::Server::new(listener, tls)
+        .await
+        .context("the config drive server's certificate or key (--config-drive-tls-cert, --config-drive-tls-key)")?;
+    info!(addr = %local, url = ?settings, "serving bare-metal config drives over HTTPS");
+    tokio::spawn(async move {
+        if let Err(error) = server.run(client, std::future::pending()).await {
+            warn!(%error, "config drive server stopped");
+        }
+    });
+    Ok(())
 }
 
 async fn metrics_handler(

@@ -1,6 +1,6 @@
 //! A Cluster on the baremetal provider, driven by the manager's controllers (Cluster, MachinePool and the host
 //! controller, wired as `slipway manager` wires them) against sushy-tools' Redfish emulator and a real apiserver:
-//! hosts are claimed and booted from the image; a pool that outgrows the inventory reports `NoHostAvailable`
+//! hosts are claimed and booted from the image with their config drive; a pool that outgrows the inventory reports `NoHostAvailable`
 //! while its other machines keep running, asks again slowly, and takes a host added later; a scale-down releases
 //! hosts; deleting the cluster frees them all.
 
@@ -50,13 +50,17 @@ fn baremetal_manager(env: &'static TestEnv) -> &'static Arc<Metrics> {
                     egress: support::loopback_egress(),
                     ..ClientOptions::default()
                 };
+                // Config drives served as `--config-drive-url https://127.0.0.1:<port>` serves them.
+                let drives = metal::DriveServer::start(&client).await;
                 let providers = ProviderRegistry::new().register(Arc::new(
-                    BareMetalProvider::with_options(client.clone(), redfish.clone()),
+                    BareMetalProvider::with_options(client.clone(), redfish.clone())
+                        .with_config_drive(drives.settings.clone()),
                 ));
                 let hosts = host_controller::run(
                     client.clone(),
                     HostControllerSettings {
                         redfish,
+                        config_drive: Some(drives.settings.clone()),
                         ..HostControllerSettings::default()
                     },
                     std::future::pending(),
@@ -72,6 +76,7 @@ fn baremetal_manager(env: &'static TestEnv) -> &'static Arc<Metrics> {
                     std::future::pending(),
                 );
                 tokio::join!(clusters, hosts);
+                drop(drives);
             });
         });
         metrics
@@ -150,7 +155,8 @@ fn summary(hosts: &[BareMetalHost]) -> String {
         .join("; ")
 }
 
-/// The emulator's own view of system `index`: powered on, with `image` in its virtual CD.
+/// The emulator's own view of system `index`: powered on, with `image` in its virtual CD and the host's config
+/// drive (downloaded: sushy marks a medium inserted only after fetching it) on its removable disk.
 async fn booted_from(sushy: &metal::Sushy, index: usize, image: &str) -> Result<(), String> {
     let redfish = sushy.redfish(index);
     let power = redfish
@@ -159,12 +165,25 @@ async fn booted_from(sushy: &metal::Sushy, index: usize, image: &str) -> Result<
         .map_err(|e| e.to_string())?
         .power_state;
     let cd = redfish.virtual_cd().await.map_err(|e| e.to_string())?;
-    if power.as_deref() == Some("On") && cd.inserted && cd.image.as_deref() == Some(image) {
+    let drive = redfish
+        .config_drive_media()
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("no second virtual media device")?;
+    let drive_ok = drive.inserted
+        && drive.image.as_deref().is_some_and(|url| {
+            url.contains(&format!("/host-{index}/")) && url.ends_with("/cidata.iso")
+        });
+    if power.as_deref() == Some("On")
+        && cd.inserted
+        && cd.image.as_deref() == Some(image)
+        && drive_ok
+    {
         Ok(())
     } else {
         Err(format!(
-            "host-{index}: power {power:?}, CD inserted {} with {:?}",
-            cd.inserted, cd.image
+            "host-{index}: power {power:?}, CD inserted {} with {:?}, config drive inserted {}",
+            cd.inserted, cd.image, drive.inserted
         ))
     }
 }
@@ -177,13 +196,17 @@ async fn released(sushy: &metal::Sushy, index: usize) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?
         .power_state;
-    let cd = redfish.virtual_cd().await.map_err(|e| e.to_string())?;
-    if power.as_deref() == Some("Off") && !cd.inserted {
+    let media = redfish.virtual_media().await.map_err(|e| e.to_string())?;
+    let empty = media.iter().all(|m| !m.inserted && m.image.is_none());
+    if power.as_deref() == Some("Off") && empty {
         Ok(())
     } else {
         Err(format!(
-            "host-{index}: power {power:?}, CD inserted {} with {:?}",
-            cd.inserted, cd.image
+            "host-{index}: power {power:?}, virtual media {:?}",
+            media
+                .iter()
+                .map(|m| (&m.odata_id, m.inserted))
+                .collect::<Vec<_>>()
         ))
     }
 }
@@ -655,5 +678,61 @@ async fn the_baremetal_sample_is_accepted_by_the_apiserver() {
             "MachinePool",
             "Secret"
         ]
+    );
+}
+
+/// `slipway manager --config-drive-url` serves config drives over HTTPS on `--config-drive-listen` (a claim that
+/// does not exist gets 404), and a plain-HTTP URL is refused at start with the fix.
+#[tokio::test]
+async fn the_manager_serves_config_drives_over_https_and_refuses_a_plain_http_url() {
+    let env = env().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = slipway_testenv::free_port().unwrap();
+    let mut manager = support::ManagerProcess::start_as_deployed(
+        env.kubeconfig_path(),
+        &dir.path().join("manager.log"),
+        &[
+            "--leader-elect=false",
+            &format!("--config-drive-url=https://127.0.0.1:{port}"),
+            &format!("--config-drive-listen=127.0.0.1:{port}"),
+        ],
+    );
+    let http = reqwest::Client::builder()
+        .tls_danger_accept_invalid_certs(true)
+        .no_proxy()
+        .build()
+        .unwrap();
+    let url = format!(
+        "https://127.0.0.1:{port}/config-drive/default/host-0/{}/cidata.iso",
+        "0".repeat(64)
+    );
+    eventually(
+        "the config drive server answers over HTTPS",
+        Duration::from_secs(60),
+        || async {
+            let status = http
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .status();
+            (status == 404)
+                .then_some(())
+                .ok_or(format!("HTTP {status}"))
+        },
+    )
+    .await;
+    manager.terminate();
+
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["manager", "--config-drive-url=http://127.0.0.1:1"])
+        .env("KUBECONFIG", env.kubeconfig_path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("--config-drive-url") && stderr.contains("must use https"),
+        "{stderr}"
     );
 }

@@ -86,18 +86,32 @@ pub(crate) async fn connect(
     RedfishClient::new(address, credentials, options).map_err(redfish)
 }
 
-/// Attaches the installer image as virtual CD, makes the next boot come from it, and powers the host on. Each
-/// step does nothing when it is already done, so a boot cut short is finished by calling this again.
+/// Where a claim's config drive is served: its URL, and the token in it (a credential).
+pub(crate) struct ConfigDrive {
+    pub url: String,
+    pub token: String,
+}
+
+/// Attaches the installer image as virtual CD and the config drive (when there is one) as second medium, makes
+/// the next boot come from the CD, and powers the host on. Each step does nothing when it is already done, so a
+/// boot cut short is finished by calling this again.
 pub(crate) async fn boot_from_image(
     redfish: &RedfishClient,
     host: &BareMetalHost,
     image_url: &str,
+    config_drive: Option<&ConfigDrive>,
 ) -> Result<()> {
     let wrap = |source| Error::Redfish {
         host: host_key(host),
         source,
     };
     redfish.insert_media(image_url).await.map_err(wrap)?;
+    if let Some(drive) = config_drive {
+        redfish
+            .insert_config_drive(&drive.url, &drive.token)
+            .await
+            .map_err(wrap)?;
+    }
     redfish.boot_once_from_cd().await.map_err(wrap)?;
     redfish.set_power(ResetType::On).await.map_err(wrap)?;
     Ok(())
@@ -111,7 +125,7 @@ const RELEASE_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 pub(crate) struct ReleaseStep {
     /// Power-off and eject were asked for in this step.
     pub requested: bool,
-    /// The BMC reports the host off and the virtual CD empty: the host can be freed.
+    /// The BMC reports the host off and was asked to empty its virtual media: the host can be freed.
     pub done: bool,
     /// The power state the BMC reported last.
     pub power_state: Option<String>,

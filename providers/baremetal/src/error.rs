@@ -32,6 +32,12 @@ pub enum Error {
     )]
     UserDataMissing { host: String, secret: String },
 
+    /// A claim's user data Secret was written before config drives existed, so it holds no token to serve it with.
+    #[error(
+        "BareMetalHost {host}: user data Secret {secret} has no config-drive-token (it was written by an older Slipway), so the host is not booted; release it (scale the machine's pool down) and claim it again"
+    )]
+    ConfigDriveToken { host: String, secret: String },
+
     /// The management cluster's apiserver failed a request.
     #[error("{action}: {source}")]
     Kube {
@@ -53,7 +59,9 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Redfish { source, .. } => source.is_retryable(),
-            Self::Credentials { .. } | Self::UserDataMissing { .. } => false,
+            Self::Credentials { .. }
+            | Self::UserDataMissing { .. }
+            | Self::ConfigDriveToken { .. } => false,
             Self::Deadline { .. } | Self::Kube { .. } => true,
         }
     }
@@ -65,6 +73,7 @@ impl Error {
             Self::Credentials { .. } => "BMCCredentialsInvalid",
             Self::Deadline { .. } => "BMCTooSlow",
             Self::UserDataMissing { .. } => "UserDataMissing",
+            Self::ConfigDriveToken { .. } => "ConfigDriveTokenMissing",
             Self::Kube { .. } => "KubernetesAPIError",
         }
     }
@@ -75,7 +84,7 @@ impl Error {
             Self::Redfish { .. } => "redfish",
             Self::Credentials { .. } => "credentials",
             Self::Deadline { .. } => "deadline",
-            Self::UserDataMissing { .. } => "user_data",
+            Self::UserDataMissing { .. } | Self::ConfigDriveToken { .. } => "user_data",
             Self::Kube { .. } => "kube",
         }
     }

@@ -24,6 +24,7 @@ use tracing::{Instrument, info_span};
 
 use crate::bmc::ReleaseStep;
 use crate::bmc::{self, host_key};
+use crate::config_drive::{self, ConfigDriveSettings};
 use crate::error::{Error, Result};
 use crate::hosts;
 use crate::redfish::{ClientOptions, SystemInfo};
@@ -47,6 +48,8 @@ pub struct HostControllerSettings {
     /// How long one pass may talk to a BMC before it is stopped and the host is put in `Error`, so that a slow
     /// BMC cannot hold a worker.
     pub deadline: Duration,
+    /// Where the config drives of boots this controller finishes are served; `None`: boots without one.
+    pub config_drive: Option<ConfigDriveSettings>,
 }
 
 impl Default for HostControllerSettings {
@@ -59,6 +62,7 @@ impl Default for HostControllerSettings {
             concurrency: 8,
             redfish: ClientOptions::default(),
             deadline: Duration::from_secs(300),
+            config_drive: None,
         }
     }
 }
@@ -236,8 +240,10 @@ async fn drive(
             if state != HostState::Deprovisioning && provisioning.booted_at.is_none() =>
         {
             // Never powered on without the user data its claim names.
-            user_data::require(client, host).await?;
-            bmc::boot_from_image(&redfish, host, &provisioning.image_url).await?;
+            let secret = user_data::require(client, host).await?;
+            let drive =
+                config_drive::for_claim(settings.config_drive.as_ref(), host, secret.as_ref())?;
+            bmc::boot_from_image(&redfish, host, &provisioning.image_url, drive.as_ref()).await?;
             observation.booted = true;
             observation.system = redfish.system().await.map_err(wrap)?;
         }

@@ -21,19 +21,25 @@
 //!   on and calls it `Provisioned`. `slipway manager` runs both.
 //!
 //! # User data
-//! Redfish has no user-data channel, so the image must fetch its own. The machine's user data (the kubeadm or
-//! k3s cloud-init Slipway renders, with the cluster's private keys or a join token) is kept in a Secret
-//! `<machine>-user-data` (key `value`) in the host's namespace, never in the BareMetalHost: the claim names it in
+//! Redfish has no user-data channel. The machine's user data (the kubeadm or k3s cloud-init Slipway renders, with
+//! the cluster's private keys or a join token) is kept in a Secret `<machine>-user-data` (key `value`, with a
+//! fresh `config-drive-token`) in the host's namespace, never in the BareMetalHost: the claim names it in
 //! `status.provisioning.userDataSecretRef` (name and UID). The Secret is written before the claim, the host is
 //! powered on only while the Secret the claim names exists, and the Secret is deleted after the release (see
-//! [`user_data`] for the order and the sweep of Secrets no claim names). The installer image is expected to get it
-//! as a config drive (a second virtual media, or a URL on the kernel command line) that the manager serves from
-//! that Secret; serving it is not built yet.
+//! [`user_data`] for the order and the sweep of Secrets no claim names).
+//!
+//! The host reads it from a config drive (see [`config_drive`]): with a [`ConfigDriveSettings`] (`slipway manager
+//! --config-drive-url`), the boot inserts, besides the image on the virtual CD, an ISO labelled `cidata` as second
+//! virtual medium, which the manager builds from the Secret and serves over HTTPS at an unguessable per-claim URL
+//! until the host is `Provisioned`. Its meta-data's `instance-id` is the provider ID, which the user data hands to
+//! the kubelet. A BMC with a single virtual media device cannot take it: the boot fails with a message saying so.
+//! Without config drive settings the host boots from the image alone, without its user data.
 //!
 //! Not here: the control plane's endpoint (bare metal has no load balancer to hand out; a virtual IP setting
 //! would come with the Cluster API), firmware or RAID settings, inspection of hardware, IPMI or vendor APIs
 //! other than Redfish, and deprovisioning by wiping disks (a released host is powered off, not erased).
 
+pub mod config_drive;
 pub mod host_controller;
 pub mod redfish;
 pub mod user_data;
@@ -53,6 +59,7 @@ use slipway_provider::{
     MachineRole, ProviderError, Result,
 };
 
+pub use config_drive::ConfigDriveSettings;
 pub use error::Error;
 pub use host_controller::{HostControllerSettings, reconcile_host, reconcile_host_with};
 pub use hosts::LEGACY_USER_DATA_ANNOTATION;
@@ -63,6 +70,7 @@ pub use redfish::ClientOptions;
 pub struct BareMetalProvider {
     client: kube::Client,
     redfish: ClientOptions,
+    config_drive: Option<ConfigDriveSettings>,
 }
 
 impl BareMetalProvider {
@@ -74,7 +82,18 @@ impl BareMetalProvider {
     /// decides which BMC addresses may be reached: the default refuses private and loopback ones); certificate
     /// verification still follows each host's `spec.bmc.disableCertificateVerification`.
     pub fn with_options(client: kube::Client, redfish: ClientOptions) -> Self {
-        Self { client, redfish }
+        Self {
+            client,
+            redfish,
+            config_drive: None,
+        }
+    }
+
+    /// Hosts get their user data as a config drive served at `settings`' address (see [`config_drive`]); without
+    /// it they boot from the image alone.
+    pub fn with_config_drive(mut self, settings: ConfigDriveSettings) -> Self {
+        self.config_drive = Some(settings);
+        self
     }
 
     fn hosts(&self, cluster: &ClusterInfo) -> Api<BareMetalHost> {
@@ -91,9 +110,11 @@ impl BareMetalProvider {
         }
         let booted = async {
             // Never powered on without the user data its claim names.
-            user_data::require(&self.client, &host).await?;
+            let secret = user_data::require(&self.client, &host).await?;
+            let drive =
+                config_drive::for_claim(self.config_drive.as_ref(), &host, secret.as_ref())?;
             let redfish = bmc::connect(&self.client, &host, &self.redfish).await?;
-            bmc::boot_from_image(&redfish, &host, &provisioning.image_url).await
+            bmc::boot_from_image(&redfish, &host, &provisioning.image_url, drive.as_ref()).await
         }
         .await;
         let name = host.name_any();
@@ -200,6 +221,11 @@ fn to_machine(host: &BareMetalHost) -> Machine {
 impl InfrastructureProvider for BareMetalProvider {
     fn name(&self) -> &'static str {
         "baremetal"
+    }
+
+    /// The config drive's meta-data gives the provider ID as `instance-id`.
+    fn provider_id_from_instance_data(&self) -> Option<&'static str> {
+        Some("{{ v1.instance_id }}")
     }
 
     async fn reconcile_cluster(&self, cluster: &ClusterInfo) -> Result<InfrastructureStatus> {

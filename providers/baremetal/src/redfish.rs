@@ -230,6 +230,66 @@ pub enum RedfishError {
 }
 
 impl RedfishError {
+    /// The error with every occurrence of `secret` (a token the BMC may echo back in a message) replaced, so it
+    /// can go into a host's status.
+    pub fn redacted(self, secret: &str) -> Self {
+        let clean = |s: String| s.replace(secret, "<redacted>");
+        match self {
+            Self::InvalidAddress { address, reason } => Self::InvalidAddress {
+                address: clean(address),
+                reason: clean(reason),
+            },
+            Self::Unreachable { url, detail } => Self::Unreachable {
+                url: clean(url),
+                detail: clean(detail),
+            },
+            Self::UntrustedCertificate { url, detail } => Self::UntrustedCertificate {
+                url: clean(url),
+                detail: clean(detail),
+            },
+            Self::Unauthorized { url, status } => Self::Unauthorized {
+                url: clean(url),
+                status,
+            },
+            Self::Http {
+                method,
+                url,
+                status,
+                message,
+            } => Self::Http {
+                method,
+                url: clean(url),
+                status,
+                message: clean(message),
+            },
+            Self::AddressNotAllowed { url, source } => Self::AddressNotAllowed {
+                url: clean(url),
+                source,
+            },
+            Self::LinkLeavesOrigin { bmc, link } => Self::LinkLeavesOrigin {
+                bmc: clean(bmc),
+                link: clean(link),
+            },
+            Self::ResponseTooLarge { url, limit } => Self::ResponseTooLarge {
+                url: clean(url),
+                limit,
+            },
+            Self::Unexpected { url, detail } => Self::Unexpected {
+                url: clean(url),
+                detail: clean(detail),
+            },
+            Self::TaskFailed {
+                url,
+                state,
+                message,
+            } => Self::TaskFailed {
+                url: clean(url),
+                state,
+                message: clean(message),
+            },
+        }
+    }
+
     /// Whether trying again soon can succeed without anyone changing anything.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -340,10 +400,12 @@ impl SystemInfo {
     }
 }
 
-/// A virtual media device that takes CD or DVD images.
+/// A virtual media device of the BMC.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VirtualMedia {
     pub odata_id: String,
+    /// What it takes: `CD`, `DVD`, `USBStick`, `Floppy`, ...
+    pub media_types: Vec<String>,
     pub inserted: bool,
     /// The image URL, `None` when empty.
     pub image: Option<String>,
@@ -353,13 +415,11 @@ pub struct VirtualMedia {
 
 impl VirtualMedia {
     fn from_json(v: &Value) -> Option<Self> {
-        let takes_cds = v["MediaTypes"]
+        let media_types = v["MediaTypes"]
             .as_array()?
             .iter()
-            .any(|t| matches!(t.as_str(), Some("CD" | "DVD")));
-        if !takes_cds {
-            return None;
-        }
+            .filter_map(|t| t.as_str().map(str::to_string))
+            .collect();
         let odata_id = v["@odata.id"].as_str()?.to_string();
         let action = |name: &str, fallback: &str| {
             v["Actions"][name]["target"]
@@ -369,6 +429,7 @@ impl VirtualMedia {
                 .unwrap_or_else(|| format!("{}/Actions/{fallback}", odata_id.trim_end_matches('/')))
         };
         Some(Self {
+            media_types,
             inserted: v["Inserted"].as_bool().unwrap_or(false),
             image: v["Image"]
                 .as_str()
@@ -379,6 +440,33 @@ impl VirtualMedia {
             odata_id,
         })
     }
+
+    fn takes(&self, types: &[&str]) -> bool {
+        self.media_types.iter().any(|t| types.contains(&t.as_str()))
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.inserted && self.image.is_none()
+    }
+}
+
+/// The media types a CD device offers.
+const CD_TYPES: &[&str] = &["CD", "DVD"];
+/// The media types a config drive may go into: a removable disk, or a second CD drive.
+const CONFIG_DRIVE_TYPES: &[&str] = &["USBStick", "Floppy", "CD", "DVD"];
+
+/// The device that boots the installer image: the first that takes CDs.
+fn pick_cd(devices: &[VirtualMedia]) -> Option<&VirtualMedia> {
+    devices.iter().find(|d| d.takes(CD_TYPES))
+}
+
+/// The device the config drive goes into: the first one, other than the installer's CD, that takes a removable
+/// disk or a CD.
+fn pick_config_drive(devices: &[VirtualMedia]) -> Option<&VirtualMedia> {
+    let cd = pick_cd(devices)?;
+    devices
+        .iter()
+        .find(|d| d.odata_id != cd.odata_id && d.takes(CONFIG_DRIVE_TYPES))
 }
 
 /// A session with one BMC System. Cheap to clone.
@@ -479,9 +567,8 @@ impl RedfishClient {
         .await
     }
 
-    /// The virtual media device that takes CDs, found through the System's (or its Manager's) `VirtualMedia`
-    /// collection.
-    pub async fn virtual_cd(&self) -> Result<VirtualMedia, RedfishError> {
+    /// Every virtual media device, found through the System's (or its Manager's) `VirtualMedia` collection.
+    pub async fn virtual_media(&self) -> Result<Vec<VirtualMedia>, RedfishError> {
         let system = self.system().await?;
         let mut collections: Vec<String> = system.virtual_media.iter().cloned().collect();
         if collections.is_empty() {
@@ -492,50 +579,103 @@ impl RedfishClient {
                 }
             }
         }
+        let mut devices = Vec::new();
         for collection in &collections {
             let value = self.get(collection).await?;
             for member in value["Members"].as_array().into_iter().flatten() {
                 let Some(link) = member["@odata.id"].as_str() else {
                     continue;
                 };
-                if let Some(media) = VirtualMedia::from_json(&self.get(link).await?) {
-                    return Ok(media);
-                }
+                devices.extend(VirtualMedia::from_json(&self.get(link).await?));
             }
         }
-        Err(RedfishError::Unexpected {
-            url: self.url_text(&system.odata_id),
-            detail: "found no virtual media device that takes CD or DVD images".into(),
-        })
+        Ok(devices)
+    }
+
+    /// The virtual media device that takes CDs: the installer image goes there.
+    pub async fn virtual_cd(&self) -> Result<VirtualMedia, RedfishError> {
+        let devices = self.virtual_media().await?;
+        pick_cd(&devices)
+            .cloned()
+            .ok_or_else(|| RedfishError::Unexpected {
+                url: self.url_text(&self.address.system_path),
+                detail: "found no virtual media device that takes CD or DVD images".into(),
+            })
+    }
+
+    /// The second virtual media device, for the config drive: `None` when the BMC has only the CD.
+    pub async fn config_drive_media(&self) -> Result<Option<VirtualMedia>, RedfishError> {
+        let devices = self.virtual_media().await?;
+        Ok(pick_config_drive(&devices).cloned())
     }
 
     /// Attaches `image_url` as the virtual CD; the BMC downloads it from there. Does nothing when that image is
     /// already inserted, and ejects another one first.
     pub async fn insert_media(&self, image_url: &str) -> Result<(), RedfishError> {
         let cd = self.virtual_cd().await?;
-        if cd.inserted && cd.image.as_deref() == Some(image_url) {
+        tracing::info!(bmc = %self.address, image = image_url, "inserting virtual media");
+        self.insert_into(&cd, image_url).await
+    }
+
+    /// Attaches the config drive at `url` as the second virtual medium. The URL holds `token`, a credential: it is
+    /// never logged, and taken out of the errors (a BMC may quote the URL it failed to fetch).
+    pub async fn insert_config_drive(&self, url: &str, token: &str) -> Result<(), RedfishError> {
+        self.insert_config_drive_unredacted(url)
+            .await
+            .map_err(|e| e.redacted(token))
+    }
+
+    async fn insert_config_drive_unredacted(&self, url: &str) -> Result<(), RedfishError> {
+        let device = self
+            .config_drive_media()
+            .await?
+            .ok_or_else(|| RedfishError::Unexpected {
+                url: self.url_text(&self.address.system_path),
+                detail: "the BMC offers one virtual media device, which the installer image takes; the config drive needs a second one (a removable disk or another CD)".into(),
+            })?;
+        tracing::info!(bmc = %self.address, device = %device.odata_id, "inserting the config drive");
+        self.insert_into(&device, url).await
+    }
+
+    async fn insert_into(
+        &self,
+        device: &VirtualMedia,
+        image_url: &str,
+    ) -> Result<(), RedfishError> {
+        if device.inserted && device.image.as_deref() == Some(image_url) {
             return Ok(());
         }
-        if cd.inserted {
-            self.act(Method::POST, &cd.eject_target, &json!({})).await?;
+        if device.inserted {
+            self.act(Method::POST, &device.eject_target, &json!({}))
+                .await?;
         }
-        tracing::info!(bmc = %self.address, image = image_url, "inserting virtual media");
         self.act(
             Method::POST,
-            &cd.insert_target,
+            &device.insert_target,
             &json!({ "Image": image_url, "Inserted": true, "WriteProtected": true }),
         )
         .await
     }
 
-    /// Ejects whatever the virtual CD holds; nothing to do when it is empty.
+    /// Ejects whatever the virtual CD and the config drive device hold; nothing to do when they are empty.
     pub async fn eject_media(&self) -> Result<(), RedfishError> {
-        let cd = self.virtual_cd().await?;
-        if !cd.inserted && cd.image.is_none() {
-            return Ok(());
+        let devices = self.virtual_media().await?;
+        let cd = pick_cd(&devices).ok_or_else(|| RedfishError::Unexpected {
+            url: self.url_text(&self.address.system_path),
+            detail: "found no virtual media device that takes CD or DVD images".into(),
+        })?;
+        for device in [Some(cd), pick_config_drive(&devices)]
+            .into_iter()
+            .flatten()
+        {
+            if device.is_empty() {
+                continue;
+            }
+            tracing::info!(bmc = %self.address, device = %device.odata_id, "ejecting virtual media");
+            self.act(Method::POST, &device.eject_target, &json!({}))
+                .await?;
         }
-        tracing::info!(bmc = %self.address, "ejecting virtual media");
-        self.act(Method::POST, &cd.eject_target, &json!({})).await
+        Ok(())
     }
 
     /// GETs a resource by its `@odata.id`.
@@ -873,7 +1013,9 @@ mod tests {
     #[test]
     fn finds_the_cd_among_virtual_media() {
         let floppy = json!({ "@odata.id": "/v/Floppy", "MediaTypes": ["Floppy", "USBStick"] });
-        assert_eq!(VirtualMedia::from_json(&floppy), None);
+        let floppy = VirtualMedia::from_json(&floppy).unwrap();
+        assert!(floppy.is_empty());
+        assert_eq!(pick_cd(std::slice::from_ref(&floppy)), None);
         let cd = json!({
             "@odata.id": "/v/Cd", "MediaTypes": ["CD", "DVD"], "Inserted": true, "Image": "http://x/i.iso",
             "Actions": { "#VirtualMedia.InsertMedia": { "target": "/v/Cd/insert" } },
@@ -883,6 +1025,37 @@ mod tests {
         assert_eq!(cd.image.as_deref(), Some("http://x/i.iso"));
         assert_eq!(cd.insert_target, "/v/Cd/insert");
         assert_eq!(cd.eject_target, "/v/Cd/Actions/VirtualMedia.EjectMedia");
+        // The CD takes the installer, the removable disk the config drive, in whatever order the BMC lists them.
+        let devices = vec![floppy.clone(), cd.clone()];
+        assert_eq!(pick_cd(&devices), Some(&cd));
+        assert_eq!(pick_config_drive(&devices), Some(&floppy));
+        // A BMC with one CD has no room for the config drive; one with two CDs uses the second.
+        assert_eq!(pick_config_drive(std::slice::from_ref(&cd)), None);
+        let second_cd = VirtualMedia {
+            odata_id: "/v/Cd2".into(),
+            ..cd.clone()
+        };
+        assert_eq!(
+            pick_config_drive(&[cd.clone(), second_cd.clone()]),
+            Some(&second_cd)
+        );
+    }
+
+    #[test]
+    fn a_token_the_bmc_quotes_is_taken_out_of_its_error() {
+        let token = "0123abcd".repeat(8);
+        let error = RedfishError::Http {
+            method: "POST".into(),
+            url: "https://bmc/redfish/v1/Managers/1/VirtualMedia/Floppy/Actions/VirtualMedia.InsertMedia".into(),
+            status: 400,
+            message: format!("cannot fetch https://slipway:8443/config-drive/ns/h/{token}/cidata.iso"),
+        };
+        let text = error.redacted(&token).to_string();
+        assert!(!text.contains(&token), "{text}");
+        assert!(
+            text.contains("config-drive/ns/h/<redacted>/cidata.iso"),
+            "{text}"
+        );
     }
 
     #[test]

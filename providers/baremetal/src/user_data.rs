@@ -95,10 +95,17 @@ pub(crate) async fn write_fresh(
             ..Default::default()
         },
         type_: Some(SECRET_TYPE.into()),
-        data: Some(BTreeMap::from([(
-            USER_DATA_KEY.to_string(),
-            ByteString(data.as_bytes().to_vec()),
-        )])),
+        data: Some(BTreeMap::from([
+            (
+                USER_DATA_KEY.to_string(),
+                ByteString(data.as_bytes().to_vec()),
+            ),
+            // Fresh with every claim: the config drive URL of this claim, and of no other.
+            (
+                crate::config_drive::TOKEN_KEY.to_string(),
+                ByteString(crate::config_drive::new_token().into_bytes()),
+            ),
+        ])),
         ..Default::default()
     };
     // A delete that has not finished yet (the old one had finalizers, say) answers 409 here: the next call retries.
@@ -112,12 +119,12 @@ pub(crate) async fn write_fresh(
     })
 }
 
-/// Whether the Secret a claim names exists as that incarnation (same UID).
-pub(crate) async fn exists(
+/// The Secret a claim names, when it exists as that incarnation (same UID).
+pub(crate) async fn get(
     client: &kube::Client,
     namespace: &str,
     reference: &UserDataSecretRef,
-) -> Result<bool> {
+) -> Result<Option<Secret>> {
     let found = secrets(client, namespace)
         .get_opt(&reference.name)
         .await
@@ -127,27 +134,27 @@ pub(crate) async fn exists(
                 e,
             )
         })?;
-    Ok(found.is_some_and(|s| s.uid().as_deref() == Some(reference.uid.as_str())))
+    Ok(found.filter(|s| s.uid().as_deref() == Some(reference.uid.as_str())))
 }
 
-/// Fails unless the Secret the host's claim names exists: a host is never powered on without its user data.
-pub(crate) async fn require(client: &kube::Client, host: &BareMetalHost) -> Result<()> {
+/// The Secret the host's claim names (`None` when it names none: a machine without user data). Fails when that
+/// Secret is gone: a host is never powered on without its user data.
+pub(crate) async fn require(client: &kube::Client, host: &BareMetalHost) -> Result<Option<Secret>> {
     let Some(reference) = host
         .status
         .as_ref()
         .and_then(|s| s.provisioning.as_ref())
         .and_then(|p| p.user_data_secret_ref.as_ref())
     else {
-        return Ok(());
+        return Ok(None);
     };
     let namespace = host.namespace().unwrap_or_default();
-    if exists(client, &namespace, reference).await? {
-        Ok(())
-    } else {
-        Err(Error::UserDataMissing {
+    match get(client, &namespace, reference).await? {
+        Some(secret) => Ok(Some(secret)),
+        None => Err(Error::UserDataMissing {
             host: crate::bmc::host_key(host),
             secret: format!("{namespace}/{}", reference.name),
-        })
+        }),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The baremetal provider and host controller against sushy-tools' Redfish emulator (fake driver) and a real
 //! kube-apiserver: registration, claiming and booting, capacity, release, credentials and TLS failures, and
-//! claims racing for the same hosts.
+//! claims racing for the same hosts, and the config drive that carries each machine's user data.
 
 mod support;
 
@@ -14,9 +14,9 @@ use slipway_api::{BareMetalHost, HostState, MachineSettings, UserDataSecretRef};
 use slipway_provider::{
     ClusterInfo, Deletion, InfrastructureProvider, MachineRequest, MachineRole, ProviderError,
 };
-use slipway_provider_baremetal::host_controller;
 use slipway_provider_baremetal::user_data::{self, USER_DATA_KEY};
 use slipway_provider_baremetal::{BareMetalProvider, LEGACY_USER_DATA_ANNOTATION};
+use slipway_provider_baremetal::{config_drive, host_controller};
 use slipway_testenv::eventually;
 use support::{ImageServer, PASSWORD, Sushy, state};
 
@@ -872,4 +872,150 @@ async fn user_data_no_claim_names_is_swept_and_old_annotations_are_removed() {
         Deletion::Done
     );
     assert!(user_data_secrets(&client, &namespace).await.is_empty());
+}
+
+#[tokio::test]
+async fn the_config_drive_is_inserted_served_while_provisioning_and_refused_after() {
+    let sushy = Sushy::start(2, true).await;
+    let image = ImageServer::start().await;
+    let (client, namespace) = support::namespace("bmh-drive").await;
+    support::create_hosts(&client, &namespace, &sushy, 2).await;
+    support::register_all(&client, &namespace).await;
+    let drives = support::DriveServer::start(&client).await;
+    let provider = BareMetalProvider::with_options(client.clone(), support::fast_redfish())
+        .with_config_drive(drives.settings.clone());
+    let cluster = support::cluster(&namespace, "metal", &image.url);
+    let api: Api<BareMetalHost> = Api::namespaced(client.clone(), &namespace);
+
+    // The provider ID the kubelet registers comes from the config drive's instance id.
+    assert_eq!(
+        provider.provider_id_from_instance_data(),
+        Some("{{ v1.instance_id }}")
+    );
+    let machine = provider
+        .create_machine(&cluster, &request(&cluster, MachineRole::ControlPlane, 0))
+        .await
+        .unwrap();
+    let host_name = machine.provider_id.rsplit('/').next().unwrap().to_string();
+    let index: usize = host_name.trim_start_matches("host-").parse().unwrap();
+    let claimed = host(&api, &host_name).await;
+    let user_data = claimed_user_data(&client, &claimed).await;
+    let secret_name = user_data::secret_name(&machine.name);
+    let secret = Api::<Secret>::namespaced(client.clone(), &namespace)
+        .get(&secret_name)
+        .await
+        .unwrap();
+    let token = String::from_utf8(secret.data.unwrap()[config_drive::TOKEN_KEY].0.clone()).unwrap();
+    assert_eq!(token.len(), 64, "{secret_name}: a 32-byte token in hex");
+    // The token lives in the user data Secret only.
+    assert_no_user_data_on(&claimed);
+    let visible = serde_json::to_string(&claimed).unwrap();
+    assert!(
+        !visible.contains(&token),
+        "the token shows on the host: {visible}"
+    );
+
+    // The installer image on the CD, the config drive on the removable disk. sushy marks a medium inserted only
+    // once it has downloaded it, so both were fetched.
+    let redfish = sushy.redfish(index);
+    let cd = redfish.virtual_cd().await.unwrap();
+    assert!(cd.inserted);
+    assert_eq!(cd.image.as_deref(), Some(image.url.as_str()));
+    let drive = redfish
+        .config_drive_media()
+        .await
+        .unwrap()
+        .expect("sushy has a second virtual media device");
+    assert!(
+        drive.media_types.iter().any(|t| t == "USBStick"),
+        "{drive:?}"
+    );
+    assert!(
+        drive.inserted,
+        "the config drive was downloaded and inserted"
+    );
+    let url = drive.image.clone().unwrap();
+    assert_eq!(url, drives.settings.url(&namespace, &host_name, &token));
+
+    // The image, read back as a host reads it: ISO 9660 labelled cidata, where cloud-init's NoCloud reader finds
+    // the machine's user data, its provider ID as instance id, and its name as host name.
+    let http = reqwest::Client::builder()
+        .tls_danger_accept_invalid_certs(true)
+        .no_proxy()
+        .build()
+        .unwrap();
+    let get = |url: String| {
+        let http = http.clone();
+        async move { http.get(url).send().await.unwrap() }
+    };
+    let served = get(url.clone()).await;
+    assert_eq!(served.status(), 200);
+    let seed = support::read_config_drive(&served.bytes().await.unwrap());
+    assert_eq!(
+        (seed.label.as_str(), seed.filesystem.as_str()),
+        ("cidata", "iso9660")
+    );
+    assert_eq!(seed.user_data, user_data);
+    assert_eq!(seed.meta_data["instance-id"], machine.provider_id.as_str());
+    assert_eq!(seed.meta_data["local-hostname"], machine.name.as_str());
+    // cloud-init makes the meta-data's instance id its v1.instance_id, from which the user data's first step
+    // renders the kubelet's provider ID: the one the provider lists.
+    assert_eq!(
+        support::cloud_init_query(
+            &seed.meta_data["instance-id"],
+            provider.provider_id_from_instance_data().unwrap()
+        ),
+        machine.provider_id
+    );
+
+    // Another token, another host, or a token that is not one: nothing, and the same answer for each.
+    let other_host = format!("host-{}", 1 - index);
+    let other_token = "0".repeat(64);
+    for wrong in [
+        drives.settings.url(&namespace, &host_name, &other_token),
+        drives.settings.url(&namespace, &other_host, &token),
+        drives
+            .settings
+            .url(&namespace, &host_name, &token.to_uppercase()),
+        drives.settings.url("default", &host_name, &token),
+        url.replace("cidata.iso", "user-data"),
+    ] {
+        assert_eq!(get(wrong.clone()).await.status(), 404, "{wrong}");
+    }
+
+    // Provisioned (booted and on, as the host controller sees it): the URL no longer serves.
+    let settings = support::controller_settings(&namespace);
+    eventually("the host Provisioned", POWER_WAIT, || async {
+        let current = host(&api, &host_name).await;
+        slipway_provider_baremetal::reconcile_host_with(&client, &current, &settings)
+            .await
+            .map_err(|e| e.to_string())?;
+        let state = state(&host(&api, &host_name).await);
+        (state == Some(HostState::Provisioned))
+            .then_some(())
+            .ok_or(format!("{state:?}"))
+    })
+    .await;
+    assert_eq!(get(url.clone()).await.status(), 404);
+
+    // Released: both media ejected, and the Secret with its token gone.
+    eventually("the machine released", POWER_WAIT, || async {
+        match provider
+            .delete_machine(&cluster, &MachineRole::ControlPlane, &machine.name)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Deletion::Done => Ok(()),
+            Deletion::InProgress(message) => Err(message),
+        }
+    })
+    .await;
+    for device in redfish.virtual_media().await.unwrap() {
+        assert!(
+            !device.inserted && device.image.is_none(),
+            "ejected: {device:?}"
+        );
+    }
+    assert!(user_data_secrets(&client, &namespace).await.is_empty());
+    assert_eq!(get(url).await.status(), 404);
 }

@@ -259,6 +259,142 @@ impl Drop for ImageServer {
     }
 }
 
+/// The manager's config drive server on a loopback port with a self-signed certificate, stopped on drop.
+pub struct DriveServer {
+    pub settings: slipway_provider_baremetal::ConfigDriveSettings,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DriveServer {
+    pub async fn start(client: &Client) -> Self {
+        use slipway_provider_baremetal::config_drive::{Server, ServerTls};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let tls = ServerTls::self_signed(vec!["127.0.0.1".into()]).unwrap();
+        let server = Server::new(listener, tls).await.unwrap();
+        let client = client.clone();
+        let task = tokio::spawn(async move {
+            server.run(client, std::future::pending()).await.unwrap();
+        });
+        Self {
+            settings: slipway_provider_baremetal::ConfigDriveSettings::new(&format!(
+                "https://127.0.0.1:{port}"
+            ))
+            .unwrap(),
+            task,
+        }
+    }
+}
+
+impl Drop for DriveServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What a host finds on a config drive image.
+#[derive(Debug)]
+pub struct Seed {
+    /// The filesystem label, as `blkid` reads it.
+    pub label: String,
+    /// The filesystem type, as `blkid` reads it.
+    pub filesystem: String,
+    pub user_data: String,
+    /// meta-data as cloud-init parses it.
+    pub meta_data: serde_json::Value,
+}
+
+/// Reads a config drive image with other people's tools: util-linux's `blkid` for the label, xorriso to unpack it,
+/// and cloud-init's own NoCloud seed reader (`cloudinit.util.read_seeded`) for user-data and meta-data.
+pub fn read_config_drive(image: &[u8]) -> Seed {
+    let dir = tempfile::tempdir().unwrap();
+    let iso = dir.path().join("cidata.iso");
+    std::fs::write(&iso, image).unwrap();
+    let run = |program: &str, args: &[&std::ffi::OsStr]| -> String {
+        let out = Command::new(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {program} (hack/test.sh installs it): {e}"));
+        assert!(
+            out.status.success(),
+            "{program} {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let probe = |tag: &str| {
+        run(
+            "blkid",
+            &[
+                "-p".as_ref(),
+                "-o".as_ref(),
+                "value".as_ref(),
+                "-s".as_ref(),
+                tag.as_ref(),
+                iso.as_os_str(),
+            ],
+        )
+        .trim()
+        .to_string()
+    };
+    let (label, filesystem) = (probe("LABEL"), probe("TYPE"));
+    let seed = dir.path().join("seed");
+    run(
+        "xorriso",
+        &[
+            "-osirrox".as_ref(),
+            "on".as_ref(),
+            "-indev".as_ref(),
+            iso.as_os_str(),
+            "-extract".as_ref(),
+            "/".as_ref(),
+            seed.as_os_str(),
+        ],
+    );
+    // Debian's python3, where the cloud-init package installs its modules.
+    let script = "import json, sys\nfrom cloudinit import util\nseeded = util.read_seeded('file://' + sys.argv[1] + '/')\nud = seeded[1]\nprint(json.dumps({'meta': seeded[0], 'user': ud.decode() if isinstance(ud, bytes) else ud}))";
+    let read = run(
+        "/usr/bin/python3",
+        &["-c".as_ref(), script.as_ref(), seed.as_os_str()],
+    );
+    let read: serde_json::Value = serde_json::from_str(&read).unwrap();
+    Seed {
+        label,
+        filesystem,
+        user_data: read["user"].as_str().unwrap_or_default().to_string(),
+        meta_data: read["meta"].clone(),
+    }
+}
+
+/// What `cloud-init query --format FORMAT` prints on a host whose instance id is `instance_id` (Debian's
+/// cloud-init, which hack/test.sh installs).
+pub fn cloud_init_query(instance_id: &serde_json::Value, format: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("instance-data.json");
+    let instance =
+        serde_json::json!({ "v1": { "instance_id": instance_id, "cloud_name": "nocloud" } });
+    std::fs::write(&data, instance.to_string()).unwrap();
+    // On a host, cloud-init has the user data and vendor data files too; here they are empty.
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "").unwrap();
+    let out = Command::new("cloud-init")
+        .args(["query", "--instance-data"])
+        .arg(&data)
+        .arg("--user-data")
+        .arg(&empty)
+        .arg("--vendor-data")
+        .arg(&empty)
+        .args(["--format", format])
+        .output()
+        .expect("cloud-init (Debian package cloud-init; hack/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// A namespace on the shared apiserver with the BareMetalHost CRD installed.
 pub async fn namespace(prefix: &str) -> (Client, String) {
     init();
