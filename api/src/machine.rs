@@ -16,9 +16,9 @@ pub struct MachineSettings {
     pub instance_type: Option<String>,
 
     /// Machine image, on AWS: an AMI id (`ami-…`), or a name pattern matched among Canonical's images (newest
-    /// wins). Absent: the newest Canonical Ubuntu 24.04 image, which holds no Kubernetes node software (see the
-    /// README's "Node images and first boot"). The other providers do not use it (bare metal boots
-    /// `spec.infrastructure.baremetal.imageUrl`).
+    /// wins). Absent: the newest Canonical Ubuntu 24.04 image, onto which a kubeadm machine's user data installs
+    /// its node software (see the README's "Node images and first boot"). The other providers do not use it (bare
+    /// metal boots `spec.infrastructure.baremetal.imageUrl`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048))]
     pub image: Option<String>,

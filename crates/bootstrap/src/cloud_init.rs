@@ -20,6 +20,7 @@
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
+use crate::node_packages::{self, PackageRepository};
 use crate::pki::ClusterPki;
 use crate::token::{BootstrapToken, K3sServerToken, TOKEN_TTL};
 
@@ -43,6 +44,9 @@ pub struct NodeSettings {
     /// The provider's id for the machine, which the kubelet registers as the Node's `spec.providerID` (how the
     /// manager finds a machine's Node); `None` leaves it to whatever else sets it.
     pub provider_id: Option<ProviderId>,
+    /// Where a kubeadm machine installs kubelet, kubeadm and kubectl from when its image lacks them (see
+    /// [`crate::node_packages`]).
+    pub packages: PackageRepository,
 }
 
 /// How a machine's kubelet learns the provider's id for it.
@@ -94,11 +98,20 @@ enum Distribution {
     K3s,
 }
 
-/// `runcmd`: the provider-ID step when there is one, then `command`.
-fn runcmd(node: &NodeSettings, distribution: Distribution, command: Value) -> Value {
+/// `runcmd`: for kubeadm the node software's install step, then the provider-ID step when there is one, then
+/// `command`. The install comes first so the packages find no file of the provider-ID step in their way.
+fn runcmd(
+    node: &NodeSettings,
+    cluster: &ClusterNetwork,
+    distribution: Distribution,
+    command: Value,
+) -> Value {
+    let install = (distribution == Distribution::Kubeadm)
+        .then(|| node_packages::install_step(&node.packages, &cluster.kubernetes_version));
     Value::Array(
-        provider_id_step(node, distribution)
+        install
             .into_iter()
+            .chain(provider_id_step(node, distribution))
             .chain([command])
             .collect(),
     )
@@ -205,7 +218,7 @@ pub fn kubeadm_init(
     // into the workload cluster's kube-system (encrypted with a key printed to this machine's cloud-init log).
     render(json!({
         "write_files": files,
-        "runcmd": runcmd(node, Distribution::Kubeadm, json!(["kubeadm", "init", "--config", KUBEADM_INIT_CONFIG])),
+        "runcmd": runcmd(node, cluster, Distribution::Kubeadm, json!(["kubeadm", "init", "--config", KUBEADM_INIT_CONFIG])),
     }))
 }
 
@@ -243,7 +256,7 @@ pub fn kubeadm_join(
     let join = join_configuration(cluster, ca_key_hash, token, node, false);
     render(json!({
         "write_files": [file(KUBEADM_JOIN_CONFIG, &yaml("kubeadm config", &join)?, "0600")],
-        "runcmd": runcmd(node, Distribution::Kubeadm, json!(["kubeadm", "join", "--config", KUBEADM_JOIN_CONFIG])),
+        "runcmd": runcmd(node, cluster, Distribution::Kubeadm, json!(["kubeadm", "join", "--config", KUBEADM_JOIN_CONFIG])),
     }))
 }
 
@@ -267,7 +280,7 @@ pub fn kubeadm_join_control_plane(
     // `controlPlane` in the configuration is what `--control-plane` on the command line would say.
     render(json!({
         "write_files": files,
-        "runcmd": runcmd(node, Distribution::Kubeadm, json!(["kubeadm", "join", "--config", KUBEADM_JOIN_CONFIG])),
+        "runcmd": runcmd(node, cluster, Distribution::Kubeadm, json!(["kubeadm", "join", "--config", KUBEADM_JOIN_CONFIG])),
     }))
 }
 
@@ -394,7 +407,7 @@ pub fn k3s_server(
     ];
     render(json!({
         "write_files": files,
-        "runcmd": runcmd(node, Distribution::K3s, k3s_install("server", &k3s_version(&cluster.kubernetes_version))),
+        "runcmd": runcmd(node, cluster, Distribution::K3s, k3s_install("server", &k3s_version(&cluster.kubernetes_version))),
     }))
 }
 
@@ -415,7 +428,7 @@ pub fn k3s_server_join(
     config["server"] = json!(format!("https://{}", cluster.endpoint));
     render(json!({
         "write_files": [file(K3S_CONFIG, &yaml("k3s config", &config)?, "0600")],
-        "runcmd": runcmd(node, Distribution::K3s, k3s_install("server", &k3s_version(&cluster.kubernetes_version))),
+        "runcmd": runcmd(node, cluster, Distribution::K3s, k3s_install("server", &k3s_version(&cluster.kubernetes_version))),
     }))
 }
 
@@ -433,6 +446,6 @@ pub fn k3s_agent(
     labels_and_provider_id(&mut config, node);
     render(json!({
         "write_files": [file(K3S_CONFIG, &yaml("k3s config", &config)?, "0600")],
-        "runcmd": runcmd(node, Distribution::K3s, k3s_install("agent", &k3s_version(&cluster.kubernetes_version))),
+        "runcmd": runcmd(node, cluster, Distribution::K3s, k3s_install("agent", &k3s_version(&cluster.kubernetes_version))),
     }))
 }

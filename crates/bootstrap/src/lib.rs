@@ -10,6 +10,7 @@
 pub mod cloud_init;
 mod error;
 pub mod kubeconfig;
+pub mod node_packages;
 pub mod pki;
 pub mod secrets;
 pub mod token;

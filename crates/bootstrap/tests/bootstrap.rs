@@ -6,6 +6,7 @@ use serde_json::Value;
 use sha2::Digest as _;
 use slipway_bootstrap::cloud_init::{self, ClusterNetwork, NodeSettings, ProviderId};
 use slipway_bootstrap::kubeconfig::{admin_kubeconfig, needs_renewal};
+use slipway_bootstrap::node_packages::{PackageRepository, install_step};
 use slipway_bootstrap::pki::{Leaf, Usage};
 use slipway_bootstrap::secrets::{self, Purpose};
 use slipway_bootstrap::{BootstrapToken, CertificateAuthority, ClusterPki, K3sServerToken};
@@ -402,6 +403,7 @@ fn kubeadm_init_carries_the_cluster_pki_token_and_network() {
     let node = NodeSettings {
         labels: vec![("slipway.dev/pool".into(), "control-plane".into())],
         provider_id: Some(ProviderId::Known("aws:///us-east-1a/i-0123".into())),
+        ..NodeSettings::default()
     };
     let config = cloud_config(&cloud_init::kubeadm_init(&network(), &pki, &token, &node).unwrap());
     assert_eq!(
@@ -441,8 +443,13 @@ fn kubeadm_init_carries_the_cluster_pki_token_and_network() {
     assert_eq!(cluster["controlPlaneEndpoint"], "203.0.113.10:6443");
     assert_eq!(cluster["kubernetesVersion"], "v1.37.2");
     assert_eq!(cluster["networking"]["podSubnet"], "10.244.0.0/16");
+    // First the node software (skipped on an image that has it), then kubeadm.
     assert_eq!(
         config["runcmd"][0],
+        install_step(&PackageRepository::default(), "v1.37.2")
+    );
+    assert_eq!(
+        config["runcmd"][1],
         serde_json::json!(["kubeadm", "init", "--config", "/run/kubeadm/kubeadm.yaml"]),
         "no --upload-certs: later members get the CA files in their own user data"
     );
@@ -476,7 +483,8 @@ fn kubeadm_join_verifies_the_ca_by_its_public_key_hash_and_carries_no_keys() {
         join["discovery"]["bootstrapToken"]["apiServerEndpoint"],
         "203.0.113.10:6443"
     );
-    assert_eq!(config["runcmd"][0][1], "join");
+    assert_eq!(config["runcmd"][0][3], "install-node-software");
+    assert_eq!(config["runcmd"][1][1], "join");
 }
 
 #[test]
@@ -486,6 +494,7 @@ fn kubeadm_join_control_plane_hands_over_the_cluster_cas_and_joins_as_a_control_
     let node = NodeSettings {
         labels: vec![("slipway.dev/pool".into(), "control-plane".into())],
         provider_id: Some(ProviderId::Known("aws:///us-east-1b/i-0456".into())),
+        ..NodeSettings::default()
     };
     let user_data =
         cloud_init::kubeadm_join_control_plane(&network(), &pki, &token, &node).unwrap();
@@ -533,12 +542,15 @@ fn kubeadm_join_control_plane_hands_over_the_cluster_cas_and_joins_as_a_control_
     );
     assert_eq!(
         config["runcmd"],
-        serde_json::json!([[
-            "kubeadm",
-            "join",
-            "--config",
-            "/run/kubeadm/kubeadm-join.yaml"
-        ]])
+        serde_json::json!([
+            install_step(&PackageRepository::default(), "v1.37.2"),
+            [
+                "kubeadm",
+                "join",
+                "--config",
+                "/run/kubeadm/kubeadm-join.yaml"
+            ]
+        ])
     );
     assert!(!user_data.contains("InitConfiguration"));
     assert!(!user_data.contains("certificate-key") && !user_data.contains("upload-certs"));
@@ -557,7 +569,11 @@ fn of_the_three_kubeadm_roles_only_control_plane_members_carry_keys_and_only_the
 
     let role = |user_data: &str| {
         let config = cloud_config(user_data);
-        let command: Vec<String> = config["runcmd"][0]
+        let command: Vec<String> = config["runcmd"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
             .as_array()
             .unwrap()
             .iter()
@@ -708,6 +724,7 @@ fn k3s_joining_server_gets_no_ca_files_and_presents_the_server_token_pinned_to_t
     let node = NodeSettings {
         labels: vec![("slipway.dev/pool".into(), "control-plane".into())],
         provider_id: Some(ProviderId::Known("aws:///us-east-1c/i-0789".into())),
+        ..NodeSettings::default()
     };
     let first = cloud_config(
         &cloud_init::k3s_server(&network(), &pki, &server_token, &join_token, &node).unwrap(),
@@ -855,14 +872,17 @@ fn a_provider_id_known_only_on_the_machine_is_read_from_its_instance_data_before
     let node = NodeSettings {
         labels: vec![("slipway.dev/pool".into(), "workers".into())],
         provider_id: Some(ProviderId::FromInstanceData(template.into())),
+        ..NodeSettings::default()
     };
     let hash = pki.ca.public_key_hash().unwrap();
 
-    // kubeadm: the first command writes the ID where kubeadm's kubelet unit reads extra flags, then kubeadm joins;
-    // the join configuration itself names no provider ID.
+    // kubeadm: after the node software's install, a command writes the ID where kubeadm's kubelet unit reads
+    // extra flags, then kubeadm joins; the join configuration itself names no provider ID.
     let config = cloud_config(&cloud_init::kubeadm_join(&network(), &hash, &token, &node).unwrap());
     let runcmd = config["runcmd"].as_array().unwrap();
-    assert_eq!(runcmd.len(), 2, "{runcmd:?}");
+    assert_eq!(runcmd.len(), 3, "{runcmd:?}");
+    assert_eq!(runcmd[0][3], "install-node-software");
+    let runcmd = &runcmd[1..];
     assert_eq!(runcmd[0][0], "sh");
     let script = runcmd[0][2].as_str().unwrap();
     assert!(
@@ -900,12 +920,14 @@ fn a_provider_id_known_only_on_the_machine_is_read_from_its_instance_data_before
     let k3s = written_yaml(&config, "/etc/rancher/k3s/config.yaml");
     assert!(k3s.get("kubelet-arg").is_none(), "{k3s}");
 
-    // Known when rendered: no such step.
+    // Known when rendered: no such step, only the install and the join.
     let known = NodeSettings {
         provider_id: Some(ProviderId::Known("aws:///us-east-1a/i-0123".into())),
         ..node
     };
     let config =
         cloud_config(&cloud_init::kubeadm_join(&network(), &hash, &token, &known).unwrap());
-    assert_eq!(config["runcmd"].as_array().unwrap().len(), 1);
+    let runcmd = config["runcmd"].as_array().unwrap();
+    assert_eq!(runcmd.len(), 2, "{runcmd:?}");
+    assert_eq!(runcmd[0][3], "install-node-software");
 }

@@ -37,6 +37,7 @@ fn nodes() -> [(&'static str, NodeSettings); 2] {
                 provider_id: Some(ProviderId::Known(
                     "aws:///eu-west-1a/i-0123456789abcdef0".into(),
                 )),
+                ..NodeSettings::default()
             },
         ),
         (
@@ -46,6 +47,7 @@ fn nodes() -> [(&'static str, NodeSettings); 2] {
                 provider_id: Some(ProviderId::FromInstanceData(
                     "aws:///{{ v1.availability_zone }}/{{ v1.instance_id }}".into(),
                 )),
+                ..NodeSettings::default()
             },
         ),
     ]
@@ -153,6 +155,12 @@ fn runcmd_script(user_data_file: &Path) -> String {
 fn every_user_data_passes_cloud_init_schema_and_its_commands_pass_shellcheck() {
     let dir = tempfile::tempdir().unwrap();
     for (name, user_data) in every_user_data() {
+        // EC2 takes at most 16 KiB of user data (before base64).
+        assert!(
+            user_data.len() <= 16 * 1024,
+            "{name}: {} bytes, over EC2's 16 KiB user data limit",
+            user_data.len()
+        );
         let file = dir.path().join(format!("{}.yaml", name.replace(' ', "-")));
         std::fs::write(&file, &user_data).unwrap();
 
@@ -186,6 +194,26 @@ fn every_user_data_passes_cloud_init_schema_and_its_commands_pass_shellcheck() {
             "{name}: shellcheck:\n{}\n{script}",
             text(&check)
         );
+
+        // The scripts of `sh -c SCRIPT ARGS…` steps are one quoted word above: each is checked on its own.
+        let config: serde_json::Value = serde_saphyr::from_str(&user_data).unwrap();
+        for step in config["runcmd"].as_array().into_iter().flatten() {
+            if step[0] != "sh" || step[1] != "-c" {
+                continue;
+            }
+            let inner = step[2].as_str().unwrap();
+            let check = run(
+                "shellcheck",
+                &["--shell=sh", "-"],
+                Some(inner),
+                "shellcheck",
+            );
+            assert!(
+                check.status.success(),
+                "{name}: shellcheck of a sh -c step:\n{}\n{inner}",
+                text(&check)
+            );
+        }
     }
 }
 

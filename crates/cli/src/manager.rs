@@ -104,6 +104,11 @@ pub struct Args {
     /// separate CIDRs with commas: e.g. the BMC network (10.20.0.0/16), or 127.0.0.0/8 for a local mirror.
     #[arg(long, env = "SLIPWAY_ALLOW_EGRESS", value_name = "CIDR", value_delimiter = ',', value_parser = slipway_egress::parse_cidr)]
     allow_egress: Vec<slipway_egress::IpNet>,
+    /// Where kubeadm machines install kubelet, kubeadm and kubectl from when their image lacks them: the
+    /// Kubernetes project's repositories or a mirror laid out the same way (`<url>/v<major>.<minor>/deb/`). Only
+    /// the Kubernetes package signing key is trusted, whatever the mirror serves.
+    #[arg(long, env = "SLIPWAY_KUBERNETES_PACKAGE_REPOSITORY", default_value = slipway_bootstrap::node_packages::DEFAULT_REPOSITORY, value_parser = slipway_bootstrap::node_packages::PackageRepository::new)]
+    kubernetes_package_repository: slipway_bootstrap::node_packages::PackageRepository,
     /// The HTTPS address at which BMCs reach this manager's config drive server, e.g.
     /// https://slipway.example.com:8443 (a Service or load balancer in front of --config-drive-listen). Bare-metal
     /// hosts get their user data as a config drive from there; without it they boot from their image with none.
@@ -294,6 +299,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         instance: identity.clone(),
         addon_resync: Duration::from_secs(args.addon_resync_seconds),
         machine_resync: Duration::from_secs(args.machine_resync_seconds),
+        node_packages: args.kubernetes_package_repository.clone(),
         egress,
         ..Settings::default()
     };

@@ -74,6 +74,8 @@ pub struct Context {
     pub machine_resync: std::time::Duration,
     /// How long one reconcile may run before it is stopped as failed.
     pub reconcile_deadline: std::time::Duration,
+    /// Where kubeadm machines install their node software from.
+    pub node_packages: slipway_bootstrap::node_packages::PackageRepository,
     /// Status writes the shared cache does not show yet, so a pass woken before it does not write them again.
     pub(crate) status_in_flight: crate::status::InFlight,
     /// Consecutive failures per object, for the error backoff.

@@ -44,6 +44,9 @@ pub struct Settings {
     /// How long one reconcile may run before it is stopped and counted as failed, so that a slow URL or BMC
     /// cannot hold a worker.
     pub reconcile_deadline: std::time::Duration,
+    /// Where kubeadm machines install their node software from when their image lacks it
+    /// (`slipway manager --kubernetes-package-repository`).
+    pub node_packages: slipway_bootstrap::node_packages::PackageRepository,
 }
 
 impl Default for Settings {
@@ -55,6 +58,7 @@ impl Default for Settings {
             machine_resync: std::time::Duration::from_secs(60),
             egress: slipway_egress::EgressPolicy::default(),
             reconcile_deadline: RECONCILE_DEADLINE,
+            node_packages: Default::default(),
         }
     }
 }
@@ -128,6 +132,7 @@ pub async fn run(
         addon_resync: settings.addon_resync,
         machine_resync: settings.machine_resync,
         reconcile_deadline: settings.reconcile_deadline,
+        node_packages: settings.node_packages.clone(),
         failures: Default::default(),
         status_in_flight: Default::default(),
     });

@@ -61,7 +61,7 @@ impl<'a> Boot<'a> {
                 // The control plane creates this token itself on its first boot; workers made while it is valid
                 // join with it.
                 let token = join_token::ensure(ctx, cluster, Publish::ByControlPlane).await?;
-                let node = node_settings("control-plane", provider_id);
+                let node = node_settings(ctx, "control-plane", provider_id);
                 Ok(Some(match cluster.spec.kubernetes.distribution {
                     Distribution::Kubeadm => {
                         cloud_init::kubeadm_init(&network, &pki, &token, &node)?
@@ -78,7 +78,7 @@ impl<'a> Boot<'a> {
                     return Ok(None);
                 };
                 let network = network(cluster, endpoint);
-                let node = node_settings("control-plane", provider_id);
+                let node = node_settings(ctx, "control-plane", provider_id);
                 Ok(Some(match cluster.spec.kubernetes.distribution {
                     Distribution::Kubeadm => {
                         let pki = cluster_secrets::load_pki(ctx, cluster).await?;
@@ -115,7 +115,7 @@ impl<'a> Boot<'a> {
                 let endpoint = (endpoint.host.clone(), endpoint.port as u16);
                 let network = network(cluster, &endpoint);
                 let token = join_token::ensure(ctx, cluster, Publish::ThroughApi).await?;
-                let node = node_settings(pool, provider_id);
+                let node = node_settings(ctx, pool, provider_id);
                 let ca = cluster_ca(ctx, cluster).await?;
                 Ok(Some(match cluster.spec.kubernetes.distribution {
                     Distribution::Kubeadm => {
@@ -142,10 +142,11 @@ fn network(cluster: &Cluster, (host, port): &(String, u16)) -> ClusterNetwork {
     }
 }
 
-fn node_settings(group: &str, provider_id: Option<&str>) -> NodeSettings {
+fn node_settings(ctx: &Context, group: &str, provider_id: Option<&str>) -> NodeSettings {
     NodeSettings {
         labels: vec![(crate::POOL_LABEL.to_string(), group.to_string())],
         provider_id: provider_id.map(|template| ProviderId::FromInstanceData(template.to_string())),
+        packages: ctx.node_packages.clone(),
     }
 }
 
