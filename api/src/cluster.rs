@@ -349,6 +349,29 @@ pub struct AwsSettings {
             .message("spec.infrastructure.aws.controlPlaneIngressCidrs: every entry must be a CIDR such as 203.0.113.0/24")
     )]
     pub control_plane_ingress_cidrs: Vec<String>,
+
+    /// How the private subnets (the workers') reach the internet: `PerZone` (the default) puts a NAT gateway with
+    /// an Elastic IP in each zone's public subnet and routes each zone's private subnet through its own, so a zone
+    /// outage cuts only that zone; `Single` puts one in the first zone for every private subnet (cheaper, one zone
+    /// carries all egress); `Disabled` gives the private subnets no way out. Each NAT gateway is counted in
+    /// `status.cost`. Cannot change after creation.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message(
+        "spec.infrastructure.aws.natGateways: cannot change after creation; create a new Cluster with the other setting"
+    ))]
+    pub nat_gateways: NatGateways,
+}
+
+/// Where an AWS cluster's NAT gateways go.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum NatGateways {
+    /// One per zone, each zone's private subnet routed through its own.
+    #[default]
+    PerZone,
+    /// One, in the first zone, for every private subnet.
+    Single,
+    /// None: the private subnets have no route to the internet.
+    Disabled,
 }
 
 /// Settings of the `baremetal` provider.

@@ -32,7 +32,7 @@ pub use baremetal_host::{
 pub use cluster::{
     ApiEndpoint, AwsSettings, BareMetalSettings, Cluster, ClusterPhase, ClusterSpec, ClusterStatus,
     ControlPlaneSpec, CostEstimate, Distribution, InfrastructureSpec, KubernetesSpec,
-    LocalSettings, NetworkSpec, SecretRef, SimSettings, TemplateRef,
+    LocalSettings, NatGateways, NetworkSpec, SecretRef, SimSettings, TemplateRef,
 };
 pub use conditions::Condition;
 pub use crd::{crd_files, crds};

@@ -174,11 +174,18 @@ async fn aws_cluster_becomes_ready_on_moto_and_leaves_no_instance_behind() {
         .control_plane_endpoint
         .expect("the load balancer's DNS name as endpoint");
     assert_eq!(endpoint.port, 6443);
-    // No instance type is named, so all three machines are the provider's default t3.medium, $0.0416 an hour.
+    // No instance type is named, so all three machines are the provider's default t3.medium, $0.0416 an hour;
+    // and a NAT gateway in each of the two zones, $0.045 an hour each.
     let cost = status.cost.expect("status.cost");
     assert_eq!(
         (cost.per_hour.as_str(), cost.currency.as_str()),
-        ("0.1248", "USD"),
+        ("0.2148", "USD"),
+        "{cost:?}"
+    );
+    assert!(
+        cost.note
+            .as_deref()
+            .is_some_and(|n| n.contains("3 desired machines and 2 NAT gateways")),
         "{cost:?}"
     );
     assert!(cost.unpriced_instance_types.is_empty(), "{cost:?}");
@@ -435,15 +442,15 @@ async fn a_pool_scaled_up_and_down_is_followed_by_instances_and_cost() {
     )
     .await;
     wait_ready(&client, &ns, "scaly", Duration::from_secs(120)).await;
-    // One t3.medium control plane ($0.0416) and t3.large workers ($0.0832 each).
-    wait_for_pool_size(&client, &ec2, &ns, "scaly", 3, "0.2912").await;
+    // One t3.medium control plane ($0.0416), t3.large workers ($0.0832 each) and two NAT gateways ($0.045 each).
+    wait_for_pool_size(&client, &ec2, &ns, "scaly", 3, "0.3812").await;
 
     scale(&client, &ns, "scaly-workers", 5).await;
-    wait_for_pool_size(&client, &ec2, &ns, "scaly", 5, "0.4576").await;
+    wait_for_pool_size(&client, &ec2, &ns, "scaly", 5, "0.5476").await;
     wait_ready(&client, &ns, "scaly", Duration::from_secs(60)).await;
 
     scale(&client, &ns, "scaly-workers", 2).await;
-    wait_for_pool_size(&client, &ec2, &ns, "scaly", 2, "0.208").await;
+    wait_for_pool_size(&client, &ec2, &ns, "scaly", 2, "0.298").await;
     wait_ready(&client, &ns, "scaly", Duration::from_secs(60)).await;
 
     Api::<Cluster>::namespaced(client.clone(), &ns)
@@ -547,8 +554,8 @@ async fn a_new_instance_type_rolls_through_the_pool_within_its_strategy() {
         after.iter().all(|(id, _)| !old.contains(&id)),
         "every instance was replaced: before {before:?}, after {after:?}"
     );
-    // The estimate follows the spec: one t3.medium control plane and three t3.large workers. The Cluster's status
-    // catches up with its pool's rollout on its next reconcile.
+    // The estimate follows the spec: one t3.medium control plane, three t3.large workers and two NAT gateways. The
+    // Cluster's status catches up with its pool's rollout on its next reconcile.
     eventually(
         "the cost of the new instance type",
         Duration::from_secs(30),
@@ -561,7 +568,7 @@ async fn a_new_instance_type_rolls_through_the_pool_within_its_strategy() {
                 .and_then(|s| s.cost)
                 .map(|c| c.per_hour)
                 .unwrap_or_default();
-            (cost == "0.2912").then_some(()).ok_or(cost)
+            (cost == "0.3812").then_some(()).ok_or(cost)
         },
     )
     .await;

@@ -491,10 +491,11 @@ async fn the_price_configmap_overrides_prices_in_the_cost_estimate() {
         },
     )
     .await;
-    // One t3.medium at $0.05 and three m5.large at $0.10 (the embedded table says 0.0416 and 0.096).
+    // One t3.medium at $0.05 and three m5.large at $0.10 (the embedded table says 0.0416 and 0.096), and two
+    // NAT gateways at the embedded $0.045.
     assert_eq!(
         (cost.per_hour.as_str(), cost.currency.as_str()),
-        ("0.35", "USD"),
+        ("0.44", "USD"),
         "{cost:?}"
     );
     // The cluster stays: without credentials its pool could not list its machines to delete them.

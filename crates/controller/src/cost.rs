@@ -1,15 +1,16 @@
 //! The cluster's `status.cost`: what its desired machines cost per hour at the provider's prices.
 //!
 //! Desired, not actual: control-plane replicas plus every MachinePool's `spec.replicas`, each at the hourly price
-//! of its instance type. That is what the cluster costs once converged; counting the machines that happen to exist
-//! would move the estimate (and write the status) with every surge machine of a rollout. A type the provider has
+//! of its instance type, plus the shared infrastructure the provider prices (the aws provider's NAT gateways).
+//! That is what the cluster costs once converged; counting the machines that happen to exist would move the
+//! estimate (and write the status) with every surge machine of a rollout. A type the provider has
 //! no price for makes the estimate `unknown` and is named, rather than guessed or left out of the sum. A provider
 //! that prices nothing at all (not even its default machine) gets no estimate.
 
 use std::collections::BTreeMap;
 
 use slipway_api::{Cluster, CostEstimate, MachinePool, MachineSettings};
-use slipway_provider::Price;
+use slipway_provider::{InfrastructurePrice, Price};
 
 /// `perHour` of an estimate that misses a price.
 pub const UNKNOWN: &str = "unknown";
@@ -49,6 +50,7 @@ pub fn groups<'a>(cluster: &'a Cluster, pools: &'a [impl AsRef<MachinePool>]) ->
 pub fn estimate(
     price_per_hour: impl Fn(Option<&str>) -> Option<Price>,
     groups: &[Group<'_>],
+    infrastructure: &[InfrastructurePrice],
 ) -> Option<CostEstimate> {
     // A provider with a price list prices its own default machine.
     let default = price_per_hour(None)?;
@@ -74,14 +76,25 @@ pub fn estimate(
                 .push(group.what.clone()),
         }
     }
+    let mut shared = Vec::new();
+    for piece in infrastructure.iter().filter(|p| p.count > 0) {
+        total += piece.price.per_hour * f64::from(piece.count);
+        shared.push(format!(
+            " and {} {}{}",
+            piece.count,
+            piece.what,
+            if piece.count == 1 { "" } else { "s" }
+        ));
+    }
     Some(if unpriced.is_empty() {
         CostEstimate {
             per_hour: decimal(total),
             currency,
             unpriced_instance_types: Vec::new(),
             note: Some(format!(
-                "on-demand price of {machines} desired machine{}; excludes volumes, traffic and addresses",
-                if machines == 1 { "" } else { "s" }
+                "on-demand price of {machines} desired machine{}{}; excludes volumes, traffic and addresses",
+                if machines == 1 { "" } else { "s" },
+                shared.concat()
             )),
         }
     } else {
@@ -154,6 +167,7 @@ mod tests {
                 group("pool a", 2, Some("t3.large")),
                 group("pool b", 5, Some("m5.large")),
             ],
+            &[],
         )
         .unwrap();
         // 3 × 0.0416 + 2 × 0.0832 + 5 × 0.096 = 0.1248 + 0.1664 + 0.48
@@ -161,6 +175,26 @@ mod tests {
         assert_eq!(cost.currency, "USD");
         assert!(cost.unpriced_instance_types.is_empty());
         assert!(cost.note.unwrap().contains("10 desired machines"));
+    }
+
+    #[test]
+    fn shared_infrastructure_is_added_and_named() {
+        let nat = InfrastructurePrice {
+            what: "NAT gateway".into(),
+            count: 3,
+            price: Price {
+                per_hour: 0.045,
+                currency: "USD".into(),
+            },
+        };
+        let cost = estimate(priced(PRICES), &[group("control plane", 1, None)], &[nat]).unwrap();
+        // 0.0416 + 3 × 0.045
+        assert_eq!(cost.per_hour, "0.1766");
+        let note = cost.note.unwrap();
+        assert!(
+            note.contains("1 desired machine and 3 NAT gateways"),
+            "{note}"
+        );
     }
 
     #[test]
@@ -173,6 +207,7 @@ mod tests {
                 group("pool gpu2", 1, Some("p5.48xlarge")),
                 group("pool odd", 1, Some("x9.huge")),
             ],
+            &[],
         )
         .unwrap();
         assert_eq!(cost.per_hour, UNKNOWN);
@@ -193,6 +228,7 @@ mod tests {
                 group("control plane", 1, None),
                 group("pool idle", 0, Some("x9.huge")),
             ],
+            &[],
         )
         .unwrap();
         assert_eq!(cost.per_hour, "0.0416");
@@ -202,7 +238,7 @@ mod tests {
     #[test]
     fn a_provider_without_prices_gives_no_estimate() {
         assert_eq!(
-            estimate(priced(&[]), &[group("control plane", 1, None)]),
+            estimate(priced(&[]), &[group("control plane", 1, None)], &[]),
             None
         );
     }

@@ -15,7 +15,8 @@ mod types;
 pub use error::{ProviderError, Result};
 pub use keyed_cache::KeyedCache;
 pub use types::{
-    ClusterInfo, Deletion, InfrastructureStatus, Machine, MachineRequest, MachineRole, Price,
+    ClusterInfo, Deletion, InfrastructurePrice, InfrastructureStatus, Machine, MachineRequest,
+    MachineRole, Price,
 };
 
 use async_trait::async_trait;
@@ -72,5 +73,11 @@ pub trait InfrastructureProvider: Send + Sync + 'static {
     /// The hourly price of one machine of `instance_type`, or `None` when the provider does not know it.
     fn price_per_hour(&self, _instance_type: Option<&str>) -> Option<Price> {
         None
+    }
+
+    /// What `cluster`'s shared infrastructure costs per hour besides its machines, as the cost estimate counts it:
+    /// each entry is what it is, how many, and the price of one (e.g. the aws provider's NAT gateways).
+    fn infrastructure_prices(&self, _cluster: &ClusterInfo) -> Vec<InfrastructurePrice> {
+        Vec::new()
     }
 }

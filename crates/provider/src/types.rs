@@ -107,6 +107,15 @@ pub struct Price {
     pub currency: String,
 }
 
+/// A piece of a cluster's shared infrastructure the cost estimate counts: `count` of `what` (singular, e.g. "NAT
+/// gateway"), each at `price`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InfrastructurePrice {
+    pub what: String,
+    pub count: u32,
+    pub price: Price,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,8 @@
 //! behind a network load balancer that is the control plane's endpoint.
 //!
 //! `reconcile_cluster` creates, or repairs, a VPC (or adopts `spec.infrastructure.aws.vpcId`), a public and a
-//! private subnet per availability zone, an internet gateway, route tables, a security group for the control
+//! private subnet per availability zone, an internet gateway, NAT gateways with their Elastic IPs for the private
+//! subnets (`natGateways`: per zone, one, or none), route tables, a security group for the control
 //! plane's API (port 6443 from `controlPlaneIngressCidrs` and from its own members) and one for traffic between the
 //! cluster's machines; then an internet-facing network load balancer (aws-sdk-elasticloadbalancingv2) in the public
 //! subnets and the control-plane security group, with cross-zone load balancing on, a TCP target group on 6443
@@ -18,8 +19,8 @@
 //! Everything carries `slipway.dev/cluster=<namespace>/<name>` and is found by that tag before anything is
 //! created (load balancer pieces by listing them and reading their tags, as Elastic Load Balancing has no tag
 //! filter), so every call is idempotent and safe to repeat after a crash; deletion removes exactly what carries the
-//! tag, in dependency order (listener, load balancer, target group, then the network), and says what it still
-//! waits for.
+//! tag, in dependency order (listener, load balancer, target group, NAT gateways, then the network), and says
+//! what it still waits for.
 //!
 //! Every AWS call goes through a token bucket per (access key, region), shared by EC2 and Elastic Load Balancing,
 //! with separate budgets for RunInstances, Describe* and the rest, and is retried with capped, jittered
@@ -27,9 +28,7 @@
 //! manager implements (it reads the cluster's Secret), or from aws-config's default chain. Prices for the cost
 //! estimate come from an embedded table that can be overridden.
 //!
-//! Not here: NAT gateways (machines in private subnets have no way out to the internet yet, and that includes the
-//! load balancer's public addresses: worker images must not need the internet, or the subnets need a NAT gateway
-//! added), Kubernetes Nodes (the controller matches them by provider ID `aws:///<zone>/<instance-id>`), reading
+//! Not here: Kubernetes Nodes (the controller matches them by provider ID `aws:///<zone>/<instance-id>`), reading
 //! Secrets (the manager does, through [`CredentialSource`]).
 
 mod cidr;
@@ -48,8 +47,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use slipway_api::AwsSettings;
 use slipway_provider::{
-    ClusterInfo, Deletion, InfrastructureProvider, InfrastructureStatus, Machine, MachineRequest,
-    MachineRole, Price, ProviderError, Result,
+    ClusterInfo, Deletion, InfrastructurePrice, InfrastructureProvider, InfrastructureStatus,
+    Machine, MachineRequest, MachineRole, Price, ProviderError, Result,
 };
 
 pub use client::RetryPolicy;
@@ -320,5 +319,19 @@ impl InfrastructureProvider for AwsProvider {
     fn price_per_hour(&self, instance_type: Option<&str>) -> Option<Price> {
         self.prices
             .price(instance_type.unwrap_or(&self.config.default_instance_type))
+    }
+
+    /// The cluster's NAT gateways: one per zone (the zones it names, or the three the provider picks), one, or
+    /// none.
+    fn infrastructure_prices(&self, cluster: &ClusterInfo) -> Vec<InfrastructurePrice> {
+        let Some(settings) = cluster.infrastructure.aws.as_ref() else {
+            return Vec::new();
+        };
+        let count = network::nat_gateway_count(settings);
+        vec![InfrastructurePrice {
+            what: "NAT gateway".into(),
+            count: u32::try_from(count).unwrap_or(u32::MAX),
+            price: self.prices.nat_gateway(),
+        }]
     }
 }

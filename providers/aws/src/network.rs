@@ -1,15 +1,15 @@
-//! A cluster's shared network: VPC, subnets, internet gateway, route tables and security groups. (The load
-//! balancer in front of the control plane is made in `load_balancer`, and deleted here with the rest.)
+//! A cluster's shared network: VPC, subnets, internet gateway, NAT gateways, route tables and security groups.
+//! (The load balancer in front of the control plane is made in `load_balancer`, and deleted here with the rest.)
 //!
 //! Each step lists what carries the cluster's tag before it creates anything, so a reconcile that crashed half
 //! way picks up where it stopped, and a second reconcile creates nothing. Deletion works from the same tags and
 //! so removes only what Slipway made: an adopted VPC (and whatever else was in it before) is left alone.
 
 use aws_sdk_ec2::types::{
-    AttributeBooleanValue, IpPermission, IpRange, ResourceType, SecurityGroup, Subnet,
-    UserIdGroupPair,
+    AttributeBooleanValue, DomainType, IpPermission, IpRange, NatGateway, NatGatewayState,
+    ResourceType, RouteTable, SecurityGroup, Subnet, UserIdGroupPair,
 };
-use slipway_api::AwsSettings;
+use slipway_api::{AwsSettings, NatGateways};
 use slipway_provider::{ClusterInfo, Deletion, ProviderError, Result};
 
 use crate::cidr::Cidr;
@@ -26,6 +26,8 @@ pub const CONTROL_PLANE: &str = "control-plane";
 pub const NODES: &str = "nodes";
 const VPC: &str = "vpc";
 const GATEWAY: &str = "gateway";
+/// NAT gateways and their Elastic IPs.
+pub const NAT: &str = "nat";
 
 /// How many zones the provider picks when `availabilityZones` is empty.
 const DEFAULT_ZONE_COUNT: usize = 3;
@@ -67,7 +69,16 @@ pub async fn reconcile(
         &public_subnets,
     )
     .await?;
-    ensure_route_table(ec2, cluster, &vpc_id, PRIVATE, None, &private_subnets).await?;
+    let nat_gateways = ensure_nat_gateways(ec2, cluster, settings, &public_subnets).await?;
+    ensure_private_route_tables(
+        ec2,
+        cluster,
+        settings,
+        &vpc_id,
+        &private_subnets,
+        &nat_gateways,
+    )
+    .await?;
     let (control_plane_group, node_group) =
         ensure_security_groups(ec2, cluster, settings, &vpc_id).await?;
     Ok(Network {
@@ -384,7 +395,8 @@ async fn ensure_subnets(
                 .to_string();
             tracing::info!(cluster = %cluster.key(), subnet = %id, %zone, role, "created subnet");
             if role == PUBLIC {
-                // Control-plane machines reach the internet through their own public address (no NAT gateway).
+                // Control-plane machines reach the internet through their own public address; workers, in the
+                // private subnets, through the NAT gateways.
                 ec2.call(Mutate, "ModifySubnetAttribute", |c| {
                     c.modify_subnet_attribute()
                         .subnet_id(&id)
@@ -479,6 +491,308 @@ async fn ensure_route_table(
             })
             .await
             .map_err(fail(cluster, &what))?;
+        }
+    }
+    Ok(())
+}
+
+/// The zones that get a NAT gateway under `settings.natGateways`: every zone, the first, or none.
+pub fn nat_zones(settings: &AwsSettings, zones: &[String]) -> Vec<String> {
+    match settings.nat_gateways {
+        NatGateways::PerZone => zones.to_vec(),
+        NatGateways::Single => zones.iter().take(1).cloned().collect(),
+        NatGateways::Disabled => Vec::new(),
+    }
+}
+
+/// How many NAT gateways a cluster with `settings` has once its network is made: per zone, the zones it names or
+/// the provider's default count (a region with fewer zones has fewer).
+pub fn nat_gateway_count(settings: &AwsSettings) -> usize {
+    let zones = if settings.availability_zones.is_empty() {
+        DEFAULT_ZONE_COUNT
+    } else {
+        settings.availability_zones.len()
+    };
+    match settings.nat_gateways {
+        NatGateways::PerZone => zones,
+        NatGateways::Single => 1,
+        NatGateways::Disabled => 0,
+    }
+}
+
+/// The cluster's NAT gateways that exist or are on their way (not deleted, not failed).
+async fn owned_nat_gateways(ec2: &Ec2, cluster: &ClusterInfo) -> Result<Vec<NatGateway>> {
+    let out = ec2
+        .call(Describe, "DescribeNatGateways", |c| {
+            c.describe_nat_gateways()
+                .set_filter(Some(tags::owned(cluster, Some(NAT))))
+                .filter(tags::attribute(
+                    "state",
+                    &["pending", "available", "deleting"],
+                ))
+                .send()
+        })
+        .await
+        .map_err(fail(cluster, "NAT gateways"))?;
+    // The tags are checked here too: not every EC2-compatible endpoint applies tag filters to NAT gateways (moto
+    // does not), and another cluster's NAT gateway must never be taken for this one's.
+    let key = cluster.key();
+    Ok(out
+        .nat_gateways()
+        .iter()
+        .filter(|n| {
+            tags::value(n.tags(), tags::CLUSTER) == Some(key.as_str())
+                && tags::value(n.tags(), tags::ROLE) == Some(NAT)
+        })
+        .cloned()
+        .collect())
+}
+
+/// A NAT gateway with an Elastic IP in the public subnet of each zone [`nat_zones`] names; returns (zone, NAT
+/// gateway id). The address is allocated first and found by tag, so a crash between the two calls reuses it.
+async fn ensure_nat_gateways(
+    ec2: &Ec2,
+    cluster: &ClusterInfo,
+    settings: &AwsSettings,
+    public_subnets: &[(String, String)],
+) -> Result<Vec<(String, String)>> {
+    let zones: Vec<String> = public_subnets.iter().map(|(z, _)| z.clone()).collect();
+    let wanted = nat_zones(settings, &zones);
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let existing = owned_nat_gateways(ec2, cluster).await?;
+    let mut found = Vec::new();
+    for zone in wanted {
+        let live = existing.iter().find(|n| {
+            tags::value(n.tags(), tags::ZONE) == Some(zone.as_str())
+                && matches!(
+                    n.state(),
+                    Some(NatGatewayState::Pending | NatGatewayState::Available)
+                )
+        });
+        if let Some(id) = live.and_then(|n| n.nat_gateway_id()) {
+            found.push((zone, id.to_string()));
+            continue;
+        }
+        let Some((_, subnet)) = public_subnets.iter().find(|(z, _)| *z == zone) else {
+            continue;
+        };
+        let allocation = ensure_nat_address(ec2, cluster, &zone).await?;
+        let suffix = format!("{NAT}-{zone}");
+        let created = ec2
+            .call(Mutate, "CreateNatGateway", |c| {
+                c.create_nat_gateway()
+                    .subnet_id(subnet)
+                    .allocation_id(&allocation)
+                    .tag_specifications(tags::spec(
+                        ResourceType::Natgateway,
+                        cluster,
+                        NAT,
+                        &suffix,
+                        &[(tags::ZONE, zone.as_str())],
+                    ))
+                    .send()
+            })
+            .await
+            .map_err(fail(cluster, "NAT gateway"))?;
+        let id = created
+            .nat_gateway()
+            .and_then(|n| n.nat_gateway_id())
+            .ok_or_else(|| {
+                ProviderError::transient("AwsError", "CreateNatGateway answered without an id")
+            })?
+            .to_string();
+        tracing::info!(cluster = %cluster.key(), nat_gateway = %id, %zone, "created NAT gateway");
+        found.push((zone, id));
+    }
+    Ok(found)
+}
+
+/// The Elastic IP of `zone`'s NAT gateway: the one tagged for it, or a new one.
+async fn ensure_nat_address(ec2: &Ec2, cluster: &ClusterInfo, zone: &str) -> Result<String> {
+    let mut filters = tags::owned(cluster, Some(NAT));
+    filters.push(tags::filter(tags::ZONE, zone));
+    let out = ec2
+        .call(Describe, "DescribeAddresses", |c| {
+            c.describe_addresses()
+                .set_filters(Some(filters.clone()))
+                .send()
+        })
+        .await
+        .map_err(fail(cluster, "NAT gateway address"))?;
+    if let Some(id) = out.addresses().iter().find_map(|a| a.allocation_id()) {
+        return Ok(id.to_string());
+    }
+    let suffix = format!("{NAT}-{zone}");
+    let allocated = ec2
+        .call(Mutate, "AllocateAddress", |c| {
+            c.allocate_address()
+                .domain(DomainType::Vpc)
+                .tag_specifications(tags::spec(
+                    ResourceType::ElasticIp,
+                    cluster,
+                    NAT,
+                    &suffix,
+                    &[(tags::ZONE, zone)],
+                ))
+                .send()
+        })
+        .await
+        .map_err(fail(cluster, "NAT gateway address"))?;
+    allocated
+        .allocation_id()
+        .map(str::to_string)
+        .ok_or_else(|| {
+            ProviderError::transient("AwsError", "AllocateAddress answered without an id")
+        })
+}
+
+/// The private subnets' route tables: with NAT gateways per zone, one per zone routing 0.0.0.0/0 to that zone's
+/// NAT gateway; otherwise one for all, routing it to the single NAT gateway, or nowhere. A subnet associated with
+/// another of the cluster's tables (a cluster made before per-zone tables) is moved, not left behind.
+async fn ensure_private_route_tables(
+    ec2: &Ec2,
+    cluster: &ClusterInfo,
+    settings: &AwsSettings,
+    vpc_id: &str,
+    private_subnets: &[(String, String)],
+    nat_gateways: &[(String, String)],
+) -> Result<()> {
+    let what = "private route tables";
+    let list = || async {
+        ec2.call(Describe, "DescribeRouteTables", |c| {
+            c.describe_route_tables()
+                .set_filters(Some(tags::owned(cluster, Some(PRIVATE))))
+                .send()
+        })
+        .await
+        .map(|out| out.route_tables().to_vec())
+        .map_err(fail(cluster, what))
+    };
+    let mut tables: Vec<RouteTable> = list().await?;
+    let per_zone = settings.nat_gateways == NatGateways::PerZone;
+    for (zone, subnet) in private_subnets {
+        let table_zone = per_zone.then_some(zone.as_str());
+        let nat = if per_zone {
+            nat_gateways.iter().find(|(z, _)| z == zone)
+        } else {
+            nat_gateways.first()
+        }
+        .map(|(_, id)| id.as_str());
+        let existing = tables
+            .iter()
+            .find(|t| tags::value(t.tags(), tags::ZONE) == table_zone)
+            .cloned();
+        let table = match existing {
+            Some(table) => table,
+            None => {
+                let suffix = match table_zone {
+                    Some(zone) => format!("{PRIVATE}-{zone}"),
+                    None => PRIVATE.to_string(),
+                };
+                let extra: Vec<(&str, &str)> =
+                    table_zone.map(|z| (tags::ZONE, z)).into_iter().collect();
+                let created = ec2
+                    .call(Mutate, "CreateRouteTable", |c| {
+                        c.create_route_table()
+                            .vpc_id(vpc_id)
+                            .tag_specifications(tags::spec(
+                                ResourceType::RouteTable,
+                                cluster,
+                                PRIVATE,
+                                &suffix,
+                                &extra,
+                            ))
+                            .send()
+                    })
+                    .await
+                    .map_err(fail(cluster, what))?
+                    .route_table()
+                    .cloned()
+                    .ok_or_else(|| {
+                        ProviderError::transient(
+                            "AwsError",
+                            "CreateRouteTable answered without a table",
+                        )
+                    })?;
+                tables.push(created.clone());
+                created
+            }
+        };
+        let table_id = table.route_table_id().unwrap_or_default().to_string();
+        if let Some(nat) = nat {
+            let default = table
+                .routes()
+                .iter()
+                .find(|r| r.destination_cidr_block() == Some("0.0.0.0/0"));
+            match default {
+                Some(route) if route.nat_gateway_id() == Some(nat) => {}
+                Some(_) => {
+                    ec2.call(Mutate, "ReplaceRoute", |c| {
+                        c.replace_route()
+                            .route_table_id(&table_id)
+                            .destination_cidr_block("0.0.0.0/0")
+                            .nat_gateway_id(nat)
+                            .send()
+                    })
+                    .await
+                    .map_err(fail(cluster, what))?;
+                }
+                None => {
+                    let added = ec2
+                        .call(Mutate, "CreateRoute", |c| {
+                            c.create_route()
+                                .route_table_id(&table_id)
+                                .destination_cidr_block("0.0.0.0/0")
+                                .nat_gateway_id(nat)
+                                .send()
+                        })
+                        .await;
+                    match added {
+                        Ok(_) => {}
+                        Err(e) if e.code_is("RouteAlreadyExists") => {}
+                        Err(e) => return Err(fail(cluster, what)(e)),
+                    }
+                }
+            }
+        }
+        // Where the subnet is associated now, among the cluster's private tables.
+        let current = tables.iter().find_map(|t| {
+            t.associations()
+                .iter()
+                .find(|a| a.subnet_id() == Some(subnet.as_str()))
+                .map(|a| {
+                    (
+                        t.route_table_id().unwrap_or_default().to_string(),
+                        a.route_table_association_id()
+                            .unwrap_or_default()
+                            .to_string(),
+                    )
+                })
+        });
+        match current {
+            Some((id, _)) if id == table_id => {}
+            Some((_, association)) => {
+                ec2.call(Mutate, "ReplaceRouteTableAssociation", |c| {
+                    c.replace_route_table_association()
+                        .association_id(&association)
+                        .route_table_id(&table_id)
+                        .send()
+                })
+                .await
+                .map_err(fail(cluster, what))?;
+            }
+            None => {
+                ec2.call(Mutate, "AssociateRouteTable", |c| {
+                    c.associate_route_table()
+                        .route_table_id(&table_id)
+                        .subnet_id(subnet)
+                        .send()
+                })
+                .await
+                .map_err(fail(cluster, what))?;
+            }
         }
     }
     Ok(())
@@ -665,6 +979,10 @@ enum Owned {
     TargetGroup {
         arn: String,
     },
+    /// Deleting takes a minute or so (`deleting`); until it is gone its subnet and Elastic IP are in use.
+    NatGateway {
+        id: String,
+    },
     /// Clusters made before the API endpoint was a load balancer have an Elastic IP; it goes with the cluster.
     Address {
         id: String,
@@ -697,6 +1015,7 @@ impl Owned {
             Self::Listener { .. } => "load balancer listener",
             Self::LoadBalancer { .. } => "load balancer",
             Self::TargetGroup { .. } => "target group",
+            Self::NatGateway { .. } => "NAT gateway",
             Self::Address { .. } => "Elastic IP",
             Self::SecurityGroup { .. } => "security group",
             Self::Subnet { .. } => "subnet",
@@ -710,6 +1029,7 @@ impl Owned {
         match self {
             Self::Listener { arn } | Self::LoadBalancer { arn } | Self::TargetGroup { arn } => arn,
             Self::Address { id, .. }
+            | Self::NatGateway { id }
             | Self::SecurityGroup { id }
             | Self::Subnet { id }
             | Self::RouteTable { id, .. }
@@ -720,9 +1040,9 @@ impl Owned {
 }
 
 /// Everything of the network that carries the cluster's tag, in the order it can be deleted: the load balancer's
-/// listener, the load balancer and the target group it used, then addresses, security groups and subnets before
-/// the route tables, gateway and VPC that hold them. Only a VPC Slipway created carries the tag; an adopted one is
-/// never listed. Load balancers and target groups are looked for in every VPC, not only the cluster's: one whose
+/// listener, the load balancer and the target group it used, the NAT gateways, then addresses, security groups and
+/// subnets before the route tables, gateway and VPC that hold them. Only a VPC Slipway created carries the tag; an
+/// adopted one is never listed. Load balancers and target groups are looked for in every VPC, not only the cluster's: one whose
 /// subnets went first must still be found.
 async fn owned(aws: &Aws, cluster: &ClusterInfo) -> Result<Vec<Owned>> {
     let (ec2, elb) = (&aws.ec2, &aws.elb);
@@ -748,6 +1068,14 @@ async fn owned(aws: &Aws, cluster: &ClusterInfo) -> Result<Vec<Owned>> {
                 arn: tg.target_group_arn().unwrap_or_default().to_string(),
             }),
     );
+    owned.extend(
+        owned_nat_gateways(ec2, cluster)
+            .await?
+            .iter()
+            .map(|n| Owned::NatGateway {
+                id: n.nat_gateway_id().unwrap_or_default().to_string(),
+            }),
+    );
     let addresses = ec2
         .call(Describe, "DescribeAddresses", |c| {
             c.describe_addresses()
@@ -756,9 +1084,14 @@ async fn owned(aws: &Aws, cluster: &ClusterInfo) -> Result<Vec<Owned>> {
         })
         .await
         .map_err(fail(cluster, "addresses"))?;
-    owned.extend(addresses.addresses().iter().map(|a| Owned::Address {
-        id: a.allocation_id().unwrap_or_default().to_string(),
-        association: a.association_id().map(str::to_string),
+    owned.extend(addresses.addresses().iter().map(|a| {
+        Owned::Address {
+            id: a.allocation_id().unwrap_or_default().to_string(),
+            // A NAT gateway's address cannot be disassociated: it is free once the NAT gateway is gone.
+            association: (tags::value(a.tags(), tags::ROLE) != Some(NAT))
+                .then(|| a.association_id().map(str::to_string))
+                .flatten(),
+        }
     }));
     owned.extend(
         owned_groups(ec2, cluster)
@@ -853,6 +1186,14 @@ async fn remove(aws: &Aws, resource: &Owned) -> Vec<std::result::Result<(), AwsE
             let r = elb
                 .call(Mutate, "DeleteTargetGroup", |c| {
                     c.delete_target_group().target_group_arn(arn).send()
+                })
+                .await;
+            results.push(r.map(drop));
+        }
+        Owned::NatGateway { id } => {
+            let r = ec2
+                .call(Mutate, "DeleteNatGateway", |c| {
+                    c.delete_nat_gateway().nat_gateway_id(id).send()
                 })
                 .await;
             results.push(r.map(drop));

@@ -41,7 +41,13 @@ const US_EAST_1_ON_DEMAND: &[(&str, f64)] = &[
     ("r6i.xlarge", 0.252),
 ];
 
-/// Prices by instance type.
+/// A NAT gateway's hourly charge in us-east-1 (2025), data processing not included. The price ConfigMap can
+/// override it under the key [`NAT_GATEWAY_KEY`].
+const NAT_GATEWAY_PER_HOUR: f64 = 0.045;
+/// The price table's key for a NAT gateway.
+pub const NAT_GATEWAY_KEY: &str = "nat-gateway";
+
+/// Prices by instance type, and a NAT gateway's.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PriceTable {
     per_hour: BTreeMap<String, f64>,
@@ -82,6 +88,18 @@ impl PriceTable {
                 )),
             })
             .collect()
+    }
+
+    /// One NAT gateway's hourly price.
+    pub fn nat_gateway(&self) -> Price {
+        Price {
+            per_hour: self
+                .per_hour
+                .get(NAT_GATEWAY_KEY)
+                .copied()
+                .unwrap_or(NAT_GATEWAY_PER_HOUR),
+            currency: "USD".into(),
+        }
     }
 
     pub fn price(&self, instance_type: &str) -> Option<Price> {

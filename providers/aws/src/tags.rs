@@ -14,6 +14,8 @@ pub const ROLE: &str = "slipway.dev/role";
 pub const POOL: &str = "slipway.dev/pool";
 pub const MACHINE: &str = "slipway.dev/machine";
 pub const TEMPLATE_HASH: &str = "slipway.dev/template-hash";
+/// The availability zone of a per-zone piece (a NAT gateway, its Elastic IP, a zone's private route table).
+pub const ZONE: &str = "slipway.dev/zone";
 pub const NAME: &str = "Name";
 
 /// A filter on one tag's value, `tag:<key>=<value>`.

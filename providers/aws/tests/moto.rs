@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{Filter, InstanceAttributeName};
 use base64::Engine;
-use slipway_api::MachineSettings;
+use slipway_api::{MachineSettings, NatGateways};
 use slipway_bootstrap::BootstrapToken;
 use slipway_bootstrap::cloud_init::{ClusterNetwork, NodeSettings, kubeadm_join};
 use slipway_provider::{
@@ -129,9 +129,19 @@ async fn cluster_network_and_machines_are_created_once_with_ownership_tags() {
     let (endpoint, port) = status.endpoint.clone().unwrap();
     assert_eq!(port, 6443);
     let first_balancing = ElbInventory::read(&elb).await;
+    let first_nats = live_nat_gateways(&ec2, &cluster).await;
     // A second reconcile finds everything by tag and makes nothing new.
     let again = provider.reconcile_cluster(&cluster).await.unwrap();
     assert_eq!(again.endpoint, status.endpoint);
+    assert_eq!(live_nat_gateways(&ec2, &cluster).await, first_nats);
+    // The estimate counts the two NAT gateways.
+    let infrastructure = provider.infrastructure_prices(&cluster);
+    assert_eq!(infrastructure.len(), 1);
+    assert_eq!(
+        (infrastructure[0].what.as_str(), infrastructure[0].count),
+        ("NAT gateway", 2)
+    );
+    assert_eq!(infrastructure[0].price.per_hour, 0.045);
 
     let vpcs = ec2
         .describe_vpcs()
@@ -190,7 +200,8 @@ async fn cluster_network_and_machines_are_created_once_with_ownership_tags() {
         .send()
         .await
         .unwrap();
-    assert_eq!(tables.route_tables().len(), 2);
+    // A public table, and a private one per zone.
+    assert_eq!(tables.route_tables().len(), 3);
     let public_table = tables
         .route_tables()
         .iter()
@@ -253,16 +264,69 @@ async fn cluster_network_and_machines_are_created_once_with_ownership_tags() {
         1,
         "only the API port is open to the allowed range"
     );
-    // No Elastic IP any more: the endpoint is the load balancer's DNS name.
-    assert!(
-        ec2.describe_addresses()
-            .filters(tag_filter(&cluster))
-            .send()
-            .await
-            .unwrap()
-            .addresses()
-            .is_empty()
-    );
+    // A NAT gateway per zone in that zone's public subnet, each with its own Elastic IP, and each zone's private
+    // subnet routed through its zone's NAT gateway. (No other Elastic IP: the endpoint is the load balancer's DNS
+    // name.)
+    let nats = live_nat_gateways(&ec2, &cluster).await;
+    assert_eq!(nats.len(), 2, "{nats:?}");
+    let addresses = ec2
+        .describe_addresses()
+        .filters(tag_filter(&cluster))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(addresses.addresses().len(), 2);
+    for address in addresses.addresses() {
+        assert_eq!(tag_value(address.tags(), "slipway.dev/role"), Some("nat"));
+    }
+    for zone in ["us-east-1a", "us-east-1b"] {
+        let subnet_of = |role: &str| {
+            subnets
+                .subnets()
+                .iter()
+                .find(|s| {
+                    s.availability_zone() == Some(zone)
+                        && tag_value(s.tags(), "slipway.dev/role") == Some(role)
+                })
+                .and_then(|s| s.subnet_id())
+                .unwrap()
+                .to_string()
+        };
+        let nat = nats
+            .iter()
+            .find(|n| tag_value(n.tags(), "slipway.dev/zone") == Some(zone))
+            .unwrap_or_else(|| panic!("no NAT gateway in {zone}: {nats:?}"));
+        assert_eq!(nat.subnet_id(), Some(subnet_of("public").as_str()));
+        let allocation = nat.nat_gateway_addresses()[0].allocation_id().unwrap();
+        assert!(
+            addresses
+                .addresses()
+                .iter()
+                .any(|a| a.allocation_id() == Some(allocation)
+                    && tag_value(a.tags(), "slipway.dev/zone") == Some(zone)),
+            "{zone}: the NAT gateway's address is the one tagged for it"
+        );
+        let private = subnet_of("private");
+        let table = tables
+            .route_tables()
+            .iter()
+            .find(|t| {
+                t.associations()
+                    .iter()
+                    .any(|a| a.subnet_id() == Some(private.as_str()))
+            })
+            .unwrap();
+        assert_eq!(tag_value(table.tags(), "slipway.dev/zone"), Some(zone));
+        assert!(
+            table
+                .routes()
+                .iter()
+                .any(|r| r.destination_cidr_block() == Some("0.0.0.0/0")
+                    && r.nat_gateway_id() == nat.nat_gateway_id()),
+            "{zone}: {:?}",
+            table.routes()
+        );
+    }
     let balancing = ElbInventory::read(&elb).await;
     assert_eq!(
         balancing.counts(Some(&cluster.key())),
@@ -636,6 +700,7 @@ async fn scaling_then_deleting_the_cluster_leaves_no_tagged_resource() {
             .internet_gateways()
             .is_empty()
     );
+    assert!(live_nat_gateways(&ec2, &cluster).await.is_empty());
     assert!(
         ec2.describe_route_tables()
             .filters(f())
@@ -656,6 +721,166 @@ async fn scaling_then_deleting_the_cluster_leaves_no_tagged_resource() {
     assert_eq!(
         provider.delete_cluster(&cluster).await.unwrap(),
         Deletion::Done
+    );
+}
+
+/// The value of tag `key`.
+fn tag_value<'a>(tags: &'a [aws_sdk_ec2::types::Tag], key: &str) -> Option<&'a str> {
+    tags.iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+}
+
+/// The cluster's NAT gateways that are not deleted, read without the provider.
+async fn live_nat_gateways(
+    ec2: &aws_sdk_ec2::Client,
+    cluster: &ClusterInfo,
+) -> Vec<aws_sdk_ec2::types::NatGateway> {
+    ec2.describe_nat_gateways()
+        .filter(tag_filter(cluster))
+        .send()
+        .await
+        .unwrap()
+        .nat_gateways()
+        .iter()
+        // moto applies no tag filter to NAT gateways: checked here.
+        .filter(|n| tag_value(n.tags(), "slipway.dev/cluster") == Some(cluster.key().as_str()))
+        .filter(|n| n.state() != Some(&aws_sdk_ec2::types::NatGatewayState::Deleted))
+        .cloned()
+        .collect()
+}
+
+/// One NAT gateway for every private subnet, or none: the cheaper settings, and what each costs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_nat_gateway_serves_every_zone_and_disabled_makes_none() {
+    let moto = Moto::start().await;
+    let provider = support::provider(&moto.url, AwsConfig::default());
+    let ec2 = support::ec2(&moto.url).await;
+
+    let mut single = support::cluster("single");
+    single.infrastructure.aws.as_mut().unwrap().nat_gateways = NatGateways::Single;
+    provider.reconcile_cluster(&single).await.unwrap();
+    let nats = live_nat_gateways(&ec2, &single).await;
+    assert_eq!(nats.len(), 1, "{nats:?}");
+    assert_eq!(
+        tag_value(nats[0].tags(), "slipway.dev/zone"),
+        Some("us-east-1a")
+    );
+    let tables = ec2
+        .describe_route_tables()
+        .filters(tag_filter(&single))
+        .send()
+        .await
+        .unwrap();
+    let private: Vec<_> = tables
+        .route_tables()
+        .iter()
+        .filter(|t| tag_value(t.tags(), "slipway.dev/role") == Some("private"))
+        .collect();
+    assert_eq!(private.len(), 1);
+    assert_eq!(
+        private[0]
+            .associations()
+            .iter()
+            .filter(|a| a.subnet_id().is_some())
+            .count(),
+        2,
+        "both private subnets"
+    );
+    assert!(
+        private[0]
+            .routes()
+            .iter()
+            .any(|r| r.nat_gateway_id() == nats[0].nat_gateway_id())
+    );
+    assert_eq!(provider.infrastructure_prices(&single)[0].count, 1);
+
+    let mut disabled = support::cluster("closed");
+    disabled.infrastructure.aws.as_mut().unwrap().nat_gateways = NatGateways::Disabled;
+    provider.reconcile_cluster(&disabled).await.unwrap();
+    assert!(live_nat_gateways(&ec2, &disabled).await.is_empty());
+    let tables = ec2
+        .describe_route_tables()
+        .filters(tag_filter(&disabled))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        tables
+            .route_tables()
+            .iter()
+            .filter(|t| tag_value(t.tags(), "slipway.dev/role") == Some("private"))
+            .all(|t| t
+                .routes()
+                .iter()
+                .all(|r| r.destination_cidr_block() != Some("0.0.0.0/0"))),
+        "no way out"
+    );
+    assert_eq!(provider.infrastructure_prices(&disabled)[0].count, 0);
+
+    // A cluster made before NAT gateways has this layout (one private table, no way out); the per-zone default
+    // it reads now moves each private subnet to its zone's table with a route through its zone's NAT gateway.
+    let mut upgraded = disabled.clone();
+    upgraded.infrastructure.aws.as_mut().unwrap().nat_gateways = NatGateways::PerZone;
+    provider.reconcile_cluster(&upgraded).await.unwrap();
+    let nats = live_nat_gateways(&ec2, &upgraded).await;
+    assert_eq!(nats.len(), 2, "{nats:?}");
+    let tables = ec2
+        .describe_route_tables()
+        .filters(tag_filter(&upgraded))
+        .send()
+        .await
+        .unwrap();
+    let subnets = ec2
+        .describe_subnets()
+        .filters(tag_filter(&upgraded))
+        .send()
+        .await
+        .unwrap();
+    for subnet in subnets
+        .subnets()
+        .iter()
+        .filter(|s| tag_value(s.tags(), "slipway.dev/role") == Some("private"))
+    {
+        let zone = subnet.availability_zone().unwrap();
+        let holding: Vec<_> = tables
+            .route_tables()
+            .iter()
+            .filter(|t| {
+                t.associations()
+                    .iter()
+                    .any(|a| a.subnet_id() == subnet.subnet_id())
+            })
+            .collect();
+        assert_eq!(holding.len(), 1, "{zone}: one table");
+        assert_eq!(tag_value(holding[0].tags(), "slipway.dev/zone"), Some(zone));
+        let nat = nats
+            .iter()
+            .find(|n| tag_value(n.tags(), "slipway.dev/zone") == Some(zone))
+            .unwrap();
+        assert!(
+            holding[0]
+                .routes()
+                .iter()
+                .any(|r| r.nat_gateway_id() == nat.nat_gateway_id()),
+            "{zone}: {:?}",
+            holding[0].routes()
+        );
+    }
+    delete_until_done(&provider, &upgraded).await;
+    assert!(live_nat_gateways(&ec2, &upgraded).await.is_empty());
+
+    // Deleted with the cluster: the NAT gateway and its address.
+    delete_until_done(&provider, &single).await;
+    assert!(live_nat_gateways(&ec2, &single).await.is_empty());
+    assert!(
+        ec2.describe_addresses()
+            .filters(tag_filter(&single))
+            .send()
+            .await
+            .unwrap()
+            .addresses()
+            .is_empty()
     );
 }
 

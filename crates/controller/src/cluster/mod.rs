@@ -126,6 +126,7 @@ async fn provision(
     status.cost = cost::estimate(
         |instance_type| provider.price_per_hour(instance_type),
         &cost::groups(cluster, &pools),
+        &provider.infrastructure_prices(&info),
     );
 
     // 1. Infrastructure.

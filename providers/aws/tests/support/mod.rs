@@ -178,6 +178,7 @@ pub fn cluster(name: &str) -> ClusterInfo {
                 vpc_id: None,
                 availability_zones: vec!["us-east-1a".into(), "us-east-1b".into()],
                 control_plane_ingress_cidrs: vec!["203.0.113.0/24".into()],
+                nat_gateways: Default::default(),
             }),
             ..Default::default()
         },
