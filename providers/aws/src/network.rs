@@ -414,6 +414,37 @@ async fn ensure_subnets(
     Ok((public, private))
 }
 
+/// A new route table of the cluster in `vpc_id`, tagged with `role` (and `extra`), named after `suffix`.
+async fn create_route_table(
+    ec2: &Ec2,
+    cluster: &ClusterInfo,
+    vpc_id: &str,
+    role: &str,
+    suffix: &str,
+    extra: &[(&str, &str)],
+    what: &str,
+) -> Result<RouteTable> {
+    ec2.call(Mutate, "CreateRouteTable", |c| {
+        c.create_route_table()
+            .vpc_id(vpc_id)
+            .tag_specifications(tags::spec(
+                ResourceType::RouteTable,
+                cluster,
+                role,
+                suffix,
+                extra,
+            ))
+            .send()
+    })
+    .await
+    .map_err(fail(cluster, what))?
+    .route_table()
+    .cloned()
+    .ok_or_else(|| {
+        ProviderError::transient("AwsError", "CreateRouteTable answered without a table")
+    })
+}
+
 /// One route table per role; the public one routes 0.0.0.0/0 to the internet gateway.
 async fn ensure_route_table(
     ec2: &Ec2,
@@ -434,26 +465,7 @@ async fn ensure_route_table(
         .map_err(fail(cluster, &what))?;
     let table = match found.route_tables().first() {
         Some(table) => table.clone(),
-        None => ec2
-            .call(Mutate, "CreateRouteTable", |c| {
-                c.create_route_table()
-                    .vpc_id(vpc_id)
-                    .tag_specifications(tags::spec(
-                        ResourceType::RouteTable,
-                        cluster,
-                        role,
-                        role,
-                        &[],
-                    ))
-                    .send()
-            })
-            .await
-            .map_err(fail(cluster, &what))?
-            .route_table()
-            .cloned()
-            .ok_or_else(|| {
-                ProviderError::transient("AwsError", "CreateRouteTable answered without a table")
-            })?,
+        None => create_route_table(ec2, cluster, vpc_id, role, role, &[], &what).await?,
     };
     let table_id = table.route_table_id().unwrap_or_default().to_string();
     if let Some(gateway) = gateway {
@@ -693,29 +705,9 @@ async fn ensure_private_route_tables(
                 };
                 let extra: Vec<(&str, &str)> =
                     table_zone.map(|z| (tags::ZONE, z)).into_iter().collect();
-                let created = ec2
-                    .call(Mutate, "CreateRouteTable", |c| {
-                        c.create_route_table()
-                            .vpc_id(vpc_id)
-                            .tag_specifications(tags::spec(
-                                ResourceType::RouteTable,
-                                cluster,
-                                PRIVATE,
-                                &suffix,
-                                &extra,
-                            ))
-                            .send()
-                    })
-                    .await
-                    .map_err(fail(cluster, what))?
-                    .route_table()
-                    .cloned()
-                    .ok_or_else(|| {
-                        ProviderError::transient(
-                            "AwsError",
-                            "CreateRouteTable answered without a table",
-                        )
-                    })?;
+                let created =
+                    create_route_table(ec2, cluster, vpc_id, PRIVATE, &suffix, &extra, what)
+                        .await?;
                 tables.push(created.clone());
                 created
             }
