@@ -9,6 +9,7 @@
 
 pub mod addons;
 mod binaries;
+mod cloud_init;
 mod control_plane;
 mod error;
 mod kubeconfig;
@@ -30,6 +31,7 @@ pub use binaries::{
     bin_dir, bin_dir_for, binary, cache_dir, kubernetes_version, previous_kubernetes_version,
     previous_minor_bin_dir,
 };
+pub use cloud_init::cloud_init_query;
 pub use error::{Error, Result};
 pub use ports::free_port;
 use process::Process;

@@ -366,33 +366,11 @@ pub fn read_config_drive(image: &[u8]) -> Seed {
     }
 }
 
-/// What `cloud-init query --format FORMAT` prints on a host whose instance id is `instance_id` (Debian's
-/// cloud-init, which hack/test.sh installs).
+/// What `cloud-init query --format FORMAT` prints on a host whose instance id is `instance_id`.
 pub fn cloud_init_query(instance_id: &serde_json::Value, format: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("instance-data.json");
     let instance =
         serde_json::json!({ "v1": { "instance_id": instance_id, "cloud_name": "nocloud" } });
-    std::fs::write(&data, instance.to_string()).unwrap();
-    // On a host, cloud-init has the user data and vendor data files too; here they are empty.
-    let empty = dir.path().join("empty");
-    std::fs::write(&empty, "").unwrap();
-    let out = Command::new("cloud-init")
-        .args(["query", "--instance-data"])
-        .arg(&data)
-        .arg("--user-data")
-        .arg(&empty)
-        .arg("--vendor-data")
-        .arg(&empty)
-        .args(["--format", format])
-        .output()
-        .expect("cloud-init (Debian package cloud-init; hack/test.sh installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    slipway_testenv::cloud_init_query(&instance, format)
 }
 
 /// A namespace on the shared apiserver with the BareMetalHost CRD installed.
